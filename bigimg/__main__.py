@@ -1,0 +1,3 @@
+from bigimg.cli import main
+
+main()

@@ -1,0 +1,304 @@
+"""The image model: chunked, lazy DataArrays with named dims.
+
+A single image is ``("y", "x", "band")``; a stack adds a leading ``"image"``
+dim. NoData is NaN in a floating dtype. Everything else in bigimg takes and
+returns these objects, and uses the helpers at the bottom of this module to
+turn per-dim options (``{"y": 2, "x": 2}``) into per-axis tuples.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Hashable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import dask.array as da
+import numpy as np
+import xarray as xr
+
+IMAGE_DIMS = ("y", "x", "band")
+STACK_DIMS = ("image", "y", "x", "band")
+SPATIAL_DIMS = ("y", "x")
+
+_ZARR_MARKERS = ("zarr.json", ".zgroup", ".zarray")
+_TIFF_SUFFIXES = {".tif", ".tiff", ".gtiff"}
+_PLAIN_SUFFIXES = {".png", ".jpg", ".jpeg"}
+
+
+# ---------------------------------------------------------------- public API
+def from_array(
+    arr: Any,
+    *,
+    dims: Iterable[Hashable] | None = None,
+    chunks: str | int | Mapping[Hashable, Any] = "auto",
+    nodata: float | None = None,
+) -> xr.DataArray:
+    """Wrap a numpy or dask array as a bigimg image.
+
+    Parameters
+    ----------
+    arr : numpy.ndarray or dask.array.Array or xarray.DataArray
+        2-D ``(y, x)``, 3-D ``(y, x, band)`` or 4-D ``(image, y, x, band)``
+        data. A DataArray keeps its own dims (and gains ``band`` if 2-D).
+    dims : sequence of str, optional
+        Names of the array's dims. Default ``("y", "x")`` for 2-D (a length-1
+        ``band`` dim is then appended), ``("y", "x", "band")`` for 3-D and
+        ``("image", "y", "x", "band")`` for 4-D.
+    chunks : "auto", int or dict, default "auto"
+        Dask chunks. A dict names dims; dims it leaves out stay one chunk.
+        ``"auto"`` lets dask choose for ``y``/``x``/``image`` and keeps
+        ``band`` whole.
+    nodata : number, optional
+        Value that marks NoData; it becomes NaN (integer data become float32).
+
+    Returns
+    -------
+    xarray.DataArray
+        Lazy (dask-backed) image.
+
+    Raises
+    ------
+    ValueError
+        ndim not 2-4, dims of the wrong length, or a chunk dict naming a dim
+        the array does not have.
+
+    Examples
+    --------
+    >>> import numpy as np, bigimg as bi
+    >>> img = bi.from_array(np.zeros((64, 48)), chunks={"y": 32, "x": 32})
+    >>> img.dims, img.shape, img.chunks
+    (('y', 'x', 'band'), (64, 48, 1), ((32, 32), (32, 16), (1,)))
+    """
+    if isinstance(arr, xr.DataArray):
+        obj = arr
+        if dims is not None and tuple(dims) != obj.dims:
+            obj = obj.rename(dict(zip(obj.dims, dims, strict=True)))
+    else:
+        if not hasattr(arr, "ndim"):
+            arr = np.asarray(arr)
+        ndim = arr.ndim
+        if dims is None:
+            if ndim not in (2, 3, 4):
+                raise ValueError(f"arr must be 2-D, 3-D or 4-D, got ndim={ndim}")
+            dims = {2: SPATIAL_DIMS, 3: IMAGE_DIMS, 4: STACK_DIMS}[ndim]
+        dims = tuple(dims)
+        if len(dims) != ndim:
+            raise ValueError(f"dims {dims!r} has {len(dims)} names for an array of ndim={ndim}")
+        obj = xr.DataArray(arr, dims=dims)
+    if obj.ndim not in (2, 3, 4):
+        raise ValueError(f"an image must have 2 to 4 dims, got {obj.dims!r}")
+    if len(set(obj.dims)) != obj.ndim:
+        raise ValueError(f"dims must be unique, got {obj.dims!r}")
+    if "band" not in obj.dims and obj.ndim < 4:
+        obj = obj.expand_dims("band", axis=obj.ndim)
+    obj = obj.chunk(normalize_chunks(obj, chunks))
+    if nodata is not None:
+        obj = apply_nodata(obj, nodata)
+    return obj
+
+
+def open_image(
+    path: str | Path,
+    *,
+    chunks: str | int | Mapping[Hashable, Any] = "auto",
+    nodata: float | None = None,
+) -> xr.DataArray:
+    """Open an image file lazily as a bigimg DataArray.
+
+    Parameters
+    ----------
+    path : str or Path
+        A Zarr store (a bigimg output, a group holding one array, or a bare
+        array), a TIFF/BigTIFF (read tile by tile), a ``.npy`` file
+        (memory-mapped) or a PNG/JPEG (small images, read whole).
+    chunks, nodata
+        As in :func:`from_array`.
+
+    Returns
+    -------
+    xarray.DataArray
+
+    Raises
+    ------
+    FileNotFoundError
+        The path does not exist.
+    ValueError
+        Unknown format, or the data is not 2-4 dimensional.
+
+    Examples
+    --------
+    >>> import numpy as np, bigimg as bi, tempfile, os
+    >>> path = os.path.join(tempfile.mkdtemp(), "a.npy")
+    >>> np.save(path, np.arange(12, dtype="uint8").reshape(3, 4))
+    >>> img = bi.open_image(path, nodata=0)
+    >>> img.dtype, img.dims, bool(img.isnull()[0, 0, 0])
+    (dtype('float32'), ('y', 'x', 'band'), True)
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"path: no such file or directory: {str(path)!r}")
+    suffix = path.suffix.lower()
+    attrs = {"bigimg_source": str(path)}
+    if path.is_dir():
+        if not any((path / m).exists() for m in _ZARR_MARKERS):
+            raise ValueError(f"path: {str(path)!r} is a directory but not a Zarr store")
+        obj = _open_zarr_input(path)
+    elif suffix in _TIFF_SUFFIXES:
+        obj = _open_tiff(path)
+    elif suffix == ".npy":
+        obj = np.load(path, mmap_mode="r")  # chunked lazily by from_array
+    elif suffix in _PLAIN_SUFFIXES:
+        import PIL.Image
+
+        with PIL.Image.open(path) as im:
+            obj = np.asarray(im)
+    else:
+        raise ValueError(
+            f"path: unknown image format {suffix or '(no suffix)'!r} for {str(path)!r}; "
+            "expected a Zarr store, .tif/.tiff, .npy, .png or .jpg"
+        )
+    out = from_array(obj, chunks=chunks, nodata=nodata)
+    out.attrs = {**attrs, **out.attrs}
+    return out
+
+
+# ---------------------------------------------------------------- helpers
+def normalize_chunks(obj: xr.DataArray, chunks: Any) -> dict[Hashable, Any]:
+    """Turn a user ``chunks`` value into a complete per-dim dict.
+
+    ``"auto"`` -> dask's choice on every dim but ``band`` (kept whole); an int
+    -> that size on ``y`` and ``x``; a dict -> as given, other dims whole.
+    """
+    if isinstance(chunks, str):
+        if chunks != "auto":
+            raise ValueError(f"chunks must be 'auto', an int or a dict by dim, got {chunks!r}")
+        return {d: (-1 if d == "band" else "auto") for d in obj.dims}
+    if isinstance(chunks, numbers.Integral) and not isinstance(chunks, bool):
+        chunks = {d: int(chunks) for d in SPATIAL_DIMS if d in obj.dims}
+    if not isinstance(chunks, Mapping):
+        raise TypeError(f"chunks must be 'auto', an int or a dict by dim, got {chunks!r}")
+    unknown = [d for d in chunks if d not in obj.dims]
+    if unknown:
+        raise ValueError(f"chunks names unknown dim(s) {unknown!r}; the image has dims {obj.dims!r}")
+    out: dict[Hashable, Any] = {d: -1 for d in obj.dims}
+    for d, c in chunks.items():
+        if isinstance(c, numbers.Integral) and not isinstance(c, bool) and c != -1 and c <= 0:
+            raise ValueError(f"chunks[{d!r}] must be a positive int, -1 or 'auto', got {c!r}")
+        out[d] = c
+    return out
+
+
+def apply_nodata(obj: xr.DataArray, nodata: float) -> xr.DataArray:
+    """Turn ``nodata`` into NaN; integer and bool data become float32."""
+    if not isinstance(nodata, numbers.Real) or isinstance(nodata, bool):
+        raise TypeError(f"nodata must be a number, got {nodata!r}")
+    dtype = obj.dtype if np.issubdtype(obj.dtype, np.floating) else np.dtype("float32")
+    data = obj.astype(dtype)
+    if math.isnan(nodata):
+        return data
+    out = data.where(obj != nodata)
+    out.attrs = {**obj.attrs, "bigimg_nodata": float(nodata)}
+    return out
+
+
+def check_image(obj: Any, name: str = "img", *, required: Iterable[str] = SPATIAL_DIMS) -> None:
+    """Raise a clear error unless ``obj`` is a DataArray having ``required`` dims."""
+    if not isinstance(obj, xr.DataArray):
+        raise TypeError(f"{name} must be an xarray.DataArray, got {type(obj).__name__}")
+    missing = [d for d in required if d not in obj.dims]
+    if missing:
+        raise ValueError(f"{name} is missing dim(s) {missing!r}; it has dims {obj.dims!r}")
+    if obj.size == 0:
+        raise ValueError(f"{name} is empty (shape {obj.shape})")
+
+
+def per_dim(
+    obj: xr.DataArray,
+    value: Any,
+    name: str,
+    *,
+    scalar_dims: Iterable[Hashable] = SPATIAL_DIMS,
+    default: float = 0.0,
+) -> tuple[float, ...]:
+    """Convert a per-dim option to one float per axis of ``obj``.
+
+    ``value`` is a dict keyed by dim name (dims left out get ``default``) or a
+    scalar that applies to ``scalar_dims`` only (never ``band`` or ``image``).
+    Values must be finite and non-negative.
+
+    Examples
+    --------
+    >>> import numpy as np, xarray as xr
+    >>> img = xr.DataArray(np.zeros((4, 5, 3)), dims=("y", "x", "band"))
+    >>> per_dim(img, 2, "sigma")
+    (2.0, 2.0, 0.0)
+    >>> per_dim(img, {"x": 1.5}, "sigma")
+    (0.0, 1.5, 0.0)
+    """
+    if isinstance(value, Mapping):
+        unknown = [d for d in value if d not in obj.dims]
+        if unknown:
+            raise ValueError(
+                f"{name} names unknown dim(s) {unknown!r}; the image has dims {obj.dims!r}"
+            )
+        mapping = dict(value)
+    elif isinstance(value, numbers.Real) and not isinstance(value, bool):
+        mapping = {d: value for d in scalar_dims if d in obj.dims}
+    else:
+        raise TypeError(f"{name} must be a number or a dict keyed by dim name, got {value!r}")
+    out = []
+    for d in obj.dims:
+        v = mapping.get(d, default)
+        if not isinstance(v, numbers.Real) or isinstance(v, bool):
+            raise TypeError(f"{name}[{d!r}] must be a number, got {v!r}")
+        if not math.isfinite(v) or v < 0:
+            raise ValueError(f"{name}[{d!r}] must be finite and >= 0, got {v!r}")
+        out.append(float(v))
+    return tuple(out)
+
+
+def float_dtype(dtype: Any) -> np.dtype:
+    """bigimg's dtype policy for derived data: float64 stays, the rest is float32."""
+    dtype = np.dtype(dtype)
+    return dtype if dtype == np.float64 else np.dtype("float32")
+
+
+def like(obj: xr.DataArray, data: Any, **attrs: Any) -> xr.DataArray:
+    """A DataArray with ``obj``'s dims, coords and attrs around new ``data``."""
+    out = obj.copy(data=data)
+    if attrs:
+        out.attrs = {**obj.attrs, **attrs}
+    return out
+
+
+# ---------------------------------------------------------------- readers
+def _open_zarr_input(path: Path) -> Any:
+    import zarr
+
+    node = zarr.open(str(path), mode="r")
+    if isinstance(node, zarr.Array):
+        return da.from_zarr(node)
+    if "image" in node and isinstance(node["image"], zarr.Array):
+        from bigimg.io import open_zarr
+
+        return open_zarr(path)
+    arrays = [name for name, _ in node.arrays()]
+    if len(arrays) != 1:
+        raise ValueError(
+            f"path: Zarr group {str(path)!r} holds arrays {arrays!r}; expected a bigimg "
+            "store (an 'image' variable) or a group with exactly one array"
+        )
+    return da.from_zarr(node[arrays[0]])
+
+
+def _open_tiff(path: Path) -> Any:
+    import tifffile
+    import zarr
+
+    store = tifffile.imread(path, aszarr=True)
+    node = zarr.open(store, mode="r")
+    if not isinstance(node, zarr.Array):  # pyramidal TIFF: level 0
+        node = node["0"]
+    return da.from_zarr(node)

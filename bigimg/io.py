@@ -1,0 +1,419 @@
+"""Zarr output: provenance, completeness and resumable writes.
+
+A bigimg store is a Zarr v3 group holding one data variable, ``image``, written
+through xarray so that ``xr.open_zarr(path)["image"]`` reads it with nothing
+else. Chunks are written one task per chunk; zarr's local store writes each
+chunk file atomically (a temporary ``*.partial`` file renamed into place), so a
+chunk file that exists is complete. ``bigimg_complete`` is set only after every
+chunk is stored; ``resume=True`` writes just the chunks that are missing.
+Every chunk carries a CRC32C checksum, so a damaged chunk fails to decode.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import dask
+import numpy as np
+import xarray as xr
+
+VAR = "image"
+_MARKERS = ("zarr.json", ".zgroup", ".zarray")
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """What :func:`to_zarr` did: the store, and chunks written vs already there."""
+
+    path: Path
+    chunks_written: int
+    chunks_skipped: int
+    seconds: float
+
+
+def is_zarr_store(path: Path) -> bool:
+    return path.is_dir() and any((path / m).exists() for m in _MARKERS)
+
+
+def to_zarr(
+    obj: xr.DataArray,
+    store: str | os.PathLike[str],
+    *,
+    overwrite: bool = False,
+    resume: bool = False,
+    config: Any = None,
+    source: str | None = None,
+    progress: bool | None = None,
+) -> WriteResult:
+    """Compute ``obj`` and write it to a Zarr store (computes).
+
+    Parameters
+    ----------
+    obj : xarray.DataArray
+        The (lazy) image to write; it becomes the store's ``image`` variable.
+    store : str or path-like
+        A local directory path for the Zarr v3 store.
+    overwrite : bool, default False
+        Replace an existing store. Without it an existing path is an error.
+    resume : bool, default False
+        Finish an interrupted store: chunks already stored are not recomputed.
+    config : object, optional
+        The pipeline steps recorded as ``bigimg_config`` (JSON).
+    source : str, optional
+        Recorded as ``bigimg_source``; defaults to ``obj.attrs["bigimg_source"]``.
+    progress : bool, optional
+        Show a progress bar on stderr; default: only when stderr is a TTY.
+
+    Returns
+    -------
+    WriteResult
+
+    Raises
+    ------
+    FileExistsError
+        The store exists and neither ``overwrite`` nor ``resume`` was given.
+    ValueError
+        The path is a file or a non-Zarr directory, or ``resume`` found a store
+        of another shape, dtype, chunking or config.
+
+    Notes
+    -----
+    Group attrs ``bigimg_version``, ``bigimg_source``, ``bigimg_config`` and
+    ``bigimg_complete`` record provenance; ``bigimg_complete`` becomes true
+    last, after every chunk is written, and the metadata is re-consolidated.
+
+    Examples
+    --------
+    >>> import numpy as np, bigimg as bi, tempfile, os, xarray as xr
+    >>> path = os.path.join(tempfile.mkdtemp(), "out.zarr")
+    >>> img = bi.from_array(np.ones((8, 8)), chunks={"y": 4, "x": 4})
+    >>> bi.to_zarr(img, path, progress=False).chunks_written
+    4
+    >>> bool(xr.open_zarr(path).attrs["bigimg_complete"])
+    True
+    """
+    from bigimg import __version__
+
+    if not isinstance(obj, xr.DataArray):
+        raise TypeError(f"obj must be an xarray.DataArray, got {type(obj).__name__}")
+    if overwrite and resume:
+        raise ValueError("overwrite and resume are exclusive: pass one of them")
+    path = Path(store)
+    config_json = json.dumps(config if config is not None else obj.attrs.get("bigimg_config"))
+    attrs = {
+        "bigimg_version": __version__,
+        "bigimg_source": str(source or obj.attrs.get("bigimg_source", "")),
+        "bigimg_config": config_json,
+        "bigimg_complete": False,
+    }
+    ds = _as_dataset(obj)
+    start = time.perf_counter()
+    fresh = _prepare_path(path, overwrite=overwrite, resume=resume)
+    if fresh:
+        ds.attrs.update(attrs)
+        with _quiet_zarr():
+            ds.to_zarr(
+                path,
+                mode="w-",
+                compute=False,
+                consolidated=True,
+                zarr_format=3,
+                write_empty_chunks=True,
+                encoding=_encoding(ds),
+            )
+    else:
+        if _read_attrs(path).get("bigimg_complete"):
+            return WriteResult(path, 0, 0, time.perf_counter() - start)
+        _check_resumable(path, ds, config_json)
+    written, skipped = _write_chunks(ds, path, progress=progress)
+    _mark_complete(path)
+    return WriteResult(path, written, skipped, time.perf_counter() - start)
+
+
+def open_zarr(
+    store: str | os.PathLike[str],
+    *,
+    allow_incomplete: bool = False,
+    chunks: Any = None,
+) -> xr.DataArray:
+    """Open a bigimg output store as its ``image`` DataArray (lazy).
+
+    Parameters
+    ----------
+    store : str or path-like
+        A store written by :func:`to_zarr`.
+    allow_incomplete : bool, default False
+        Open a store whose write was interrupted (missing chunks read as NaN).
+    chunks : dict, optional
+        Dask chunks; default: the store's own chunks.
+
+    Returns
+    -------
+    xarray.DataArray
+        With the store's provenance attrs merged into ``attrs``.
+
+    Raises
+    ------
+    FileNotFoundError
+        No such path.
+    ValueError
+        Not a bigimg store, or incomplete and ``allow_incomplete`` is false.
+
+    Examples
+    --------
+    >>> import numpy as np, bigimg as bi, tempfile, os
+    >>> path = os.path.join(tempfile.mkdtemp(), "out.zarr")
+    >>> _ = bi.to_zarr(bi.from_array(np.eye(4)), path, progress=False)
+    >>> bi.open_zarr(path).dims
+    ('y', 'x', 'band')
+    """
+    path = Path(store)
+    if not path.exists():
+        raise FileNotFoundError(f"store: no such Zarr store: {str(path)!r}")
+    if not is_zarr_store(path):
+        raise ValueError(f"store: {str(path)!r} is not a Zarr store")
+    ds = xr.open_zarr(path, consolidated=True, chunks=chunks if chunks is not None else {})
+    if VAR not in ds.data_vars:
+        raise ValueError(
+            f"store: {str(path)!r} has no {VAR!r} variable (found {list(ds.data_vars)!r}); "
+            "it was not written by bigimg"
+        )
+    if not ds.attrs.get("bigimg_complete") and not allow_incomplete:
+        raise ValueError(
+            f"store: {str(path)!r} is incomplete (its write was interrupted); finish it with "
+            "`bigimg run --resume` or bi.to_zarr(..., resume=True), or pass allow_incomplete=True"
+        )
+    out = ds[VAR]
+    out.attrs = {**out.attrs, **ds.attrs}
+    return out
+
+
+def store_info(store: str | os.PathLike[str]) -> dict[str, Any]:
+    """Describe a store without reading its chunks: dims, chunks, completeness, provenance."""
+    path = Path(store)
+    if not path.exists():
+        raise FileNotFoundError(f"store: no such Zarr store: {str(path)!r}")
+    if not is_zarr_store(path):
+        raise ValueError(f"store: {str(path)!r} is not a Zarr store")
+    import zarr
+
+    group = zarr.open_group(str(path), mode="r", use_consolidated=False)
+    attrs = dict(group.attrs)
+    if VAR not in group:
+        raise ValueError(f"store: {str(path)!r} has no {VAR!r} array; not a bigimg store")
+    arr = group[VAR]
+    stored = len(_stored_chunks(path / VAR))
+    total = int(np.prod([len(range(0, s, c)) for s, c in zip(arr.shape, arr.chunks, strict=True)]))
+    return {
+        "path": str(path),
+        "dims": list(arr.metadata.dimension_names or ()),
+        "shape": list(arr.shape),
+        "chunks": list(arr.chunks),
+        "dtype": str(arr.dtype),
+        "complete": bool(attrs.get("bigimg_complete", False)),
+        "chunks_stored": stored,
+        "chunks_total": total,
+        "bigimg_version": attrs.get("bigimg_version"),
+        "bigimg_source": attrs.get("bigimg_source"),
+        "bigimg_config": attrs.get("bigimg_config"),
+    }
+
+
+# ---------------------------------------------------------------- internals
+@contextmanager
+def _quiet_zarr() -> Iterator[None]:
+    """Silence zarr's note that consolidated metadata is not in the v3 spec."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*[Cc]onsolidated metadata.*")
+        yield
+
+
+def _as_dataset(obj: xr.DataArray) -> xr.Dataset:
+    arr = obj.data
+    if not hasattr(arr, "chunks") or arr.chunks is None:
+        obj = obj.chunk()
+    # zarr needs regular chunks: take the largest chunk along each dim
+    regular = {d: max(c) for d, c in zip(obj.dims, obj.chunks, strict=True)}
+    obj = obj.chunk(regular)
+    ds = obj.to_dataset(name=VAR)
+    for name, coord in ds.coords.items():  # dask coords: write them chunk by chunk too
+        if coord.chunks is not None:
+            ds = ds.assign_coords({name: coord.chunk({d: regular[d] for d in coord.dims})})
+    return ds
+
+
+def _encoding(ds: xr.Dataset) -> dict[str, Any]:
+    from zarr.codecs import BloscCodec, Crc32cCodec
+
+    out = {}
+    for name, var in ds.variables.items():
+        if var.chunks is None:
+            continue
+        out[name] = {
+            "chunks": tuple(c[0] for c in var.chunks),
+            "compressors": [BloscCodec(cname="zstd", clevel=3), Crc32cCodec()],
+        }
+    return out
+
+
+def _prepare_path(path: Path, *, overwrite: bool, resume: bool) -> bool:
+    """Check the output path; return True when a fresh store must be created."""
+    if not path.exists():
+        if not path.parent.exists():
+            raise FileNotFoundError(f"store: parent folder {str(path.parent)!r} does not exist")
+        return True
+    if not path.is_dir():
+        raise ValueError(f"store: {str(path)!r} is a file, not a Zarr store")
+    if not is_zarr_store(path):
+        if any(path.iterdir()):
+            raise ValueError(
+                f"store: {str(path)!r} is a non-empty folder that is not a Zarr store; "
+                "refusing to write into it"
+            )
+        path.rmdir()
+        return True
+    if resume:
+        return False
+    if overwrite:
+        shutil.rmtree(path)
+        return True
+    raise FileExistsError(
+        f"store: {str(path)!r} already exists; pass overwrite=True (--overwrite) to replace "
+        "it or resume=True (--resume) to finish an interrupted write"
+    )
+
+
+def _read_attrs(path: Path) -> dict[str, Any]:
+    import zarr
+
+    return dict(zarr.open_group(str(path), mode="r", use_consolidated=False).attrs)
+
+
+def _check_resumable(path: Path, ds: xr.Dataset, config_json: str) -> None:
+    import zarr
+
+    group = zarr.open_group(str(path), mode="r", use_consolidated=False)
+    if group.attrs.get("bigimg_config") != config_json:
+        raise ValueError(
+            f"resume: {str(path)!r} was started with another config "
+            f"({group.attrs.get('bigimg_config')}); use overwrite to start again"
+        )
+    for name, var in ds.variables.items():
+        if var.chunks is None:
+            continue
+        if name not in group:
+            raise ValueError(f"resume: {str(path)!r} has no array {name!r}")
+        arr = group[name]
+        want = (tuple(var.shape), tuple(c[0] for c in var.chunks), np.dtype(var.dtype))
+        have = (tuple(arr.shape), tuple(arr.chunks), np.dtype(arr.dtype))
+        if want != have:
+            raise ValueError(
+                f"resume: {name!r} in {str(path)!r} has (shape, chunks, dtype) {have}, "
+                f"the computation gives {want}"
+            )
+
+
+def _stored_chunks(array_path: Path) -> set[tuple[int, ...]]:
+    """Block indices of chunk files present (complete: zarr writes atomically)."""
+    root = array_path / "c"
+    found: set[tuple[int, ...]] = set()
+    if not root.exists():
+        return found
+    for dirpath, _dirs, files in os.walk(root):
+        rel = Path(dirpath).relative_to(root).parts
+        for f in files:
+            if f.endswith(".partial"):  # a write killed mid-way: never a chunk
+                (Path(dirpath) / f).unlink(missing_ok=True)
+                continue
+            found.add(tuple(int(p) for p in (*rel, f)))
+    return found
+
+
+def _write_block(block: np.ndarray, store: str, name: str, region: tuple[slice, ...]) -> int:
+    import zarr
+
+    with zarr.config.set({"array.write_empty_chunks": True}):
+        arr = zarr.open_array(store, path=name, mode="r+")
+        arr[region] = block
+    return 1
+
+
+def _write_chunks(ds: xr.Dataset, path: Path, *, progress: bool | None) -> tuple[int, int]:
+    tasks = []
+    skipped = 0
+    for name, var in ds.variables.items():
+        if var.chunks is None:
+            continue
+        darr = var.data
+        stored = _stored_chunks(path / str(name))
+        blocks = darr.to_delayed(optimize_graph=True)
+        offsets = [np.concatenate([[0], np.cumsum(c)]) for c in darr.chunks]
+        write = dask.delayed(_write_block, pure=True)
+        for idx in np.ndindex(blocks.shape):
+            if idx in stored:
+                skipped += 1
+                continue
+            region = tuple(
+                slice(int(o[i]), int(o[i + 1])) for o, i in zip(offsets, idx, strict=True)
+            )
+            tasks.append(write(blocks[idx], str(path), str(name), region))
+    compute_with_progress(tasks, progress=progress, desc=f"writing {path.name}")
+    return len(tasks), skipped
+
+
+def _mark_complete(path: Path) -> None:
+    import zarr
+
+    with _quiet_zarr():
+        group = zarr.open_group(str(path), mode="r+", use_consolidated=False)
+        group.attrs["bigimg_complete"] = True
+        zarr.consolidate_metadata(str(path))
+
+
+def compute_with_progress(
+    tasks: list[Any], *, progress: bool | None = None, desc: str = "computing"
+) -> list[Any]:
+    """Compute dask objects on the active scheduler, with a bar on stderr.
+
+    Uses the current ``distributed`` client when there is one (futures, so the
+    bar advances per task), else dask's default scheduler.
+    """
+    if not tasks:
+        return []
+    show = sys.stderr.isatty() if progress is None else progress
+    try:
+        from distributed import get_client
+
+        client = get_client()
+    except (ImportError, ValueError):
+        client = None
+    if client is None:
+        if show:
+            from dask.diagnostics import ProgressBar
+
+            with ProgressBar(out=sys.stderr):
+                return list(dask.compute(*tasks))
+        return list(dask.compute(*tasks))
+    from distributed import as_completed
+    from tqdm import tqdm
+
+    futures = client.compute(tasks)
+    try:
+        with tqdm(total=len(futures), desc=desc, file=sys.stderr, disable=not show) as bar:
+            for fut in as_completed(futures):
+                fut.result()  # raise the first failure
+                bar.update(1)
+        return [f.result() for f in futures]
+    finally:
+        client.cancel(futures)
+

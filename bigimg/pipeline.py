@@ -1,0 +1,245 @@
+"""Pipeline configs (TOML) -> lazy graph -> Zarr.
+
+A config is data only: an ``[input]`` table (a path, or one registered source
+such as ``noise``), a list of ``[[steps]]`` each naming a registered ``op`` and
+its parameters, and an ``[output]`` table. Every table is validated by a
+pydantic model that forbids unknown keys. Each capability module registers its
+own ops with :func:`register_op`, so adding an op touches one place.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import xarray as xr
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+
+class ConfigError(ValueError):
+    """A pipeline config that cannot be run; the message names the key."""
+
+
+class Params(BaseModel):
+    """Base of every step's parameter model: strict keys, no coercion surprises."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass(frozen=True)
+class Op:
+    name: str
+    func: Callable[..., xr.DataArray]
+    params: type[Params]
+
+
+@dataclass(frozen=True)
+class Source:
+    name: str
+    func: Callable[..., xr.DataArray]
+    params: type[Params]
+
+
+OPS: dict[str, Op] = {}
+SOURCES: dict[str, Source] = {}
+
+
+def register_op(name: str, params: type[Params]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Register ``func(img, **params) -> DataArray`` as pipeline op ``name``.
+
+    Fields typed ``pathlib.Path`` in ``params`` are resolved against the
+    config file's folder before the call.
+    """
+
+    def deco(func: Callable[..., Any]) -> Callable[..., Any]:
+        OPS[name] = Op(name, func, params)
+        return func
+
+    return deco
+
+
+def register_source(name: str, params: type[Params]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Register ``func(**params) -> DataArray`` as an ``[input]`` source key."""
+
+    def deco(func: Callable[..., Any]) -> Callable[..., Any]:
+        SOURCES[name] = Source(name, func, params)
+        return func
+
+    return deco
+
+
+# ---------------------------------------------------------------- models
+class InputConfig(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)  # extra = registered sources
+
+    path: Path | None = None
+    nodata: float | None = None
+    chunks: Literal["auto"] | int | dict[str, int] = "auto"
+
+
+class OutputConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    path: Path
+
+
+class StepConfig(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    op: str
+    params: Params
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """A validated config, paths resolved against its folder."""
+
+    input: InputConfig
+    steps: tuple[StepConfig, ...]
+    output: OutputConfig
+    source_name: str | None
+    source_params: Params | None
+    raw_steps: tuple[dict[str, Any], ...]
+
+    def build(self) -> xr.DataArray:
+        """The lazy output image (may compute global statistics some ops need)."""
+        from bigimg.image import from_array, open_image
+
+        if self.source_name is not None:
+            assert self.source_params is not None
+            img = SOURCES[self.source_name].func(**dict(self.source_params))
+            img = from_array(img, chunks=self.input.chunks) if self.input.chunks != "auto" else img
+        else:
+            assert self.input.path is not None
+            img = open_image(self.input.path, chunks=self.input.chunks, nodata=self.input.nodata)
+        for step in self.steps:
+            img = OPS[step.op].func(img, **dict(step.params))
+        return img
+
+    def run(self, *, overwrite: bool = False, resume: bool = False, progress: bool | None = None) -> Any:
+        """Build the graph and write it to ``output.path`` (computes)."""
+        from bigimg.io import to_zarr
+
+        img = self.build()
+        source = str(self.input.path) if self.source_name is None else self.source_name
+        return to_zarr(
+            img,
+            self.output.path,
+            overwrite=overwrite,
+            resume=resume,
+            config=list(self.raw_steps),
+            source=source,
+            progress=progress,
+        )
+
+
+def load_config(path: str | Path) -> Pipeline:
+    """Read and validate a TOML pipeline config.
+
+    Raises
+    ------
+    FileNotFoundError
+        No such config file.
+    ConfigError
+        Invalid TOML, unknown keys or ops, or bad values; the message names
+        the offending key.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config: no such file: {str(path)!r}")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"config: {str(path)!r} is not valid TOML: {e}") from None
+    return parse_config(data, base=path.parent)
+
+
+def parse_config(data: Mapping[str, Any], *, base: Path) -> Pipeline:
+    """Validate a config mapping; relative paths resolve against ``base``."""
+    _register_builtin_ops()
+    unknown = sorted(set(data) - {"input", "steps", "output"})
+    if unknown:
+        raise ConfigError(f"config: unknown top-level key(s) {unknown}; expected input, steps, output")
+    for key in ("input", "output"):
+        if not isinstance(data.get(key), Mapping):
+            raise ConfigError(f"config: [{key}] table is required")
+    inp = _validate(InputConfig, data["input"], "input")
+    extra = sorted((inp.model_extra or {}).keys())
+    bad = [k for k in extra if k not in SOURCES]
+    if bad:
+        allowed = ["path", "nodata", "chunks", *sorted(SOURCES)]
+        raise ConfigError(f"config: unknown key(s) {bad} in [input]; allowed: {allowed}")
+    if len(extra) + (inp.path is not None) != 1:
+        raise ConfigError(
+            f"config: [input] needs exactly one of 'path' or a source {sorted(SOURCES)}, got "
+            f"{['path'] * (inp.path is not None) + extra}"
+        )
+    source_name = extra[0] if extra else None
+    source_params = None
+    if source_name is not None:
+        raw = (inp.model_extra or {})[source_name]
+        if not isinstance(raw, Mapping):
+            raise ConfigError(f"config: input.{source_name} must be a table")
+        source_params = _resolve(
+            _validate(SOURCES[source_name].params, raw, f"input.{source_name}"), base
+        )
+    else:
+        inp = inp.model_copy(update={"path": _abs(inp.path, base)})
+    out = _validate(OutputConfig, data["output"], "output")
+    out = out.model_copy(update={"path": _abs(out.path, base)})
+    raw_steps = data.get("steps", [])
+    if not isinstance(raw_steps, list):
+        raise ConfigError("config: steps must be an array of tables ([[steps]])")
+    steps = []
+    for i, raw in enumerate(raw_steps):
+        where = f"steps[{i}]"
+        if not isinstance(raw, Mapping) or "op" not in raw:
+            raise ConfigError(f"config: {where} needs an 'op' key")
+        name = raw["op"]
+        if name not in OPS:
+            raise ConfigError(f"config: {where}.op {name!r} is unknown; known ops: {sorted(OPS)}")
+        params = _validate(OPS[name].params, {k: v for k, v in raw.items() if k != "op"}, where)
+        steps.append(StepConfig(op=name, params=_resolve(params, base)))
+    return Pipeline(inp, tuple(steps), out, source_name, source_params, tuple(dict(s) for s in raw_steps))
+
+
+def _validate(model: type[BaseModel], data: Any, where: str) -> Any:
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = ".".join(str(p) for p in (where, *err["loc"]))
+        if err["type"] == "extra_forbidden":
+            raise ConfigError(f"config: unknown key {loc!r}") from None
+        raise ConfigError(f"config: {loc}: {err['msg']} (got {err.get('input')!r})") from None
+
+
+def _abs(path: Path | None, base: Path) -> Path | None:
+    if path is None:
+        return None
+    path = path.expanduser()
+    return path if path.is_absolute() else (base / path).resolve()
+
+
+def _resolve(params: Params, base: Path) -> Params:
+    update = {k: _abs(v, base) for k, v in params if isinstance(v, Path)}
+    return params.model_copy(update=update) if update else params
+
+
+# ---------------------------------------------------------------- built-in ops
+class AstypeParams(Params):
+    dtype: Literal["float32", "float64"]
+
+
+@register_op("astype", AstypeParams)
+def astype(img: xr.DataArray, *, dtype: str) -> xr.DataArray:
+    """Cast to a floating dtype (the identity when already that dtype)."""
+    return img.astype(dtype)
+
+
+def _register_builtin_ops() -> None:
+    """Import every capability module so that its ops are registered."""
+    import bigimg  # noqa: F401  (the package imports each capability module)
