@@ -48,8 +48,8 @@ def from_array(
         ``("image", "y", "x", "band")`` for 4-D.
     chunks : "auto", int or dict, default "auto"
         Dask chunks. A dict names dims; dims it leaves out stay one chunk.
-        ``"auto"`` lets dask choose for ``y``/``x``/``image`` and keeps
-        ``band`` whole.
+        ``"auto"`` keeps a dask array's chunks; otherwise dask chooses for
+        ``y``/``x``/``image`` and keeps ``band`` whole.
     nodata : number, optional
         Value that marks NoData; it becomes NaN (integer data become float32).
 
@@ -93,7 +93,8 @@ def from_array(
         raise ValueError(f"dims must be unique, got {obj.dims!r}")
     if "band" not in obj.dims and obj.ndim < 4:
         obj = obj.expand_dims("band", axis=obj.ndim)
-    obj = obj.chunk(normalize_chunks(obj, chunks))
+    if not (chunks == "auto" and isinstance(obj.data, da.Array)):  # dask input keeps its chunks
+        obj = obj.chunk(normalize_chunks(obj, chunks))
     if nodata is not None:
         obj = apply_nodata(obj, nodata)
     return obj
@@ -160,7 +161,7 @@ def open_image(
             "expected a Zarr store, .tif/.tiff, .npy, .png or .jpg"
         )
     out = from_array(obj, chunks=chunks, nodata=nodata)
-    out.attrs = {**attrs, **out.attrs}
+    out.attrs = {**out.attrs, **attrs}
     return out
 
 

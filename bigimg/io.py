@@ -31,6 +31,10 @@ VAR = "image"
 _MARKERS = ("zarr.json", ".zgroup", ".zarray")
 
 
+class CorruptStoreError(ValueError):
+    """A stored chunk fails its checksum or cannot be decoded."""
+
+
 @dataclass(frozen=True)
 class WriteResult:
     """What :func:`to_zarr` did: the store, and chunks written vs already there."""
@@ -182,7 +186,7 @@ def open_zarr(
         raise FileNotFoundError(f"store: no such Zarr store: {str(path)!r}")
     if not is_zarr_store(path):
         raise ValueError(f"store: {str(path)!r} is not a Zarr store")
-    ds = xr.open_zarr(path, consolidated=True, chunks=chunks if chunks is not None else {})
+    ds = xr.open_zarr(path, consolidated=True, chunks={})
     if VAR not in ds.data_vars:
         raise ValueError(
             f"store: {str(path)!r} has no {VAR!r} variable (found {list(ds.data_vars)!r}); "
@@ -193,9 +197,9 @@ def open_zarr(
             f"store: {str(path)!r} is incomplete (its write was interrupted); finish it with "
             "`bigimg run --resume` or bi.to_zarr(..., resume=True), or pass allow_incomplete=True"
         )
-    out = ds[VAR]
+    out = ds[VAR].copy(data=_checked_read(path, VAR, ds[VAR]))
     out.attrs = {**out.attrs, **ds.attrs}
-    return out
+    return out.chunk(chunks) if chunks is not None else out
 
 
 def store_info(store: str | os.PathLike[str]) -> dict[str, Any]:
@@ -236,6 +240,35 @@ def _quiet_zarr() -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*[Cc]onsolidated metadata.*")
         yield
+
+
+def _checked_read(path: Path, name: str, var: xr.DataArray) -> Any:
+    """The variable's chunks as a dask array whose read errors name the chunk."""
+    import dask.array as da
+
+    dtype = np.dtype(var.dtype)
+    return da.map_blocks(
+        _read_chunk,
+        dtype=dtype,
+        chunks=var.chunks,
+        meta=np.empty((0,) * var.ndim, dtype),
+        store=str(path),
+        var=name,
+    )
+
+
+def _read_chunk(block_info: Any = None, *, store: str, var: str) -> np.ndarray:
+    import zarr
+
+    info = block_info[None]
+    region = tuple(slice(a, b) for a, b in info["array-location"])
+    try:
+        return np.asarray(zarr.open_array(store, path=var, mode="r")[region])
+    except Exception as e:
+        raise CorruptStoreError(
+            f"{store}: array {var!r} chunk {tuple(info['chunk-location'])} cannot be read "
+            f"({type(e).__name__}: {e}); the store is damaged"
+        ) from e
 
 
 def _as_dataset(obj: xr.DataArray) -> xr.Dataset:

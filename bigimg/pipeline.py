@@ -210,10 +210,13 @@ def _validate(model: type[BaseModel], data: Any, where: str) -> Any:
     try:
         return model.model_validate(data)
     except ValidationError as e:
-        err = e.errors()[0]
+        # an unknown key (often a typo) explains a "missing" one: report it first
+        err = sorted(e.errors(), key=lambda x: x["type"] != "extra_forbidden")[0]
         loc = ".".join(str(p) for p in (where, *err["loc"]))
         if err["type"] == "extra_forbidden":
             raise ConfigError(f"config: unknown key {loc!r}") from None
+        if err["type"] == "missing":
+            raise ConfigError(f"config: missing key {loc!r}") from None
         raise ConfigError(f"config: {loc}: {err['msg']} (got {err.get('input')!r})") from None
 
 
