@@ -58,6 +58,7 @@ def to_zarr(
     config: Any = None,
     source: str | None = None,
     progress: bool | None = None,
+    pyramid: bool = False,
 ) -> WriteResult:
     """Compute ``obj`` and write it to a Zarr store (computes).
 
@@ -77,6 +78,9 @@ def to_zarr(
         Recorded as ``bigimg_source``; defaults to ``obj.attrs["bigimg_source"]``.
     progress : bool, optional
         Show a progress bar on stderr; default: only when stderr is a TTY.
+    pyramid : bool, default False
+        Also write coarsened levels (OME-NGFF ``multiscales``) into the
+        store, see :func:`bigimg.write_pyramid`.
 
     Returns
     -------
@@ -136,11 +140,15 @@ def to_zarr(
                 encoding=_encoding(ds),
             )
     else:
-        if _read_attrs(path).get("bigimg_complete"):
-            return WriteResult(path, 0, 0, time.perf_counter() - start)
-        _check_resumable(path, ds, config_json)
-    written, skipped = _write_chunks(ds, path, progress=progress)
+        complete = bool(_read_attrs(path).get("bigimg_complete"))
+        if not complete:
+            _check_resumable(path, ds, config_json)
+    written, skipped = (0, 0) if not fresh and complete else _write_chunks(ds, path, progress=progress)
     _mark_complete(path)
+    if pyramid:
+        from bigimg.multiscale import write_pyramid
+
+        write_pyramid(path, progress=progress)  # resumes too: complete levels are skipped
     return WriteResult(path, written, skipped, time.perf_counter() - start)
 
 
@@ -149,6 +157,7 @@ def open_zarr(
     *,
     allow_incomplete: bool = False,
     chunks: Any = None,
+    level: int = 0,
 ) -> xr.DataArray:
     """Open a bigimg output store as its ``image`` DataArray (lazy).
 
@@ -160,6 +169,8 @@ def open_zarr(
         Open a store whose write was interrupted (missing chunks read as NaN).
     chunks : dict, optional
         Dask chunks; default: the store's own chunks.
+    level : int, default 0
+        Pyramid level to open (0 = full resolution), see :func:`bigimg.open_level`.
 
     Returns
     -------
@@ -197,6 +208,10 @@ def open_zarr(
             f"store: {str(path)!r} is incomplete (its write was interrupted); finish it with "
             "`bigimg run --resume` or bi.to_zarr(..., resume=True), or pass allow_incomplete=True"
         )
+    if level:
+        from bigimg.multiscale import open_level
+
+        return open_level(path, level, chunks=chunks)
     out = ds[VAR].copy(data=_checked_read(path, VAR, ds[VAR]))
     out.attrs = {**out.attrs, **ds.attrs}
     return out.chunk(chunks) if chunks is not None else out

@@ -84,6 +84,7 @@ class OutputConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     path: Path
+    pyramid: bool = False
 
 
 class StepConfig(BaseModel):
@@ -119,7 +120,14 @@ class Pipeline:
             img = OPS[step.op].func(img, **dict(step.params))
         return img
 
-    def run(self, *, overwrite: bool = False, resume: bool = False, progress: bool | None = None) -> Any:
+    def run(
+        self,
+        *,
+        overwrite: bool = False,
+        resume: bool = False,
+        progress: bool | None = None,
+        pyramid: bool | None = None,
+    ) -> Any:
         """Build the graph and write it to ``output.path`` (computes)."""
         from bigimg.io import to_zarr
 
@@ -133,6 +141,7 @@ class Pipeline:
             config=list(self.raw_steps),
             source=source,
             progress=progress,
+            pyramid=self.output.pyramid if pyramid is None else pyramid,
         )
 
 

@@ -208,3 +208,14 @@ def test_write_on_local_cluster(tmp_path, client):
     assert res.chunks_written == 4 * 3
     np.testing.assert_array_equal(bi.open_zarr(tmp_path / "c.zarr").values, arr)
     assert os.path.exists(tmp_path / "c.zarr" / "zarr.json")
+
+
+def test_pyramid_levels_through_to_zarr(tmp_path):
+    arr = np.random.default_rng(5).random((2100, 1300)).astype("float32")
+    arr[:100] = np.nan
+    img = bi.from_array(arr, chunks=512)
+    bi.to_zarr(img, tmp_path / "p.zarr", pyramid=True, progress=False)
+    level1 = bi.open_zarr(tmp_path / "p.zarr", level=1)
+    expected = np.nanmean(arr[:2100, :1300].reshape(1050, 2, 650, 2), axis=(1, 3))
+    np.testing.assert_allclose(level1.values[..., 0], expected, rtol=1e-6)
+    assert bi.open_zarr(tmp_path / "p.zarr", level=2).shape == (525, 325, 1)
