@@ -129,3 +129,55 @@ def test_clean_output_is_complete_and_plausible(workdir):
     np.testing.assert_array_equal(np.isnan(out.values), np.isnan(src.values))
     valid = out.values[np.isfinite(out.values)]
     assert 0 <= valid.min() and valid.max() <= 1
+
+
+def _make_tls(d: Path) -> dict[str, Path]:
+    """A throw-away CA and one certificate for scheduler, worker and client."""
+    ca_key, ca, key, csr, cert = (d / n for n in ("ca.key", "ca.pem", "key.pem", "req.csr", "cert.pem"))
+    run = lambda *a: subprocess.run(["openssl", *a], check=True, capture_output=True)  # noqa: E731
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=bigimg-test-ca",
+        "-keyout", str(ca_key), "-out", str(ca))
+    run("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(csr))
+    (d / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
+    run("x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key), "-CAcreateserial",
+        "-days", "1", "-extfile", str(d / "ext.cnf"), "-out", str(cert))
+    return {"ca": ca, "cert": cert, "key": key}
+
+
+@pytest.mark.cluster
+def test_tls_cluster(tmp_path):
+    """`--tls-*` flags reach a scheduler that only speaks TLS; without them the run is refused."""
+    from tests.test_cli import BIN, _free_port, _start
+
+    tls = _make_tls(tmp_path)
+    bi.to_zarr(synthetic_mosaic(128, chunks=64), tmp_path / "mosaic.zarr", progress=False)
+    (tmp_path / "run.toml").write_text(
+        '[input]\npath = "mosaic.zarr"\n[[steps]]\nop = "astype"\ndtype = "float32"\n[output]\npath = "o.zarr"\n'
+    )
+    port = _free_port()
+    addr = f"tls://127.0.0.1:{port}"
+    flags = ["--tls-ca-file", str(tls["ca"]), "--tls-cert", str(tls["cert"]), "--tls-key", str(tls["key"])]
+    procs = [
+        _start(str(BIN / "dask"), "scheduler", "--protocol", "tls", "--host", "127.0.0.1", "--port", str(port),
+               "--dashboard-address", "127.0.0.1:0", *flags, log=tmp_path / "s.log"),
+        _start(str(BIN / "dask"), "worker", addr, "--nthreads", "1", "--host", "127.0.0.1", "--no-dashboard",
+               *flags, log=tmp_path / "w.log"),
+    ]
+    try:
+        deadline = time.monotonic() + 60
+        while "Starting established connection" not in (tmp_path / "w.log").read_text():
+            assert time.monotonic() < deadline, (tmp_path / "w.log").read_text()[-2000:]
+            time.sleep(0.3)
+        ok = subprocess.run([sys.executable, "-m", "bigimg", *flags, "run", str(tmp_path / "run.toml"),
+                             "--scheduler", addr, "--quiet"], capture_output=True, text=True, timeout=120)
+        assert ok.returncode == 0, ok.stderr
+        assert bi.store_info(tmp_path / "o.zarr")["complete"] is True
+        plain = subprocess.run([sys.executable, "-m", "bigimg", "run", str(tmp_path / "run.toml"),
+                                "--scheduler", f"tcp://127.0.0.1:{port}", "--quiet", "--overwrite"],
+                               capture_output=True, text=True, timeout=120,
+                               env={**os.environ, "DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "3s"})
+        assert plain.returncode == 2 and len(plain.stderr.strip().splitlines()) == 1, plain.stderr
+    finally:
+        for p in procs:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
