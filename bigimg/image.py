@@ -298,8 +298,30 @@ def _open_tiff(path: Path) -> Any:
     import tifffile
     import zarr
 
+    with tifffile.TiffFile(path) as tif:
+        geo = tif.is_geotiff
+    if geo:
+        try:
+            return _open_geotiff(path)
+        except ImportError:  # the optional `geo` extra is not installed
+            pass
     store = tifffile.imread(path, aszarr=True)
     node = zarr.open(store, mode="r")
     if not isinstance(node, zarr.Array):  # pyramidal TIFF: level 0
         node = node["0"]
     return da.from_zarr(node)
+
+
+def _open_geotiff(path: Path) -> xr.DataArray:
+    """GeoTIFF through rioxarray: x/y coords from the transform, CRS in ``spatial_ref``.
+
+    The CRS and transform ride along as coordinates, so they survive every
+    operation and are written to Zarr (``xr.open_zarr(...).rio.crs`` reads them).
+    """
+    import rioxarray
+
+    obj = rioxarray.open_rasterio(path, chunks=True, lock=False, mask_and_scale=False)
+    obj = obj.transpose("y", "x", "band").assign_coords(band=np.arange(obj.sizes["band"]))
+    obj.attrs = {k: v for k, v in obj.attrs.items() if k not in ("_FillValue", "scale_factor", "add_offset")}
+    obj.encoding = {}
+    return obj

@@ -166,3 +166,22 @@ def test_per_dim_scalar_never_touches_band_or_image():
         per_dim(img, float("nan"), "sigma")
     with pytest.raises(TypeError, match="sigma must be a number"):
         per_dim(img, "2", "sigma")
+
+
+def test_geotiff_crs_and_transform_survive_to_zarr(tmp_path):
+    rasterio = pytest.importorskip("rasterio")  # the optional `geo` extra
+    from rasterio.transform import from_origin
+
+    arr = np.random.default_rng(0).integers(1, 255, (3, 64, 80), dtype="uint8")
+    transform = from_origin(500000, 4000000, 10, 10)
+    with rasterio.open(tmp_path / "g.tif", "w", driver="GTiff", height=64, width=80, count=3, dtype="uint8",
+                       crs="EPSG:32633", transform=transform, tiled=True, blockxsize=32, blockysize=32) as f:
+        f.write(arr)
+    img = bi.open_image(tmp_path / "g.tif", nodata=0, chunks={"y": 32, "x": 32})
+    assert img.dims == ("y", "x", "band")
+    np.testing.assert_array_equal(img.values, np.moveaxis(arr, 0, -1).astype("float32"))
+    np.testing.assert_allclose(img.x.values[:2], [500005.0, 500015.0])  # pixel centres
+    bi.to_zarr(bi.gaussian_filter(img, 1.0), tmp_path / "o.zarr", progress=False)
+    out = xr.open_zarr(tmp_path / "o.zarr")["image"]
+    assert out.rio.crs.to_epsg() == 32633
+    assert out.rio.transform() == transform
