@@ -1,0 +1,395 @@
+"""bigimg.noise: correlated noise against a global scipy.signal.fftconvolve.
+
+Statistical tests use fixed seeds (deterministic) and tolerances of about
+4-5 standard errors of the estimate, stated next to each assertion.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import dask
+import numpy as np
+import pytest
+import scipy.signal
+import scipy.stats
+import skimage.data
+import xarray as xr
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import bigimg as bi
+from bigimg import noise as noise_mod
+from bigimg.noise import _white_noise, add_noise, correlated_noise
+from bigimg.pipeline import parse_config
+from tests.conftest import raise_if_dask_computes
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIGS = ROOT / "configs"
+
+
+@pytest.fixture(autouse=True)
+def _sync_scheduler():
+    with dask.config.set(scheduler="sync"):
+        yield
+
+
+def _gauss(ls, truncate=4.0):
+    r = int(truncate * ls + 0.5)
+    return np.exp(-0.5 * (np.arange(-r, r + 1) / ls) ** 2)
+
+
+def _reference(seed, shape, ls_y, ls_x, *, truncate=4.0, mean=0.0, std=1.0):
+    """One global fftconvolve of the same white noise over the padded domain."""
+    ky, kx = _gauss(ls_y, truncate), _gauss(ls_x, truncate)
+    ry, rx = len(ky) // 2, len(kx) // 2
+    white = _white_noise(seed, ("y", "x"), (-ry, -rx), (shape[0] + 2 * ry, shape[1] + 2 * rx))
+    kernel = np.outer(ky, kx)
+    kernel /= np.sqrt(np.sum(kernel**2))
+    return mean + std * scipy.signal.fftconvolve(white.astype(np.float64), kernel, mode="valid")
+
+
+@st.composite
+def _chunking(draw, n):
+    """Chunk sizes along one axis: arbitrary boundaries (flox's chunked_arrays idea)."""
+    cuts = sorted(draw(st.sets(st.integers(1, n - 1), max_size=min(6, n - 1))))
+    edges = [0, *cuts, n]
+    return tuple(b - a for a, b in zip(edges[:-1], edges[1:], strict=True))
+
+
+# ---------------------------------------------------------------- white noise kernel
+def test_white_noise_is_a_function_of_the_global_index():
+    big = _white_noise(7, ("y", "x"), (-20, -35), (60, 90))
+    for y0, x0, ny, nx in [(-20, -35, 1, 1), (-3, -9, 11, 17), (0, 0, 40, 55), (5, -1, 3, 1)]:
+        part = _white_noise(7, ("y", "x"), (y0, x0), (ny, nx))
+        np.testing.assert_array_equal(part, big[y0 + 20 : y0 + 20 + ny, x0 + 35 : x0 + 35 + nx])
+    # the dims' order only transposes
+    np.testing.assert_array_equal(_white_noise(7, ("x", "y"), (-35, -20), (90, 60)), big.T)
+
+
+def test_white_noise_negative_indices_and_other_dims_are_distinct():
+    a = _white_noise(1, ("y", "x"), (0, 0), (16, 16))
+    assert not np.any(a == _white_noise(1, ("y", "x"), (-16, 0), (16, 16)))
+    assert not np.any(a == _white_noise(1, ("y", "x"), (0, -16), (16, 16)))
+    assert not np.any(a == _white_noise(1, ("y", "x"), (0, 0), (16, 16))[::-1])  # sanity
+    banded = _white_noise(1, ("y", "x", "band"), (0, 0, -1), (16, 16, 3))
+    np.testing.assert_array_equal(banded[..., 1], a)  # band 0 is the 2-D field
+    assert not np.any(banded[..., 0] == a) and not np.any(banded[..., 2] == a)
+    stack = _white_noise(1, ("image", "y", "x"), (0, 0, 0), (2, 16, 16))
+    np.testing.assert_array_equal(stack[0], a)
+    assert not np.any(stack[1] == a)
+    assert not np.any(_white_noise(2, ("y", "x"), (0, 0), (16, 16)) == a)
+
+
+def test_white_noise_is_standard_normal_and_uncorrelated():
+    w = _white_noise(3, ("y", "x"), (-100, -100), (400, 500)).astype(np.float64)
+    assert w.dtype == np.float64 and w.shape == (400, 500)
+    # KS against N(0, 1) on 200k values: p-value of a true N(0,1) sample is uniform
+    assert scipy.stats.kstest(w.ravel(), "norm").pvalue > 1e-3
+    se = 1 / np.sqrt(w.size)  # standard error of a correlation at zero truth
+    for a, b in [(w[:, 1:], w[:, :-1]), (w[1:], w[:-1]), (w[:, 2:], w[:, :-2])]:
+        assert abs(np.corrcoef(a.ravel(), b.ravel())[0, 1]) < 5 * se
+
+
+# ---------------------------------------------------------------- against scipy
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize(
+    ("shape", "length_scale", "chunks"),
+    [
+        ((64, 80), 3.0, {"y": 16, "x": 32}),
+        ((50, 37), {"y": 2.0, "x": 5.5}, 7),  # chunks smaller than the radius (22)
+        ((40, 30), 15.0, 8),  # radius 60: larger than the chunks and the image
+    ],
+)
+def test_matches_global_fftconvolve(dtype, shape, length_scale, chunks):
+    ls = length_scale if isinstance(length_scale, dict) else {"y": length_scale, "x": length_scale}
+    out = correlated_noise(
+        shape, length_scale=length_scale, seed=11, chunks=chunks, mean=2.0, std=0.5, dtype=dtype
+    )
+    assert out.dims == ("y", "x") and out.shape == shape and out.dtype == dtype
+    ref = _reference(11, shape, ls["y"], ls["x"], mean=2.0, std=0.5)
+    np.testing.assert_allclose(out.values, ref, rtol=0, atol=1e-5)
+
+
+def test_tiles_agree_across_seams(monkeypatch):
+    """With a tiny tile budget the field is many tiles; seams must not show."""
+    monkeypatch.setattr(noise_mod, "_TILE_PIXELS", 32 * 32)
+    out = correlated_noise((100, 90), length_scale=2.5, seed=4, dtype="float64")
+    assert len(out.chunks[0]) > 2 and len(out.chunks[1]) > 2
+    np.testing.assert_allclose(out.values, _reference(4, (100, 90), 2.5, 2.5), rtol=0, atol=1e-10)
+
+
+def test_band_dim_gets_independent_fields():
+    out = correlated_noise({"y": 30, "x": 40, "band": 3}, length_scale=4, seed=9, chunks=16)
+    assert out.dims == ("y", "x", "band")
+    a = out.values
+    for b in range(3):
+        white = _white_noise(9, ("y", "x", "band"), (-16, -16, b), (62, 72, 1))[..., 0]
+        k = np.outer(_gauss(4), _gauss(4))
+        ref = scipy.signal.fftconvolve(white.astype(float), k / np.sqrt((k**2).sum()), "valid")
+        np.testing.assert_allclose(a[..., b], ref, atol=1e-5)
+    assert abs(np.corrcoef(a[..., 0].ravel(), a[..., 1].ravel())[0, 1]) < 0.3
+
+
+# ---------------------------------------------------------------- chunk invariance
+@settings(max_examples=20, deadline=None)
+@given(
+    data=st.data(),
+    length_scale=st.sampled_from([0.7, 3.0, 9.0]),
+    dtype=st.sampled_from(["float32", "float64"]),
+)
+def test_chunking_never_changes_a_bit(data, length_scale, dtype):
+    """Chunk boundaries anywhere, also through the kernel (radius up to 36 > chunks)."""
+    shape = (45, 38)
+    chunks = {"y": data.draw(_chunking(45)), "x": data.draw(_chunking(38))}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(noise_mod, "_TILE_PIXELS", 16 * 16)  # several FFT tiles per axis
+        whole = correlated_noise(shape, length_scale=length_scale, seed=5, chunks=-1, dtype=dtype)
+        out = correlated_noise(shape, length_scale=length_scale, seed=5, chunks=chunks, dtype=dtype)
+        assert out.chunks == (chunks["y"], chunks["x"])
+        np.testing.assert_array_equal(out.values, whole.values)
+
+
+def test_one_pixel_chunks(monkeypatch):
+    monkeypatch.setattr(noise_mod, "_TILE_PIXELS", 8 * 8)
+    whole = correlated_noise((17, 13), length_scale=2.0, seed=5, chunks=-1)
+    np.testing.assert_array_equal(
+        correlated_noise((17, 13), length_scale=2.0, seed=5, chunks=1).values, whole.values
+    )
+
+
+def test_same_field_on_every_scheduler_and_tiling_budget(monkeypatch):
+    field = correlated_noise((70, 64), length_scale=3, seed=8, chunks=13)
+    ref = field.values
+    with dask.config.set(scheduler="threads"):
+        np.testing.assert_array_equal(field.compute().values, ref)
+    np.testing.assert_array_equal(correlated_noise((70, 64), length_scale=3, seed=8).values, ref)
+
+
+def test_on_local_cluster(client):
+    field = correlated_noise((96, 80), length_scale=4, seed=2, chunks=24)
+    got = client.compute(field.data).result()
+    with dask.config.set(scheduler="sync"):
+        np.testing.assert_array_equal(got, field.data.compute())
+
+
+def test_laziness():
+    img = bi.from_array(np.zeros((64, 64)), chunks=16)
+    with raise_if_dask_computes():
+        field = correlated_noise((4096, 4096), length_scale=50, seed=1, chunks=512)
+        noisy = add_noise(img, length_scale=3, seed=1)
+    assert field.chunks[0][0] == 512 and noisy.shape == img.shape
+
+
+# ---------------------------------------------------------------- statistics
+def test_seeds_differ():
+    a = correlated_noise((64, 64), length_scale=2, seed=1).values
+    b = correlated_noise((64, 64), length_scale=2, seed=2).values
+    # 64x64 pixels, ~64**2 / (4 pi 2**2) ~ 80 independent patches: se ~ 0.11
+    assert abs(np.corrcoef(a.ravel(), b.ravel())[0, 1]) < 0.4
+    np.testing.assert_array_equal(a, correlated_noise((64, 64), length_scale=2, seed=1).values)
+
+
+def test_per_pixel_mean_and_std_across_seeds():
+    n = 200
+    fields = np.stack(
+        [
+            correlated_noise((20, 24), length_scale=2, seed=s, mean=3.0, std=2.0).values
+            for s in range(n)
+        ]
+    ).astype(np.float64)
+    mean, std = fields.mean(axis=0), fields.std(axis=0, ddof=1)
+    # per pixel: se(mean) = 2/sqrt(200) = 0.14, se(std) ~ 2/sqrt(400) = 0.1; tolerance 5 se
+    np.testing.assert_allclose(mean, 3.0, atol=0.71)
+    np.testing.assert_allclose(std, 2.0, atol=0.5)
+    # averaged over the 480 pixels (~30 independent): tolerance ~5 se
+    assert abs(mean.mean() - 3.0) < 0.15 and abs(std.mean() - 2.0) < 0.1
+
+
+def test_autocorrelation_matches_theory():
+    ls, lags = 4.0, np.arange(0, 17)
+    acf_y, acf_x = np.zeros(len(lags)), np.zeros(len(lags))
+    seeds = range(4)
+    for seed in seeds:
+        f = correlated_noise((512, 512), length_scale=ls, seed=seed, dtype="float64").values
+        for i, r in enumerate(lags):
+            acf_x[i] += np.mean(f[:, r:] * f[:, : f.shape[1] - r]) / len(seeds)
+            acf_y[i] += np.mean(f[r:] * f[: f.shape[0] - r]) / len(seeds)
+    theory = np.exp(-(lags**2) / (4 * ls**2))
+    # se of one lag ~ sqrt(2 pi ls^2 / 512^2) / sqrt(4 seeds) ~ 0.01: tolerance 0.04
+    np.testing.assert_allclose(acf_x, theory, atol=0.04)
+    np.testing.assert_allclose(acf_y, theory, atol=0.04)
+
+
+def test_border_variance_equals_centre_variance():
+    ls = 3.0
+    stack = correlated_noise(
+        {"image": 400, "y": 21, "x": 21}, length_scale={"y": ls, "x": ls}, seed=6, dtype="float64"
+    ).values
+    var = stack.var(axis=0)
+    edges = np.concatenate([var[0], var[-1], var[:, 0], var[:, -1]])
+    centre = var[8:13, 8:13]
+    # se of one pixel's variance over 400 samples: sqrt(2/400) = 0.07; an edge of a
+    # zero-padded convolution would have variance ~0.5 and a corner ~0.25
+    assert np.all(np.abs(var[[0, 0, -1, -1], [0, -1, 0, -1]] - 1) < 0.35)  # corners, 5 se
+    assert abs(edges.mean() - 1) < 0.1 and abs(centre.mean() - 1) < 0.1
+    assert abs(edges.mean() - centre.mean()) < 0.15
+
+
+# ---------------------------------------------------------------- add_noise
+def test_add_noise_on_a_real_image():
+    cam = skimage.data.camera()[:128, :160]
+    img = bi.from_array(cam, chunks={"y": 50, "x": 64})
+    img = img.assign_coords(y=np.arange(128) * 0.5, x=np.arange(160) * 0.5)
+    img.attrs["units"] = "DN"
+    out = img.bigimg.add_noise(length_scale=3, seed=4, std=10.0)
+    assert out.dtype == np.float32 and out.chunks == img.chunks
+    assert out.attrs["units"] == "DN"
+    xr.testing.assert_identical(out.coords.to_dataset(), img.coords.to_dataset())
+    field = correlated_noise((128, 160, 1), length_scale=3, seed=4, std=10.0).values
+    np.testing.assert_array_equal(out.values, cam[..., None].astype(np.float32) + field)
+
+
+def test_add_noise_keeps_nodata():
+    a = np.ones((32, 32), np.float32)
+    a[:5] = np.nan
+    out = add_noise(bi.from_array(a, chunks=8), length_scale=2).values
+    assert np.isnan(out[:5]).all() and np.isfinite(out[5:]).all()
+
+
+# ---------------------------------------------------------------- validation
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"length_scale": 0}, ValueError, "length_scale must be > 0"),
+        ({"length_scale": -2.0}, ValueError, "length_scale must be > 0"),
+        ({"length_scale": float("nan")}, ValueError, "length_scale must be > 0"),
+        ({"length_scale": float("inf")}, ValueError, "length_scale"),
+        ({"length_scale": {}}, ValueError, "length_scale must name at least one dim"),
+        ({"length_scale": {"y": 0, "x": 3}}, ValueError, r"length_scale\['y'\] must be > 0"),
+        ({"length_scale": {"z": 3}}, ValueError, "length_scale names unknown dim"),
+        ({"length_scale": "big"}, TypeError, "length_scale"),
+        ({"shape": (0, 10)}, ValueError, r"shape\['y'\] must be a positive int"),
+        ({"shape": (10, -3)}, ValueError, r"shape\['x'\] must be a positive int"),
+        ({"shape": (10.5, 10)}, TypeError, r"shape\['y'\] must be an int"),
+        ({"shape": (10,)}, ValueError, "shape must have 2"),
+        ({"shape": {"y": 10}}, ValueError, "shape must name dims 'y' and 'x'"),
+        ({"shape": {"y": 10, "x": 10, "t": 2}}, ValueError, "shape names unknown dim"),
+        ({"shape": "10x10"}, TypeError, "shape must be"),
+        ({"chunks": 0}, ValueError, "chunks"),
+        ({"chunks": {"y": -4}}, ValueError, "chunks"),
+        ({"chunks": {"t": 4}}, ValueError, "chunks names unknown dim"),
+        ({"dtype": "int16"}, ValueError, "dtype must be a floating dtype"),
+        ({"dtype": "nonsense"}, TypeError, "dtype"),
+        ({"seed": -1}, ValueError, "seed"),
+        ({"seed": 1.5}, TypeError, "seed"),
+        ({"std": -1.0}, ValueError, "std must be >= 0"),
+        ({"mean": float("nan")}, ValueError, "mean must be finite"),
+        ({"truncate": 0}, ValueError, "truncate must be > 0"),
+    ],
+)
+def test_validation(kwargs, error, match):
+    args = {"shape": (32, 32), "length_scale": 2.0, **kwargs}
+    with pytest.raises(error, match=match):
+        correlated_noise(args.pop("shape"), **args)
+
+
+def test_add_noise_validation():
+    with pytest.raises(TypeError, match="img must be an xarray.DataArray"):
+        add_noise(np.zeros((4, 4)), length_scale=1)
+    img = xr.DataArray(np.zeros((2, 4, 4)), dims=("t", "y", "x"))
+    with pytest.raises(ValueError, match="img has dim"):
+        add_noise(img, length_scale=1)
+
+
+# ---------------------------------------------------------------- pipeline + CLI
+def test_config(tmp_path):
+    data = tomllib.loads((CONFIGS / "noise.toml").read_text())
+    data["input"]["noise"]["shape"] = [96, 80]
+    data["input"]["chunks"] = {"y": 32, "x": 48}
+    pipeline = parse_config(data, base=tmp_path)
+    result = pipeline.run(progress=False)
+    out = bi.open_zarr(result.path)
+    assert out.dims == ("y", "x", "band") and out.chunks[:2] == ((32,) * 3, (48, 32))
+    src = data["input"]["noise"]
+    step = data["steps"][0]
+    expected = (
+        correlated_noise(
+            (96, 80), length_scale=src["length_scale"], seed=src["seed"], std=src["std"]
+        ).values
+        + correlated_noise(
+            (96, 80), length_scale=step["length_scale"], seed=step["seed"], std=step["std"]
+        ).values
+    )
+    np.testing.assert_array_equal(out.values[..., 0], expected)
+
+
+def _cli(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "bigimg", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+
+
+def test_cli_writes_a_complete_store(tmp_path, local_client):
+    """On the session's LocalCluster via --scheduler (no worker start-up in the subprocess)."""
+    path = tmp_path / "noise.zarr"
+    args = ["noise", str(path), "--shape", "96x80", "--length-scale", "3", "--seed", "5"]
+    res = _cli(
+        *args,
+        "--chunks",
+        "32",
+        "--mean",
+        "1",
+        "--std",
+        "2",
+        "--quiet",
+        "--scheduler",
+        local_client.scheduler.address,
+    )
+    assert res.returncode == 0, res.stderr
+    info = bi.store_info(path)
+    assert info["complete"] and info["chunks_stored"] == info["chunks_total"] == 9
+    out = bi.open_zarr(path)
+    assert out.dims == ("y", "x") and out.attrs["bigimg_source"] == "correlated_noise"
+    expected = correlated_noise((96, 80), length_scale=3, seed=5, mean=1, std=2).values
+    np.testing.assert_array_equal(out.values, expected)
+    shutil.rmtree(path)
+
+
+def test_cli_bad_shape_in_a_subprocess(tmp_path):
+    res = _cli(
+        "noise", str(tmp_path / "n.zarr"), "--shape", "96y80", "--length-scale", "3", "--quiet"
+    )
+    assert res.returncode == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--shape" in lines[0], res.stderr
+    assert not (tmp_path / "n.zarr").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        (["--shape", "0x80", "--length-scale", "3"], "--shape"),
+        (["--shape", "96x80x1x1", "--length-scale", "3"], "--shape"),
+        (["--shape", "96x80", "--length-scale", "-1"], "length_scale must be > 0"),
+        (["--shape", "96x80", "--length-scale", "2", "--std", "-1"], "std must be >= 0"),
+        (["--shape", "96x80"], "--length-scale"),
+    ],
+)
+def test_cli_bad_input(tmp_path, capsys, args, match):
+    from bigimg.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["noise", str(tmp_path / "n.zarr"), *args, "--quiet"])
+    assert exit_info.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and match in lines[0], lines
+    assert not (tmp_path / "n.zarr").exists()
