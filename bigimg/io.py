@@ -114,8 +114,6 @@ def to_zarr(
 
     if not isinstance(obj, xr.DataArray):
         raise TypeError(f"obj must be an xarray.DataArray, got {type(obj).__name__}")
-    if overwrite and resume:
-        raise ValueError("overwrite and resume are exclusive: pass one of them")
     path = Path(store)
     config_json = json.dumps(config if config is not None else obj.attrs.get("bigimg_config"))
     attrs = {
@@ -314,12 +312,25 @@ def _encoding(ds: xr.Dataset) -> dict[str, Any]:
     return out
 
 
-def _prepare_path(path: Path, *, overwrite: bool, resume: bool) -> bool:
-    """Check the output path; return True when a fresh store must be created."""
+def check_output(store: str | os.PathLike[str], *, overwrite: bool = False, resume: bool = False) -> str:
+    """Check that ``store`` may be written, without touching it.
+
+    Returns what :func:`to_zarr` will do: ``"create"``, ``"replace"``
+    (overwrite an existing store) or ``"resume"``. Call it before expensive
+    work so that a refused output fails fast.
+
+    Raises
+    ------
+    FileExistsError, FileNotFoundError, ValueError
+        As :func:`to_zarr` would.
+    """
+    path = Path(store)
+    if overwrite and resume:
+        raise ValueError("overwrite and resume are exclusive: pass one of them")
     if not path.exists():
         if not path.parent.exists():
             raise FileNotFoundError(f"store: parent folder {str(path.parent)!r} does not exist")
-        return True
+        return "create"
     if not path.is_dir():
         raise ValueError(f"store: {str(path)!r} is a file, not a Zarr store")
     if not is_zarr_store(path):
@@ -328,17 +339,27 @@ def _prepare_path(path: Path, *, overwrite: bool, resume: bool) -> bool:
                 f"store: {str(path)!r} is a non-empty folder that is not a Zarr store; "
                 "refusing to write into it"
             )
-        path.rmdir()
-        return True
+        return "create"
     if resume:
-        return False
+        return "resume"
     if overwrite:
-        shutil.rmtree(path)
-        return True
+        return "replace"
     raise FileExistsError(
         f"store: {str(path)!r} already exists; pass overwrite=True (--overwrite) to replace "
         "it or resume=True (--resume) to finish an interrupted write"
     )
+
+
+def _prepare_path(path: Path, *, overwrite: bool, resume: bool) -> bool:
+    """Check the output path and clear it if needed; True when a fresh store must be created."""
+    action = check_output(path, overwrite=overwrite, resume=resume)
+    if action == "resume":
+        return False
+    if action == "replace":
+        shutil.rmtree(path)
+    elif path.is_dir():  # an empty folder
+        path.rmdir()
+    return True
 
 
 def _read_attrs(path: Path) -> dict[str, Any]:

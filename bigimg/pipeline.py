@@ -129,8 +129,9 @@ class Pipeline:
         pyramid: bool | None = None,
     ) -> Any:
         """Build the graph and write it to ``output.path`` (computes)."""
-        from bigimg.io import to_zarr
+        from bigimg.io import check_output, to_zarr
 
+        check_output(self.output.path, overwrite=overwrite, resume=resume)  # fail before any work
         img = self.build()
         source = str(self.input.path) if self.source_name is None else self.source_name
         return to_zarr(
