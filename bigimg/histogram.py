@@ -1,0 +1,947 @@
+"""Global histograms by chunked reduction, and histogram equalization.
+
+A histogram of an image far larger than memory is a reduction: every chunk
+counts its own pixels (a numpy kernel), the per-chunk counts are summed by a
+dask tree reduction, and only the small table of counts ever reaches the
+client. No pixel is sorted or gathered.
+
+Integer images are counted exactly, one bin per integer value, as
+scikit-image does. For 8- and 16-bit integers a single pass counts the whole
+dtype range with ``np.bincount`` and the valid range is read off the counts;
+wider integers and floats first find the valid range (pass 1) and then count
+(pass 2). Equalization maps every pixel through the normalized cumulative
+counts: a lookup table for 8/16-bit integers (``lut[img]``), linear
+interpolation between bin centres otherwise, chunk by chunk and lazily.
+
+Layers: kernels (``_*_kernel``, plain numpy on one block) -> chunked builders
+(``_blockwise``, ``_minmax``, ``_sum_partials`` and the ``_*_counts``
+helpers; the only dask code) -> public API (:func:`histogram`,
+:func:`equalize_hist`, :func:`plot_histogram`).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import os
+from collections.abc import Hashable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import dask
+import dask.array as da
+import numpy as np
+import xarray as xr
+
+from bigimg.image import check_image, float_dtype, like
+from bigimg.pipeline import Params, register_op
+
+# Widest integer range counted exactly (one bin per value) before we refuse.
+MAX_INT_BINS = 2**24
+
+__all__ = ["equalize_hist", "histogram", "plot_histogram"]
+
+
+# ---------------------------------------------------------------- kernels
+# Each kernel takes one block and ``kept``: the axes along which separate
+# histograms are kept (``band`` by default). Partial results have the block's
+# shape with every other axis collapsed to 1, plus one trailing axis.
+
+
+def _rows(
+    shape: tuple[int, ...], kept: tuple[int, ...]
+) -> Iterator[tuple[tuple[int, ...], tuple[Any, ...]]]:
+    """Yield ``(idx, slicer)``: each index along the kept axes and the block view it selects."""
+    for idx in np.ndindex(*(shape[a] for a in kept)):
+        sl: list[Any] = [slice(None)] * len(shape)
+        for a, i in zip(kept, idx, strict=True):
+            sl[a] = i
+        yield idx, tuple(sl)
+
+
+def _partial_index(ndim: int, kept: tuple[int, ...], idx: tuple[int, ...]) -> tuple[int, ...]:
+    """Where the partial result of ``idx`` goes (0 on the collapsed axes)."""
+    out = [0] * ndim
+    for a, i in zip(kept, idx, strict=True):
+        out[a] = i
+    return tuple(out)
+
+
+def _partial_shape(shape: tuple[int, ...], kept: tuple[int, ...], n: int) -> tuple[int, ...]:
+    return tuple(s if a in kept else 1 for a, s in enumerate(shape)) + (n,)
+
+
+def _pieces(shape: tuple[int, ...], size: int = 1 << 16) -> Iterator[tuple[Any, ...]]:
+    """Slices along the first axis of about ``size`` elements each.
+
+    Kernels that make temporaries (``np.bincount`` and ``np.take`` widen
+    indices to intp; interpolation makes several float64 arrays) run twice
+    as fast on cache-sized pieces as on a whole chunk.
+    """
+    if not shape:
+        yield ()
+        return
+    step = max(1, size // max(1, math.prod(shape[1:])))
+    for i in range(0, shape[0], step):
+        yield (slice(i, i + step),)
+
+
+def _excluded(values: np.ndarray, exclude: tuple[Any, ...]) -> np.ndarray:
+    """Boolean mask of the values equal to one of ``exclude`` (NaN is not included)."""
+    bad = np.zeros(values.shape, dtype=bool)
+    for v in exclude:
+        bad |= values == v
+    return bad
+
+
+def _valid_values(values: np.ndarray, exclude: tuple[Any, ...]) -> np.ndarray:
+    """The values that are neither NaN nor excluded, as a 1-D array."""
+    bad = _excluded(values, exclude)
+    if values.dtype.kind == "f":
+        bad |= np.isnan(values)
+    return values[~bad]
+
+
+def _dtype_index(values: np.ndarray) -> np.ndarray:
+    """``values - dtype.min`` for 8/16-bit integers, without widening (0 .. 2**bits - 1)."""
+    if values.dtype.kind == "u":
+        return values
+    unsigned = np.dtype(f"u{values.dtype.itemsize}")
+    return values.view(unsigned) ^ unsigned.type(1 << (8 * values.dtype.itemsize - 1))
+
+
+def _minmax_kernel(
+    block: np.ndarray, *, kept: tuple[int, ...], exclude: tuple[Any, ...]
+) -> np.ndarray:
+    """Per kept index: ``[min, max]`` of the valid values; ``[+big, -big]`` when there are none."""
+    dt = block.dtype
+    if dt.kind == "f":
+        empty = (np.inf, -np.inf)
+    else:
+        info = np.iinfo(dt)
+        empty = (info.max, info.min)
+    out = np.empty(_partial_shape(block.shape, kept, 2), dtype=dt)
+    for idx, sl in _rows(block.shape, kept):
+        sub = block[sl]
+        if dt.kind == "f" and not exclude:
+            lo, hi = np.fmin.reduce(sub, axis=None), np.fmax.reduce(sub, axis=None)  # skip NaN
+            out[_partial_index(block.ndim, kept, idx)] = empty if np.isnan(lo) else (lo, hi)
+            continue
+        vals = _valid_values(sub, exclude)
+        out[_partial_index(block.ndim, kept, idx)] = (
+            (vals.min(), vals.max()) if vals.size else empty
+        )
+    return out
+
+
+def _count_dtype_kernel(block: np.ndarray, *, kept: tuple[int, ...]) -> np.ndarray:
+    """8/16-bit integers: counts of every value of the dtype (bin ``i`` is ``dtype.min + i``)."""
+    n = 1 << (8 * block.dtype.itemsize)
+    out = np.empty(_partial_shape(block.shape, kept, n), dtype=np.int64)
+    for idx, sl in _rows(block.shape, kept):
+        sub = _dtype_index(block[sl])
+        acc = np.zeros(n, dtype=np.int64)
+        for p in _pieces(sub.shape):
+            acc += np.bincount(sub[p].reshape(-1), minlength=n)
+        out[_partial_index(block.ndim, kept, idx)] = acc
+    return out
+
+
+def _count_window_kernel(
+    block: np.ndarray, *, kept: tuple[int, ...], low: int, n: int, exclude: tuple[Any, ...]
+) -> np.ndarray:
+    """Wider integers: counts of the values ``low .. low + n - 1`` (one bin each)."""
+    out = np.empty(_partial_shape(block.shape, kept, n), dtype=np.int64)
+    high = low + n - 1
+    for idx, sl in _rows(block.shape, kept):
+        vals = _valid_values(block[sl], exclude)
+        vals = vals[(vals >= low) & (vals <= high)]
+        out[_partial_index(block.ndim, kept, idx)] = np.bincount(
+            (vals.astype(np.int64) - np.int64(low)).ravel(), minlength=n
+        )
+    return out
+
+
+def _count_uniform_kernel(
+    block: np.ndarray,
+    ranges: np.ndarray,
+    *,
+    kept: tuple[int, ...],
+    n: int,
+    exclude: tuple[Any, ...],
+) -> np.ndarray:
+    """``n`` uniform bins per kept index over ``ranges[idx]``, exactly as ``numpy.histogram``.
+
+    ``ranges`` holds ``(first, last)`` per kept index. Its dtype decides the
+    edge arithmetic the way numpy's own argument types do: the image's float
+    dtype for a range found in the data (numpy's ``range=None``), float64 for
+    a range the user gave (Python floats).
+    """
+    out = np.empty(_partial_shape(block.shape, kept, n), dtype=np.int64)
+    for idx, sl in _rows(block.shape, kept):
+        sub = block[sl]
+        vals = sub[~_excluded(sub, exclude)] if exclude else sub  # NaN is outside any range
+        row = ranges[idx]
+        first, last = row.tolist() if row.dtype == np.float64 else row
+        out[_partial_index(block.ndim, kept, idx)] = np.histogram(
+            vals, bins=n, range=(first, last)
+        )[0]
+    return out
+
+
+def _count_edges_kernel(
+    block: np.ndarray, *, kept: tuple[int, ...], edges: np.ndarray, exclude: tuple[Any, ...]
+) -> np.ndarray:
+    """Counts in explicit bins ``[e_i, e_i+1)``, the last one closed (numpy's rule), no sorting."""
+    n = edges.size - 1
+    out = np.empty(_partial_shape(block.shape, kept, n), dtype=np.int64)
+    for idx, sl in _rows(block.shape, kept):
+        vals = _valid_values(block[sl], exclude)
+        i = np.searchsorted(edges, vals, side="right") - 1
+        i[vals == edges[-1]] = n - 1
+        out[_partial_index(block.ndim, kept, idx)] = np.bincount(i[(i >= 0) & (i < n)], minlength=n)
+    return out
+
+
+def _lut_dtype_kernel(block: np.ndarray, lut: np.ndarray, *, kept: tuple[int, ...]) -> np.ndarray:
+    """8/16-bit integers: ``lut[idx][value - dtype.min]`` per kept index."""
+    out = np.empty(block.shape, dtype=lut.dtype)
+    for idx, sl in _rows(block.shape, kept):
+        sub, dst, row = _dtype_index(block[sl]), out[sl], lut[idx]
+        for p in _pieces(sub.shape):
+            np.take(row, sub[p], out=dst[p], mode="clip")  # indices are always in range
+    return out
+
+
+def _lut_window_kernel(
+    block: np.ndarray,
+    lut: np.ndarray,
+    *,
+    kept: tuple[int, ...],
+    low: int,
+    exclude: tuple[Any, ...],
+) -> np.ndarray:
+    """Wider integers: ``lut[idx][value - low]``; excluded values keep their value."""
+    out = np.empty(block.shape, dtype=lut.dtype)
+    for idx, sl in _rows(block.shape, kept):
+        sub = block[sl]
+        row = lut[idx]
+        j = np.clip(sub.astype(np.int64) - np.int64(low), 0, row.size - 1)
+        res = row[j]
+        bad = _excluded(sub, exclude)
+        res[bad] = sub[bad]
+        out[sl] = res
+    return out
+
+
+def _interp_kernel(
+    block: np.ndarray,
+    xp: np.ndarray,
+    fp: np.ndarray,
+    *,
+    kept: tuple[int, ...],
+    exclude: tuple[Any, ...],
+    uniform: bool,
+    out_dtype: np.dtype,
+) -> np.ndarray:
+    """``np.interp(value, xp[idx], fp[idx])``; NaN stays NaN, excluded values keep their value."""
+
+    def one(idx: tuple[int, ...], sub: np.ndarray) -> np.ndarray:
+        if uniform:
+            res = _interp_uniform(sub, xp[idx], fp[idx], dtype=out_dtype)
+        else:
+            res = _interp(sub, xp[idx], fp[idx], out_dtype)
+        if exclude:
+            bad = _excluded(sub, exclude)
+            res[bad] = sub[bad]
+        return res
+
+    rows = list(_rows(block.shape, kept))
+    if len(rows) == 1:  # one band in this block: no copy into an output array
+        return one(rows[0][0], block).reshape(block.shape)
+    out = np.empty(block.shape, dtype=out_dtype)
+    for idx, sl in rows:
+        out[sl] = one(idx, block[sl])
+    return out
+
+
+def _interp(x: np.ndarray, xp: np.ndarray, fp: np.ndarray, dtype: Any) -> np.ndarray:
+    """``np.interp`` that keeps NaN as NaN (numpy returns ``fp[0]`` for NaN with one point)."""
+    out = np.interp(x, xp, fp).astype(dtype)
+    out[np.isnan(x)] = np.nan
+    return out
+
+
+def _interp_uniform(
+    x: np.ndarray, xp: np.ndarray, fp: np.ndarray, *, dtype: Any = np.float64
+) -> np.ndarray:
+    """``np.interp(x, xp, fp)`` for nearly evenly spaced ``xp`` (bin centres), in O(1) per value.
+
+    The segment is guessed from the mean spacing and corrected by one step
+    against the true ``xp`` (so float rounding in the centres cannot pick the
+    wrong segment), then numpy's own formula ``fp[j] + slope[j] * (x - xp[j])``
+    is applied, on cache-sized slices. NaN gives NaN. 3-4x faster than
+    ``np.interp``'s binary search per value.
+    """
+    n = xp.size
+    dx = np.diff(xp)
+    if n < 2 or not (dx > 0).all():
+        return _interp(x, xp, fp, dtype)
+    slope = np.diff(fp) / dx
+    scale = (n - 1) / (xp[-1] - xp[0])
+    out = np.empty(np.shape(x), dtype=dtype)
+    for p in _pieces(out.shape):
+        v = np.array(x[p], dtype=np.float64, order="C").reshape(-1)  # a copy, used in place
+        np.clip(v, xp[0], xp[-1], out=v)  # np.interp's left/right values; NaN stays NaN
+        t = (v - xp[0]) * scale
+        np.clip(t, 0, n - 2, out=t)
+        np.nan_to_num(t, copy=False, nan=0.0)
+        j = t.astype(np.intp)
+        j -= v < xp[j]
+        j += (v >= xp[j + 1]) & (j < n - 2)
+        v -= xp[j]
+        v *= slope[j]
+        v += fp[j]
+        out[p] = v.reshape(out[p].shape)
+    return out
+
+
+# ---------------------------------------------------------------- chunked builders
+def _blockwise(
+    kernel: Any,
+    arr: da.Array,
+    kept: tuple[int, ...],
+    tables: Sequence[np.ndarray] = (),
+    *,
+    dtype: Any,
+    partial: int | None = None,
+    **kwargs: Any,
+) -> da.Array:
+    """Map ``kernel(block, *table_blocks, kept=kept, **kwargs)`` over the blocks of ``arr``.
+
+    Each table has the kept axes' sizes first (then any trailing axes) and is
+    chunked like ``arr`` along them, so a task receives only its own rows and
+    the graph holds each table once. With ``partial=n`` the output is one
+    partial result per block: non-kept axes of length 1 and a trailing axis
+    of length ``n``, ready for a tree reduction.
+    """
+    dtype = np.dtype(dtype)
+    nd = arr.ndim
+    ind = tuple(range(nd))
+    args: list[Any] = [arr, ind]
+    nxt = nd + 1
+    for table in tables:
+        extra = table.ndim - len(kept)
+        chunks = tuple(arr.chunks[a] for a in kept) + tuple((s,) for s in table.shape[len(kept) :])
+        args += [da.from_array(table, chunks=chunks), kept + tuple(range(nxt, nxt + extra))]
+        nxt += extra
+    if partial is None:
+        return da.blockwise(
+            kernel, ind, *args, dtype=dtype, meta=np.empty((0,) * nd, dtype),
+            concatenate=True, kept=kept, **kwargs,
+        )  # fmt: skip
+    return da.blockwise(
+        kernel, (*ind, nd), *args,
+        new_axes={nd: partial},
+        adjust_chunks={a: 1 for a in ind if a not in kept},
+        dtype=dtype, meta=np.empty((0,) * (nd + 1), dtype),
+        concatenate=True, kept=kept, **kwargs,
+    )  # fmt: skip
+
+
+def _reduced(kept: tuple[int, ...], ndim: int) -> tuple[int, ...]:
+    return tuple(a for a in range(ndim) if a not in kept)
+
+
+def _minmax(
+    arr: da.Array, kept: tuple[int, ...], exclude: tuple[Any, ...]
+) -> tuple[da.Array, da.Array]:
+    """Pass 1 (lazy): min and max of the valid values per kept index."""
+    part = _blockwise(_minmax_kernel, arr, kept, dtype=arr.dtype, partial=2, exclude=exclude)
+    red = _reduced(kept, arr.ndim)
+    first = (slice(None),) * arr.ndim
+    return part[(*first, 0)].min(axis=red), part[(*first, 1)].max(axis=red)
+
+
+def _sum_partials(part: da.Array, kept: tuple[int, ...]) -> da.Array:
+    """Tree reduction of per-block counts -> ``(kept sizes..., n)``."""
+    return part.sum(axis=_reduced(kept, part.ndim - 1), dtype=np.int64)
+
+
+# ---------------------------------------------------------------- validation
+@dataclass(frozen=True)
+class _Setup:
+    """Validated inputs shared by :func:`histogram` and :func:`equalize_hist`."""
+
+    arr: da.Array
+    kept: tuple[int, ...]
+    kept_dims: tuple[Hashable, ...]
+    exclude: tuple[Any, ...]  # cast to the image's dtype
+    exclude_given: tuple[float, ...]
+    bins: int | np.ndarray
+
+
+def _setup(img: Any, bins: Any, exclude: Any, dims: Any) -> _Setup:
+    check_image(img, "img", required=())
+    if img.dtype.kind not in "iuf":
+        raise TypeError(f"img must have an integer or floating dtype, got {img.dtype}")
+    if dims is None:
+        reduce_dims = tuple(d for d in img.dims if d != "band")
+    elif isinstance(dims, str):
+        reduce_dims = (dims,)
+    elif isinstance(dims, Iterable):
+        reduce_dims = tuple(dims)
+    else:
+        raise TypeError(f"dims must be a dim name or a sequence of dim names, got {dims!r}")
+    unknown = [d for d in reduce_dims if d not in img.dims]
+    if unknown:
+        raise ValueError(f"dims names unknown dim(s) {unknown!r}; img has dims {img.dims!r}")
+    if not reduce_dims or len(set(reduce_dims)) != len(reduce_dims):
+        raise ValueError(f"dims must name one or more distinct dims of img, got {dims!r}")
+    kept = tuple(i for i, d in enumerate(img.dims) if d not in reduce_dims)
+    arr = img.data if isinstance(img.data, da.Array) else da.asarray(img.data)
+    given = _check_exclude(exclude)
+    return _Setup(
+        arr=arr,
+        kept=kept,
+        kept_dims=tuple(img.dims[a] for a in kept),
+        exclude=_cast_exclude(given, img.dtype),
+        exclude_given=given,
+        bins=_check_bins(bins),
+    )
+
+
+def _check_bins(bins: Any) -> int | np.ndarray:
+    if isinstance(bins, numbers.Integral) and not isinstance(bins, bool):
+        if bins < 1:
+            raise ValueError(f"bins must be >= 1, got {bins!r}")
+        return int(bins)
+    if isinstance(bins, (str, bytes, bool)) or not isinstance(bins, (Sequence, np.ndarray)):
+        raise TypeError(f"bins must be an int or a sequence of bin edges, got {bins!r}")
+    try:
+        edges = np.asarray(bins, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(f"bins edges must be numbers, got {bins!r}") from None
+    if edges.ndim != 1 or edges.size < 2:
+        raise ValueError(f"bins edges must be a 1-D sequence of at least 2 values, got {bins!r}")
+    if not np.all(np.isfinite(edges)):
+        raise ValueError(f"bins edges must be finite, got {bins!r}")
+    if np.any(np.diff(edges) < 0):
+        raise ValueError(f"bins edges must increase monotonically, got {bins!r}")
+    return edges
+
+
+def _check_range(range: Any) -> tuple[float, float] | None:  # noqa: A002  (numpy's name)
+    if range is None:
+        return None
+    if (
+        isinstance(range, (str, bytes))
+        or not isinstance(range, (Sequence, np.ndarray))
+        or len(range) != 2
+    ):
+        raise TypeError(f"range must be None or a pair (min, max), got {range!r}")
+    if not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in range):
+        raise TypeError(f"range must hold two numbers, got {range!r}")
+    lo, hi = float(range[0]), float(range[1])
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise ValueError(f"range must be finite, got {range!r}")
+    if lo >= hi:
+        raise ValueError(f"range must have min < max, got {range!r}")
+    return lo, hi
+
+
+def _check_exclude(exclude: Any) -> tuple[float, ...]:
+    def ok(v: Any) -> bool:
+        return isinstance(v, numbers.Real) and not isinstance(v, bool)
+
+    if ok(exclude):
+        return (exclude,)
+    if isinstance(exclude, (str, bytes)) or not isinstance(exclude, (Iterable, np.ndarray)):
+        raise TypeError(f"exclude must be a number or a sequence of numbers, got {exclude!r}")
+    values = tuple(exclude.tolist() if isinstance(exclude, np.ndarray) else exclude)
+    bad = [v for v in values if not ok(v)]
+    if bad:
+        raise TypeError(f"exclude must hold numbers only, got {bad!r} in {exclude!r}")
+    return values
+
+
+def _cast_exclude(values: tuple[Any, ...], dtype: np.dtype) -> tuple[Any, ...]:
+    """The excluded values that the dtype can hold, as scalars of that dtype (NaN dropped)."""
+    out: list[Any] = []
+    for v in values:
+        if dtype.kind == "f":
+            if math.isnan(v) or (math.isfinite(v) and abs(v) > np.finfo(dtype).max):
+                continue
+            out.append(dtype.type(v))
+        else:
+            info = np.iinfo(dtype)
+            if isinstance(v, numbers.Integral) or float(v).is_integer():
+                if info.min <= int(v) <= info.max:
+                    out.append(dtype.type(int(v)))
+    return tuple(dict.fromkeys(out))
+
+
+def _label(img: xr.DataArray, kept_dims: tuple[Hashable, ...], idx: tuple[int, ...]) -> str:
+    parts = []
+    for d, i in zip(kept_dims, idx, strict=True):
+        v = img[d].values[i] if d in img.coords else i
+        parts.append(f"{d}={v.item() if isinstance(v, np.generic) else v!r}")
+    return ", ".join(parts) or "the whole image"
+
+
+def _check_nonempty(img: xr.DataArray, s: _Setup, empty: np.ndarray, what: str) -> None:
+    """Raise naming the first kept index (e.g. ``band='g'``) whose histogram has no pixel."""
+    empty = np.asarray(empty)
+    for idx in np.ndindex(empty.shape):
+        if empty[idx]:
+            raise ValueError(
+                f"img has no valid pixels at {_label(img, s.kept_dims, idx)} {what} "
+                f"(NaN and exclude={list(s.exclude_given)!r} are not counted)"
+            )
+
+
+def _check_counts(img: xr.DataArray, s: _Setup, counts: np.ndarray, what: str) -> None:
+    _check_nonempty(img, s, counts.sum(axis=-1) == 0, what)
+
+
+# ---------------------------------------------------------------- counting
+def _small_int(dtype: np.dtype) -> bool:
+    return dtype.kind in "iu" and dtype.itemsize <= 2
+
+
+def _int_counts(
+    img: xr.DataArray, s: _Setup, rng: tuple[float, float] | None
+) -> tuple[np.ndarray, int]:
+    """Exact integer counts ``(kept..., n)`` of the values ``low .. low + n - 1`` (computes).
+
+    The window is ``range`` (integers inside it) when given, else the valid
+    min..max over all kept indices (one pass for 8/16-bit integers, two otherwise).
+    """
+    dt = s.arr.dtype
+    info = np.iinfo(dt)
+    if rng is not None:  # checked before any compute
+        lo, hi = max(math.ceil(rng[0]), info.min), min(math.floor(rng[1]), info.max)
+        if lo > hi:
+            raise ValueError(f"range {rng!r} holds no integer value of img's dtype {dt}")
+    if _small_int(dt):
+        part = _blockwise(
+            _count_dtype_kernel, s.arr, s.kept, dtype=np.int64, partial=1 << (8 * dt.itemsize)
+        )
+        (counts,) = dask.compute(_sum_partials(part, s.kept))
+        for v in s.exclude:
+            counts[..., int(v) - info.min] = 0
+        if rng is None:
+            seen = np.flatnonzero(counts.reshape(-1, counts.shape[-1]).sum(axis=0))
+            if seen.size == 0:
+                _check_counts(img, s, counts, "after exclusion")
+            lo, hi = int(seen[0]) + info.min, int(seen[-1]) + info.min
+        return counts[..., lo - info.min : hi - info.min + 1], lo
+    if rng is None:
+        mins, maxs = dask.compute(*_minmax(s.arr, s.kept, s.exclude))
+        _check_nonempty(img, s, mins > maxs, "after exclusion")
+        lo, hi = int(mins.min()), int(maxs.max())
+    n = hi - lo + 1
+    if n > MAX_INT_BINS:
+        raise ValueError(
+            f"img's integer values span {n} distinct values ({lo}..{hi}), more than the {MAX_INT_BINS} "
+            "counted exactly; pass a narrower range= or cast img to float to use bins="
+        )
+    part = _blockwise(
+        _count_window_kernel,
+        s.arr,
+        s.kept,
+        dtype=np.int64,
+        partial=n,
+        low=lo,
+        n=n,
+        exclude=s.exclude,
+    )
+    (counts,) = dask.compute(_sum_partials(part, s.kept))
+    return counts, lo
+
+
+def _float_ranges(img: xr.DataArray, s: _Setup) -> tuple[np.ndarray, np.ndarray]:
+    """Pass 1 (computes): per kept index min and max of the valid values, finite-checked."""
+    mins, maxs = dask.compute(*_minmax(s.arr, s.kept, s.exclude))
+    mins, maxs = np.asarray(mins), np.asarray(maxs)
+    _check_nonempty(img, s, mins > maxs, "after exclusion")
+    if not (np.isfinite(mins).all() and np.isfinite(maxs).all()):
+        raise ValueError(
+            f"img's valid values span [{mins.min()}, {maxs.max()}], which is not finite; "
+            "pass a finite range= or exclude=[inf, -inf]"
+        )
+    return mins, maxs
+
+
+def _uniform_counts(s: _Setup, ranges: np.ndarray, n: int) -> np.ndarray:
+    part = _blockwise(
+        _count_uniform_kernel,
+        s.arr,
+        s.kept,
+        [ranges],
+        dtype=np.int64,
+        partial=n,
+        n=n,
+        exclude=s.exclude,
+    )
+    (counts,) = dask.compute(_sum_partials(part, s.kept))
+    return counts
+
+
+def _edges_counts(s: _Setup, edges: np.ndarray) -> np.ndarray:
+    part = _blockwise(
+        _count_edges_kernel, s.arr, s.kept, dtype=np.int64, partial=edges.size - 1,
+        edges=edges, exclude=s.exclude,
+    )  # fmt: skip
+    (counts,) = dask.compute(_sum_partials(part, s.kept))
+    return counts
+
+
+def _uniform_edges(dtype: np.dtype, n: int, first: Any, last: Any) -> np.ndarray:
+    """The bin edges ``numpy.histogram`` uses for ``n`` bins over ``(first, last)`` on ``dtype`` data."""
+    return np.histogram_bin_edges(np.empty(0, dtype=dtype), bins=n, range=(first, last))
+
+
+def _kept_shape(img: xr.DataArray, s: _Setup) -> tuple[int, ...]:
+    return tuple(img.shape[a] for a in s.kept)
+
+
+# ---------------------------------------------------------------- public API
+def histogram(
+    img: xr.DataArray,
+    *,
+    bins: int | Sequence[float] = 256,
+    range: tuple[float, float] | None = None,  # noqa: A002  (numpy's name)
+    exclude: float | Sequence[float] = (),
+    dims: str | Sequence[Hashable] | None = None,
+) -> xr.DataArray:
+    """Histogram of the valid pixels of an image of any size (computes).
+
+    A chunked reduction: every chunk is counted by a numpy kernel and the
+    per-chunk counts are summed by a dask tree reduction, so memory holds a
+    few chunks and the counts, never the pixels. NaN and ``exclude`` values
+    are never counted.
+
+    Parameters
+    ----------
+    img : xarray.DataArray
+        Image (any dims), integer or floating dtype; dask-backed or numpy.
+    bins : int or sequence of float, default 256
+        Floating images: the number of equal-width bins over ``range``, with
+        ``numpy.histogram``'s edges (the last bin includes its right edge).
+        Integer images ignore an int ``bins``: every integer value of the
+        range has its own bin (as ``skimage.exposure.histogram`` does). A
+        sequence gives explicit, monotonically increasing bin edges (any dtype).
+    range : (float, float), optional
+        Values outside are not counted. Default: the min and max of the valid
+        pixels over all histograms, found by a first pass (skipped for 8- and
+        16-bit integers, which are counted over the whole dtype range in one
+        pass and trimmed). Ignored with explicit edges.
+    exclude : number or sequence of numbers, default ()
+        Values never counted, e.g. ``[0, 255]`` for a NoData border. Compared
+        after casting to the image's dtype.
+    dims : str or sequence of str, optional
+        Dims to count over; one histogram per index of the other dims.
+        Default: every dim but ``band``.
+
+    Returns
+    -------
+    xarray.DataArray
+        int64 counts with the dims of ``img`` not in ``dims`` (in order) and
+        ``bin``: coords of the kept dims, ``bin`` = bin centres (the integer
+        values for integer images), ``bin_lower`` and ``bin_upper`` = edges.
+        All histograms share the same bins.
+
+    Raises
+    ------
+    TypeError
+        ``img`` is not a DataArray of an integer/float dtype; ``bins``,
+        ``range``, ``exclude`` or ``dims`` of the wrong type.
+    ValueError
+        ``bins < 1`` or bad edges; ``range`` not finite or min >= max; ``dims``
+        naming a dim ``img`` lacks; a histogram with no valid pixel (after
+        exclusion, inside ``range``); non-finite valid values with no ``range``.
+
+    Notes
+    -----
+    Equal to ``numpy.histogram(valid, bins, range)`` on each kept index's
+    valid pixels, with the default range being the min/max over all kept
+    indices (the common binning of ``skimage.exposure.histogram`` with
+    ``channel_axis``). Chunking never changes the counts.
+
+    Examples
+    --------
+    >>> import numpy as np, bigimg as bi
+    >>> img = bi.from_array(np.array([[0, 1, 1], [2, 255, 3]], dtype="uint8"), chunks=1)
+    >>> h = bi.histogram(img, exclude=[0, 255])
+    >>> h.dims, h["bin"].values.tolist(), h.values.tolist()
+    (('band', 'bin'), [1, 2, 3], [[2, 1, 1]])
+    >>> f = bi.from_array(np.array([[0.0, np.nan], [0.5, 1.0]]))
+    >>> bi.histogram(f, bins=2).values.tolist(), bi.histogram(f, bins=2)["bin_upper"].values.tolist()
+    ([[1, 2]], [0.5, 1.0])
+    """
+    s = _setup(img, bins, exclude, dims)
+    rng = _check_range(range)
+    dt = s.arr.dtype
+    if isinstance(s.bins, np.ndarray):
+        counts = _edges_counts(s, s.bins)
+        lower, upper = s.bins[:-1], s.bins[1:]
+        centres = (lower + upper) / 2.0
+    elif dt.kind in "iu":
+        counts, low = _int_counts(img, s, rng)
+        centres = np.arange(low, low + counts.shape[-1], dtype=np.int64)
+        lower, upper = centres - 0.5, centres + 0.5
+    else:
+        if rng is not None:
+            first, last = rng  # Python floats, as numpy.histogram receives them
+        else:
+            mins, maxs = _float_ranges(img, s)
+            first, last = mins.min(), maxs.max()  # scalars of img's dtype, as numpy's a.min()
+        ranges = np.empty((*_kept_shape(img, s), 2), dtype=np.float64 if rng else dt)
+        ranges[...] = (first, last)
+        counts = _uniform_counts(s, ranges, s.bins)
+        edges = _uniform_edges(dt, s.bins, first, last)
+        lower, upper = edges[:-1], edges[1:]
+        centres = ((lower + upper) / 2.0).astype(np.float64)  # in the edges' dtype, as skimage
+    _check_counts(img, s, counts, "after exclusion" if rng is None else f"inside range={rng!r}")
+    coords: dict[Hashable, Any] = {
+        name: c for name, c in img.coords.items() if set(c.dims) <= set(s.kept_dims)
+    }
+    coords["bin"] = ("bin", centres)
+    coords["bin_lower"] = ("bin", np.asarray(lower, dtype=np.float64))
+    coords["bin_upper"] = ("bin", np.asarray(upper, dtype=np.float64))
+    return xr.DataArray(
+        counts,
+        dims=(*s.kept_dims, "bin"),
+        coords=coords,
+        name="histogram",
+        attrs={
+            "bigimg_exclude": list(s.exclude_given),
+            "bigimg_dims": [str(d) for d in img.dims if d not in s.kept_dims],
+        },
+    )
+
+
+def equalize_hist(
+    img: xr.DataArray,
+    *,
+    bins: int | Sequence[float] = 256,
+    exclude: float | Sequence[float] = (),
+    out_range: tuple[float, float] = (0.0, 1.0),
+    dims: str | Sequence[Hashable] | None = None,
+) -> xr.DataArray:
+    """Histogram equalization with a global CDF; NaN and excluded values kept (computes the histogram).
+
+    Building the result computes the histogram of the valid pixels (one pass
+    over the data for 8/16-bit integers, two otherwise); the result itself is
+    lazy: every chunk is mapped through the normalized cumulative counts,
+    with a lookup table for integer images and linear interpolation between
+    bin centres for floating images.
+
+    Parameters
+    ----------
+    img : xarray.DataArray
+        Image (any dims), integer or floating dtype.
+    bins : int or sequence of float, default 256
+        Number of bins for floating images (ignored for integer images, where
+        every integer value is its own bin, as in scikit-image), or explicit
+        bin edges.
+    exclude : number or sequence of numbers, default ()
+        Values left out of the histogram and left unchanged in the output,
+        e.g. ``[0, 255]`` for a NoData border. NaN is always left out and kept.
+    out_range : (float, float), default (0.0, 1.0)
+        The equalized values are ``out_min + (out_max - out_min) * cdf``.
+    dims : str or sequence of str, optional
+        Dims the CDF is computed over; one CDF per index of the other dims.
+        Default: every dim but ``band`` (one CDF per band).
+
+    Returns
+    -------
+    xarray.DataArray
+        Lazy, same dims, coords, attrs and chunks as ``img``; float32
+        (float64 for float64 input).
+
+    Raises
+    ------
+    TypeError, ValueError
+        As :func:`histogram`; also for a bad ``out_range``, and when any
+        band (index of the kept dims) has no valid pixel after exclusion.
+
+    Notes
+    -----
+    On every valid pixel, each band equals
+    ``skimage.exposure.equalize_hist(band, nbins=bins, mask=valid)`` rescaled
+    to ``out_range``, where ``valid`` is "not NaN and not excluded": the range
+    of the bins is each band's own min/max of valid pixels.
+
+    Examples
+    --------
+    >>> import numpy as np, bigimg as bi
+    >>> img = bi.from_array(np.array([[0, 10, 20], [30, 40, 255]], dtype="uint8"), chunks=2)
+    >>> out = bi.equalize_hist(img, exclude=[0, 255])
+    >>> out.dtype, out.values[..., 0].tolist()
+    (dtype('float32'), [[0.0, 0.25, 0.5], [0.75, 1.0, 255.0]])
+    """
+    s = _setup(img, bins, exclude, dims)
+    lo, hi = _check_out_range(out_range)
+    dt = s.arr.dtype
+    out_dt = float_dtype(dt)
+    kshape = _kept_shape(img, s)
+
+    def scaled_cdf(counts: np.ndarray, what: str) -> np.ndarray:
+        _check_counts(img, s, counts, what)
+        cdf = np.cumsum(counts, axis=-1, dtype=np.float64)
+        return lo + (hi - lo) * (cdf / cdf[..., -1:])
+
+    if isinstance(s.bins, np.ndarray):
+        counts = _edges_counts(s, s.bins)
+        xp = np.broadcast_to((s.bins[:-1] + s.bins[1:]) / 2.0, counts.shape)
+        fp = scaled_cdf(counts, "inside bins")
+        data = _blockwise(
+            _interp_kernel, s.arr, s.kept, [np.ascontiguousarray(xp), fp],
+            dtype=out_dt, exclude=s.exclude, uniform=False, out_dtype=out_dt,
+        )  # fmt: skip
+    elif _small_int(dt):
+        info = np.iinfo(dt)
+        part = _blockwise(
+            _count_dtype_kernel, s.arr, s.kept, dtype=np.int64, partial=1 << (8 * dt.itemsize)
+        )
+        (counts,) = dask.compute(_sum_partials(part, s.kept))
+        values = np.arange(info.min, info.max + 1)
+        for v in s.exclude:
+            counts[..., int(v) - info.min] = 0
+        lut = scaled_cdf(counts, "after exclusion").astype(out_dt)
+        for v in s.exclude:
+            lut[..., int(v) - info.min] = values[int(v) - info.min]
+        data = _blockwise(_lut_dtype_kernel, s.arr, s.kept, [lut], dtype=out_dt)
+    elif dt.kind in "iu":
+        counts, low = _int_counts(img, s, None)
+        lut = scaled_cdf(counts, "after exclusion").astype(out_dt)
+        data = _blockwise(
+            _lut_window_kernel, s.arr, s.kept, [lut], dtype=out_dt, low=low, exclude=s.exclude
+        )
+    else:
+        mins, maxs = _float_ranges(img, s)
+        ranges = np.stack([mins, maxs], axis=-1).reshape((*kshape, 2))
+        counts = _uniform_counts(s, ranges, s.bins)
+        xp = np.empty(counts.shape, dtype=np.float64)
+        for idx in np.ndindex(*kshape):
+            edges = _uniform_edges(dt, s.bins, *ranges[idx])
+            xp[idx] = (edges[:-1] + edges[1:]) / 2.0  # in the edges' dtype, as skimage
+        data = _blockwise(
+            _interp_kernel, s.arr, s.kept, [xp, scaled_cdf(counts, "after exclusion")],
+            dtype=out_dt, exclude=s.exclude, uniform=True, out_dtype=out_dt,
+        )  # fmt: skip
+    return like(img, data)
+
+
+def _check_out_range(out_range: Any) -> tuple[float, float]:
+    if (
+        isinstance(out_range, (str, bytes))
+        or not isinstance(out_range, (Sequence, np.ndarray))
+        or len(out_range) != 2
+        or not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in out_range)
+    ):
+        raise TypeError(f"out_range must be a pair of numbers (min, max), got {out_range!r}")
+    lo, hi = float(out_range[0]), float(out_range[1])
+    if not (math.isfinite(lo) and math.isfinite(hi)) or lo >= hi:
+        raise ValueError(f"out_range must be finite with min < max, got {out_range!r}")
+    return lo, hi
+
+
+def plot_histogram(
+    hist: xr.DataArray, path: str | os.PathLike[str], *, title: str | None = None
+) -> Path:
+    """Draw a histogram from :func:`histogram` and its CDF to a PNG.
+
+    One step curve of counts per histogram (per band; at most 12 are drawn)
+    on the left axis, the normalized cumulative counts on the right axis.
+    Uses matplotlib's Agg canvas directly, so no GUI backend or global
+    pyplot state is touched.
+
+    Parameters
+    ----------
+    hist : xarray.DataArray
+        Counts with a ``bin`` dim (as returned by :func:`histogram`).
+    path : path-like
+        The PNG to write; its folder must exist.
+    title : str, optional
+        Figure title.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+
+    Examples
+    --------
+    >>> import numpy as np, bigimg as bi, tempfile, os
+    >>> h = bi.histogram(bi.from_array(np.arange(100.0).reshape(10, 10)), bins=10)
+    >>> bi.plot_histogram(h, os.path.join(tempfile.mkdtemp(), "h.png")).suffix
+    '.png'
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    if not isinstance(hist, xr.DataArray) or "bin" not in hist.dims:
+        raise TypeError(
+            f"hist must be a DataArray with a 'bin' dim (from bi.histogram), got {type(hist).__name__}"
+        )
+    path = Path(path)
+    if not path.parent.exists():
+        raise FileNotFoundError(f"path: folder {str(path.parent)!r} does not exist")
+    other = [d for d in hist.dims if d != "bin"]
+    flat = hist.transpose(*other, "bin")
+    rows = flat.values.reshape(-1, flat.sizes["bin"])
+    names = [", ".join(f"{d}={flat[d].values[i]}" if d in flat.coords else f"{d}={i}" for d, i in zip(other, idx, strict=True))
+             for idx in np.ndindex(*(flat.sizes[d] for d in other))]  # fmt: skip
+    lower = hist["bin_lower"].values if "bin_lower" in hist.coords else hist["bin"].values
+    upper = hist["bin_upper"].values if "bin_upper" in hist.coords else hist["bin"].values
+    edges = np.append(lower, upper[-1])
+    fig = Figure(figsize=(8, 4.5), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ax2 = ax.twinx()
+    colors = (
+        ["tab:red", "tab:green", "tab:blue"]
+        if len(rows) == 3
+        else [f"C{i % 10}" for i in np.arange(len(rows))]
+    )
+    for i, (row, name) in enumerate(zip(rows[:12], names[:12], strict=False)):
+        ax.stairs(row, edges, color=colors[i], alpha=0.8, label=name or "counts")
+        total = row.sum()
+        if total > 0:
+            ax2.plot(upper, np.cumsum(row) / total, color=colors[i], linestyle="--", linewidth=1)
+    ax.set_xlabel("value")
+    ax.set_ylabel("count")
+    ax2.set_ylabel("CDF (dashed)")
+    ax2.set_ylim(0, 1.02)
+    ax.legend(loc="upper left", fontsize="small")
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+    return path
+
+
+# ---------------------------------------------------------------- pipeline op
+class EqualizeHistParams(Params):
+    """``[[steps]] op = "equalize_hist"``: see :func:`equalize_hist`."""
+
+    bins: int | list[float] = 256
+    exclude: list[float] = []
+    out_range: tuple[float, float] = (0.0, 1.0)
+    dims: list[str] | None = None
+
+
+@register_op("equalize_hist", EqualizeHistParams)
+def _equalize_hist_op(
+    img: xr.DataArray,
+    *,
+    bins: int | list[float],
+    exclude: list[float],
+    out_range: tuple[float, float],
+    dims: list[str] | None,
+) -> xr.DataArray:
+    return equalize_hist(img, bins=bins, exclude=exclude, out_range=out_range, dims=dims)

@@ -1,0 +1,466 @@
+"""bigimg.histogram: against numpy.histogram and skimage.exposure.equalize_hist."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import dask.array as da
+import numpy as np
+import pytest
+import skimage.data
+import skimage.exposure
+import xarray as xr
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import bigimg as bi
+from bigimg.histogram import _count_edges_kernel, _interp_uniform, _minmax_kernel
+from bigimg.pipeline import load_config
+from tests.conftest import raise_if_dask_computes
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+
+
+# ---------------------------------------------------------------- helpers
+def _valid(band: np.ndarray, exclude=()) -> np.ndarray:
+    ok = ~np.isin(band, exclude)
+    if band.dtype.kind == "f":
+        ok &= ~np.isnan(band)
+    return ok
+
+
+def _assert_equalized(out: np.ndarray, img: np.ndarray, *, exclude=(), bins=256, out_range=(0, 1)):
+    """Each band vs skimage with mask=valid on valid pixels; the rest unchanged."""
+    lo, hi = out_range
+    for b in range(img.shape[-1]):
+        band = img[..., b]
+        ok = _valid(band, exclude)
+        ref = skimage.exposure.equalize_hist(band, nbins=bins, mask=ok)
+        np.testing.assert_allclose(out[..., b][ok], lo + (hi - lo) * ref[ok], rtol=0, atol=1e-6)
+        np.testing.assert_array_equal(out[..., b][~ok], band[~ok].astype(out.dtype))
+
+
+def _float_with_nan_border(shape=(48, 40, 2), seed=0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    a = rng.gamma(2.0, 1.5, size=shape).astype(np.float32)
+    a[:5] = np.nan
+    a[:, -3:] = np.nan
+    return a
+
+
+def _uint8_with_border(shape=(48, 40, 3), seed=0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    a = np.clip(rng.normal(120, 30, size=shape), 1, 254).astype(np.uint8)
+    a[:4] = 0
+    a[:, :3] = 255
+    return a
+
+
+@st.composite
+def chunkings(draw, shape):
+    """Chunk boundaries drawn per dim (flox's ``chunked_arrays`` idea), sizes down to 1."""
+    out = []
+    for n in shape:
+        cuts = draw(st.lists(st.integers(1, n - 1), max_size=4, unique=True)) if n > 1 else []
+        edges = [0, *sorted(cuts), n]
+        out.append(tuple(b - a for a, b in zip(edges[:-1], edges[1:], strict=True)))
+    return tuple(out)
+
+
+# ---------------------------------------------------------------- histogram vs numpy
+@pytest.mark.parametrize("bins", [1, 7, 256])
+def test_histogram_float_matches_numpy(bins):
+    a = _float_with_nan_border()
+    a[10, 10, 0] = 0.0
+    h = bi.histogram(bi.from_array(a, chunks=9), bins=bins, exclude=[0])
+    ok = _valid(a, [0])
+    first, last = a[ok].min(), a[ok].max()  # common binning over the bands
+    assert h.dims == ("band", "bin") and h.dtype == np.int64
+    for b in range(a.shape[-1]):
+        band = a[..., b]
+        ref, edges = np.histogram(band[_valid(band, [0])], bins=bins, range=(first, last))
+        np.testing.assert_array_equal(h.isel(band=b).values, ref)
+        np.testing.assert_array_equal(h["bin_lower"].values, edges[:-1])
+        np.testing.assert_array_equal(h["bin_upper"].values, edges[1:])
+    np.testing.assert_allclose(h["bin"], (h["bin_lower"] + h["bin_upper"]) / 2, rtol=1e-6)
+
+
+def test_histogram_single_band_auto_range_is_numpy_default():
+    a = skimage.data.camera().astype(np.float32) / 7
+    h = bi.histogram(bi.from_array(a, chunks=100), bins=50)
+    ref, edges = np.histogram(a, bins=50)
+    np.testing.assert_array_equal(h.isel(band=0).values, ref)
+    np.testing.assert_array_equal(h["bin_upper"].values, edges[1:])
+
+
+def test_histogram_given_range_drops_outside_values():
+    a = _float_with_nan_border()
+    h = bi.histogram(bi.from_array(a, chunks=11), bins=10, range=(1.0, 4.5))
+    for b in range(2):
+        band = a[..., b]
+        ref, edges = np.histogram(band[_valid(band)], bins=10, range=(1.0, 4.5))
+        np.testing.assert_array_equal(h.isel(band=b).values, ref)
+    np.testing.assert_array_equal(h["bin_lower"].values, edges[:-1])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "uint8"])
+def test_histogram_explicit_edges(dtype):
+    a = _uint8_with_border().astype(dtype)
+    edges = [0.0, 50.5, 100, 120, 121, 200, 255]  # uneven; the last bin holds 255
+    h = bi.histogram(bi.from_array(a, chunks=13), bins=edges, exclude=[0])
+    for b in range(a.shape[-1]):
+        band = a[..., b]
+        ref, _ = np.histogram(band[band != 0], bins=edges)
+        np.testing.assert_array_equal(h.isel(band=b).values, ref)
+    np.testing.assert_array_equal(h["bin_upper"].values, edges[1:])
+
+
+def test_uint8_border_counted_exactly_like_skimage():
+    a = _uint8_with_border()
+    h = bi.histogram(bi.from_array(a, chunks=16), exclude=[0, 255], bins=3)  # bins ignored
+    ok = _valid(a, [0, 255])
+    lo, hi = int(a[ok].min()), int(a[ok].max())
+    np.testing.assert_array_equal(h["bin"].values, np.arange(lo, hi + 1))
+    np.testing.assert_array_equal(h["bin_lower"].values, np.arange(lo, hi + 1) - 0.5)
+    for b in range(3):
+        band = a[..., b]
+        ref = np.bincount(band[_valid(band, [0, 255])].ravel() - lo, minlength=hi - lo + 1)
+        np.testing.assert_array_equal(h.isel(band=b).values, ref)
+    single = a[..., :1]
+    counts, centres = skimage.exposure.histogram(single[_valid(single, [0, 255])])
+    h1 = bi.histogram(bi.from_array(single, chunks=10), exclude=[0, 255])
+    np.testing.assert_array_equal(h1.isel(band=0).values, counts)
+    np.testing.assert_array_equal(h1["bin"].values, centres)
+
+
+@pytest.mark.parametrize("dtype", ["uint16", "int8", "int16", "int32", "uint32", "int64"])
+def test_integer_dtypes_count_every_value(dtype):
+    rng = np.random.default_rng(3)
+    info = np.iinfo(dtype)
+    a = np.clip(rng.normal(0 if info.min < 0 else 100, 40, size=(30, 20, 1)), info.min, info.max)
+    a = a.astype(dtype)
+    a[0, 0, 0] = 7
+    h = bi.histogram(bi.from_array(a, chunks=7), exclude=7)
+    band = a[..., 0]
+    vals = band[band != 7]
+    counts, centres = skimage.exposure.histogram(vals)
+    np.testing.assert_array_equal(h.isel(band=0).values, counts)
+    np.testing.assert_array_equal(h["bin"].values, centres)
+    r = bi.histogram(bi.from_array(a, chunks=7), range=(-10.5, 30))
+    expected = [(band == v).sum() for v in range(-10 if info.min < 0 else 0, 31)]
+    np.testing.assert_array_equal(r.isel(band=0).values, expected)
+
+
+def test_histogram_dims_keeps_other_dims_and_coords():
+    rng = np.random.default_rng(0)
+    stack = rng.integers(0, 50, size=(3, 12, 10, 2)).astype(np.float32)
+    img = bi.from_array(stack, chunks={"image": 1, "y": 5, "x": 4}).assign_coords(
+        image=["a", "b", "c"], band=["r", "g"]
+    )
+    h = bi.histogram(img, bins=5, dims=("y", "x"))
+    assert h.dims == ("image", "band", "bin")
+    assert h["image"].values.tolist() == ["a", "b", "c"] and h["band"].values.tolist() == ["r", "g"]
+    for i in range(3):
+        for b in range(2):
+            ref, _ = np.histogram(stack[i, ..., b], bins=5, range=(stack.min(), stack.max()))
+            np.testing.assert_array_equal(h.isel(image=i, band=b).values, ref)
+    everything = bi.histogram(img, bins=5, dims=["image", "y", "x", "band"])
+    assert everything.dims == ("bin",)
+    np.testing.assert_array_equal(everything.values, np.histogram(stack, bins=5)[0])
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "float32"])
+def test_equalize_dims_choose_what_shares_a_cdf(dtype):
+    a = _uint8_with_border((20, 16, 3)).astype(dtype)
+    stack = np.stack([a, a[::-1] // 2])  # (image, y, x, band)
+    img = bi.from_array(stack, chunks={"image": 1, "y": 7, "x": 5, "band": 2})
+    ok = _valid(stack, [0, 255])
+    one = bi.equalize_hist(img, exclude=[0, 255], dims=["image", "y", "x", "band"]).values
+    ref = skimage.exposure.equalize_hist(stack, mask=ok)
+    np.testing.assert_allclose(one[ok], ref[ok], atol=1e-6)
+    per_image = bi.equalize_hist(img, exclude=[0, 255], dims=("y", "x")).values
+    for i in range(2):
+        _assert_equalized(per_image[i], stack[i], exclude=[0, 255])
+
+
+@settings(max_examples=15, deadline=None)
+@given(data=st.data())
+def test_chunking_never_changes_histogram_or_equalization(data):
+    a = _float_with_nan_border((23, 17, 2), seed=5)
+    a[3:9, 4, 1] = 2.0
+    chunks = data.draw(chunkings(a.shape))
+    img = bi.from_array(da.from_array(a, chunks=chunks))
+    ok = _valid(a, [2.0])
+    h = bi.histogram(img, bins=16, exclude=[2.0])
+    for b in range(2):
+        band = a[..., b]
+        ref, _ = np.histogram(band[_valid(band, [2.0])], bins=16, range=(a[ok].min(), a[ok].max()))
+        np.testing.assert_array_equal(h.isel(band=b).values, ref)
+    out = bi.equalize_hist(img, bins=16, exclude=[2.0]).values
+    whole = bi.equalize_hist(bi.from_array(a, chunks=-1), bins=16, exclude=[2.0]).values
+    np.testing.assert_array_equal(out, whole)  # per-pixel op: bit-identical
+    u = _uint8_with_border((23, 17, 2), seed=5)
+    uimg = bi.from_array(da.from_array(u, chunks=chunks))
+    _assert_equalized(bi.equalize_hist(uimg, exclude=[0, 255]).values, u, exclude=[0, 255])
+
+
+# ---------------------------------------------------------------- equalize vs skimage
+@pytest.mark.parametrize("bins", [1, 2, 64])
+def test_equalize_float_with_nan_border_matches_skimage(bins):
+    a = _float_with_nan_border()
+    out = bi.equalize_hist(bi.from_array(a, chunks=10), bins=bins)
+    assert out.dtype == np.float32
+    _assert_equalized(out.values, a, bins=bins)
+
+
+def test_equalize_explicit_edges_interpolates_at_centres():
+    a = _float_with_nan_border()
+    edges = np.array([0.0, 1.0, 2.0, 4.0, 8.0, 30.0])
+    out = bi.equalize_hist(bi.from_array(a, chunks=10), bins=edges).values
+    for b in range(2):
+        band = a[..., b]
+        counts, _ = np.histogram(band[_valid(band)], bins=edges)
+        ref = np.interp(band, (edges[:-1] + edges[1:]) / 2, np.cumsum(counts) / counts.sum())
+        np.testing.assert_allclose(out[..., b], ref, atol=1e-6)
+
+
+def test_equalize_uint8_with_0_255_border_matches_skimage():
+    a = _uint8_with_border()
+    out = bi.equalize_hist(bi.from_array(a, chunks=12), exclude=[0, 255], out_range=(-1, 2))
+    assert out.dtype == np.float32
+    _assert_equalized(out.values, a, exclude=[0, 255], out_range=(-1, 2))
+
+
+@pytest.mark.parametrize("dtype", ["uint16", "int16", "int32", "float64"])
+def test_equalize_other_dtypes_match_skimage(dtype):
+    rng = np.random.default_rng(2)
+    a = (rng.normal(0, 900, size=(40, 30, 2)) + (0 if dtype[0] in "if" else 30000)).astype(dtype)
+    a[:2] = 5
+    out = bi.equalize_hist(bi.from_array(a, chunks=9), exclude=[5], bins=100)
+    assert out.dtype == ("float64" if dtype == "float64" else "float32")
+    _assert_equalized(out.values, a, exclude=[5], bins=100)
+
+
+def test_equalize_real_images_match_skimage():
+    cam = skimage.data.camera()
+    _assert_equalized(bi.equalize_hist(bi.from_array(cam, chunks=128)).values, cam[..., None])
+    rgb = skimage.data.astronaut().astype(np.float32) / 255
+    rgb[:40] = np.nan
+    out = bi.equalize_hist(bi.from_array(rgb, chunks=100), bins=128)
+    _assert_equalized(out.values, rgb, bins=128)
+
+
+def test_equalized_cdf_has_slope_one():
+    rng = np.random.default_rng(4)
+    a = rng.normal(size=(200, 150)).astype(np.float32)
+    out = bi.equalize_hist(bi.from_array(a, chunks=64), bins=1024).values.ravel()
+    q = np.linspace(0.05, 0.95, 19)
+    np.testing.assert_allclose(np.quantile(out, q), q, atol=0.01)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "uint8"])
+def test_constant_image(dtype):
+    a = np.full((9, 8, 1), 3, dtype=dtype)
+    out = bi.equalize_hist(bi.from_array(a, chunks=4)).values
+    _assert_equalized(out, a)
+    h = bi.histogram(bi.from_array(a, chunks=4), bins=4)
+    ref, edges = np.histogram(a, bins=4) if dtype == "float32" else (np.array([72]), None)
+    np.testing.assert_array_equal(h.isel(band=0).values, ref)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "uint8", "int32"])
+def test_single_valid_pixel(dtype):
+    a = np.zeros((9, 8, 1), dtype=dtype)
+    a[4, 5, 0] = 17
+    out = bi.equalize_hist(bi.from_array(a, chunks=3), exclude=0).values
+    _assert_equalized(out, a, exclude=[0])
+    assert (out[a == 0] == 0).all()
+    if dtype != "float32":  # one integer bin: cdf = [1]
+        assert out[4, 5, 0] == 1.0
+
+
+def test_kernels_on_plain_arrays():
+    rng = np.random.default_rng(0)
+    xp = (np.linspace(-3, 5, 257, dtype=np.float32)[:-1] + np.float32(8 / 512)).astype(np.float64)
+    fp = np.cumsum(rng.random(256))
+    fp /= fp[-1]
+    x = np.concatenate([rng.uniform(-4, 6, 5000), xp, [np.nan, -np.inf, np.inf]])
+    np.testing.assert_allclose(_interp_uniform(x, xp, fp), np.interp(x, xp, fp), atol=1e-12)
+    x2 = np.asfortranarray(rng.uniform(-4, 6, (300, 401)))  # several pieces, strided
+    before = x2.copy()
+    np.testing.assert_allclose(_interp_uniform(x2, xp, fp), np.interp(x2, xp, fp), atol=1e-12)
+    np.testing.assert_array_equal(x2, before)  # the input is not modified
+    assert np.isnan(_interp_uniform(np.array([np.nan]), xp[:1], fp[:1]))[0]
+    block = np.array([[np.nan, 1.0], [3.0, 5.0]])
+    np.testing.assert_array_equal(
+        _minmax_kernel(block, kept=(), exclude=(np.float64(5),)), [[[1.0, 3.0]]]
+    )
+    edges = np.array([0.0, 1.0, 5.0])
+    np.testing.assert_array_equal(
+        _count_edges_kernel(block, kept=(), edges=edges, exclude=()),
+        [[np.histogram(block[~np.isnan(block)], bins=edges)[0]]],
+    )
+
+
+# ---------------------------------------------------------------- laziness
+def test_equalize_is_lazy_after_the_histogram():
+    u = bi.from_array(_uint8_with_border(), chunks=16)
+    with raise_if_dask_computes(max_computes=1) as sched:  # uint8: one counting pass, no range pass
+        out = u.bigimg.equalize_hist(exclude=[0, 255])
+    assert sched.total_computes == 1 and isinstance(out.data, da.Array)
+    assert out.chunks == u.chunks
+    f = bi.from_array(_float_with_nan_border(), chunks=16)
+    with raise_if_dask_computes(max_computes=3) as sched:  # (range + count) + count
+        out = f.bigimg.equalize_hist()
+        h = f.bigimg.histogram(range=(0, 3))  # range given: counting pass only
+    assert sched.total_computes == 3 and isinstance(out.data, da.Array)
+    assert h.sizes["bin"] == 256
+
+
+def test_coords_and_attrs_survive():
+    a = _uint8_with_border()
+    img = bi.from_array(a, chunks=16).assign_coords(y=np.arange(48) * 2.5, band=["r", "g", "b"])
+    img.attrs["crs"] = "EPSG:3857"
+    out = bi.equalize_hist(img, exclude=[0, 255])
+    xr.testing.assert_identical(out["y"], img["y"])
+    assert out.attrs == img.attrs and out.dims == img.dims
+    h = bi.histogram(img, exclude=[0, 255])
+    assert h["band"].values.tolist() == ["r", "g", "b"] and "y" not in h.coords
+
+
+# ---------------------------------------------------------------- errors
+@pytest.mark.parametrize(
+    ("kwargs", "exc", "match"),
+    [
+        ({"bins": 0}, ValueError, "bins must be >= 1"),
+        ({"bins": "10"}, TypeError, "bins"),
+        ({"bins": 2.5}, TypeError, "bins"),
+        ({"bins": [3.0, 1.0]}, ValueError, "bins edges must increase"),
+        ({"bins": [1.0]}, ValueError, "bins edges"),
+        ({"bins": [0.0, np.inf]}, ValueError, "bins edges must be finite"),
+        ({"range": (2.0, 2.0)}, ValueError, "range must have min < max"),
+        ({"range": (3.0, 1.0)}, ValueError, "range must have min < max"),
+        ({"range": (0.0, np.inf)}, ValueError, "range must be finite"),
+        ({"range": (0.0, np.nan)}, ValueError, "range must be finite"),
+        ({"range": 5}, TypeError, "range"),
+        ({"exclude": "0"}, TypeError, "exclude"),
+        ({"exclude": [0, None]}, TypeError, "exclude"),
+        ({"exclude": [True]}, TypeError, "exclude"),
+        ({"dims": ("y", "nope")}, ValueError, "dims names unknown dim"),
+        ({"dims": ()}, ValueError, "dims must name"),
+        ({"dims": 3}, TypeError, "dims"),
+    ],
+)
+def test_histogram_errors(kwargs, exc, match):
+    img = bi.from_array(_float_with_nan_border(), chunks=16)
+    with raise_if_dask_computes(), pytest.raises(exc, match=match):
+        bi.histogram(img, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "exc", "match"),
+    [
+        ({"out_range": (1.0, 0.0)}, ValueError, "out_range"),
+        ({"out_range": (0.0, np.inf)}, ValueError, "out_range"),
+        ({"out_range": "01"}, TypeError, "out_range"),
+        ({"bins": -1}, ValueError, "bins"),
+        ({"exclude": {"a": 1}}, TypeError, "exclude"),
+        ({"dims": "z"}, ValueError, "dims"),
+    ],
+)
+def test_equalize_errors(kwargs, exc, match):
+    img = bi.from_array(_uint8_with_border(), chunks=16)
+    with raise_if_dask_computes(), pytest.raises(exc, match=match):
+        bi.equalize_hist(img, **kwargs)
+
+
+def test_wrong_input_types():
+    with pytest.raises(TypeError, match="img must be an xarray.DataArray"):
+        bi.histogram(np.zeros((4, 4)))
+    with pytest.raises(TypeError, match="img must have an integer or floating dtype"):
+        bi.equalize_hist(xr.DataArray(np.zeros((4, 4), dtype=bool), dims=("y", "x")))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "uint8", "int32"])
+def test_no_valid_pixels_in_one_band(dtype):
+    a = _uint8_with_border((20, 10, 3)).astype(dtype)
+    a[..., 1] = 0 if dtype != "float32" else np.nan
+    img = bi.from_array(a, chunks=8).assign_coords(band=["r", "g", "b"])
+    with pytest.raises(ValueError, match="no valid pixels at band='g'"):
+        bi.equalize_hist(img, exclude=[0])
+    with pytest.raises(ValueError, match="no valid pixels at band='g'"):
+        bi.histogram(img, exclude=[0])
+
+
+def test_integer_range_without_an_integer():
+    img = bi.from_array(_uint8_with_border(), chunks=16)
+    with raise_if_dask_computes(), pytest.raises(ValueError, match="range .* holds no integer"):
+        bi.histogram(img, range=(0.2, 0.8))
+    with raise_if_dask_computes(), pytest.raises(ValueError, match="range .* holds no integer"):
+        bi.histogram(img.astype("int32"), range=(300.2, 300.8))
+
+
+def test_no_pixels_inside_range_and_infinite_values():
+    a = _float_with_nan_border()
+    with pytest.raises(ValueError, match="no valid pixels .* inside range"):
+        bi.histogram(bi.from_array(a), range=(100.0, 200.0))
+    a[30, 3, 0] = np.inf
+    with pytest.raises(ValueError, match="not finite; pass a finite range="):
+        bi.histogram(bi.from_array(a))
+    h = bi.histogram(bi.from_array(a), exclude=[np.inf], bins=4)
+    assert int(h.sum()) == np.isfinite(a).sum()
+
+
+# ---------------------------------------------------------------- plot, config, cluster
+def test_plot_histogram_writes_png(tmp_path):
+    import PIL.Image
+
+    h = bi.histogram(bi.from_array(_uint8_with_border(), chunks=16), exclude=[0, 255])
+    path = bi.plot_histogram(h, tmp_path / "hist.png", title="demo")
+    with PIL.Image.open(path) as im:
+        assert im.format == "PNG" and im.size == (800, 450)
+    with pytest.raises(FileNotFoundError, match="path"):
+        bi.plot_histogram(h, tmp_path / "missing" / "h.png")
+    with pytest.raises(TypeError, match="hist must be"):
+        bi.plot_histogram(h.rename(bin="b"), tmp_path / "h.png")
+
+
+def test_equalize_config_runs_on_the_demo_mosaic(tmp_path):
+    from bigimg.demo import synthetic_mosaic
+
+    mosaic = synthetic_mosaic(256, chunks=128)
+    bi.to_zarr(mosaic, tmp_path / "mosaic.zarr")
+    shutil.copy(CONFIGS / "equalize.toml", tmp_path / "equalize.toml")
+    pipe = load_config(tmp_path / "equalize.toml")
+    assert [s.op for s in pipe.steps] == ["equalize_hist"]
+    pipe.run()
+    out = xr.open_zarr(pipe.output.path)["image"]
+    assert out.attrs["bigimg_complete"] and out.dtype == np.float32
+    _assert_equalized(out.values, mosaic.values, exclude=[0, 255])
+
+
+def test_demo_step_on_float_nan_mosaic():
+    """The demo's step (exclude=[0, 255]) on float32 data whose NoData is NaN."""
+    from bigimg.demo import DEMO_STEPS
+    from bigimg.pipeline import OPS
+
+    step = next(s for s in DEMO_STEPS if s["op"] == "equalize_hist")
+    params = OPS["equalize_hist"].params.model_validate(
+        {k: v for k, v in step.items() if k != "op"}
+    )
+    a = _uint8_with_border((30, 20, 3)).astype(np.float32)
+    a[a == 0] = np.nan
+    out = OPS["equalize_hist"].func(bi.from_array(a, chunks=8), **dict(params))
+    _assert_equalized(out.values, a, exclude=[0, 255])
+
+
+def test_on_local_cluster(client):
+    a = _uint8_with_border((64, 48, 3))
+    img = bi.from_array(a, chunks=16)
+    h = bi.histogram(img, exclude=[0, 255])
+    assert int(h.sum()) == _valid(a, [0, 255]).sum()
+    out = bi.equalize_hist(img, exclude=[0, 255]).compute()
+    _assert_equalized(out.values, a, exclude=[0, 255])
+    f = _float_with_nan_border()
+    _assert_equalized(bi.equalize_hist(bi.from_array(f, chunks=16), bins=32).values, f, bins=32)
