@@ -42,7 +42,7 @@ def local_client():
             threads_per_worker=1,
             processes=True,
             host="127.0.0.1",
-            dashboard_address=None,
+            dashboard_address="127.0.0.1:0",
             memory_limit="2GB",
         ) as cluster,
         Client(cluster, set_as_default=False) as client,
