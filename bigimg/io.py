@@ -28,6 +28,7 @@ import numpy as np
 import xarray as xr
 
 VAR = "image"
+_STACK_LABELS = "image_label"
 _MARKERS = ("zarr.json", ".zgroup", ".zarray")
 
 
@@ -196,7 +197,7 @@ def open_zarr(
     if not is_zarr_store(path):
         raise ValueError(f"store: {str(path)!r} is not a Zarr store")
     ds = xr.open_zarr(path, consolidated=True, chunks={})
-    if VAR not in ds.data_vars:
+    if VAR not in ds.variables:
         raise ValueError(
             f"store: {str(path)!r} has no {VAR!r} variable (found {list(ds.data_vars)!r}); "
             "it was not written by bigimg"
@@ -210,8 +211,14 @@ def open_zarr(
         from bigimg.multiscale import open_level
 
         return open_level(path, level, chunks=chunks)
-    out = ds[VAR].copy(data=_checked_read(path, VAR, ds[VAR]))
-    out.attrs = {**out.attrs, **ds.attrs}
+    var = ds.variables[VAR]
+    coords = {k: c for k, c in ds.coords.items() if k != VAR and set(c.dims) <= set(var.dims)}
+    if _STACK_LABELS in coords:  # a stack's `image` labels, stored aside (see _as_dataset)
+        coords[VAR] = coords.pop(_STACK_LABELS).rename(VAR)
+    out = xr.DataArray(
+        _checked_read(path, VAR, var), dims=var.dims, coords=coords, name=VAR,
+        attrs={**var.attrs, **ds.attrs},
+    )
     return out.chunk(chunks) if chunks is not None else out
 
 
@@ -291,6 +298,11 @@ def _as_dataset(obj: xr.DataArray) -> xr.Dataset:
     # zarr needs regular chunks: take the largest chunk along each dim
     regular = {d: max(c) for d, c in zip(obj.dims, obj.chunks, strict=True)}
     obj = obj.chunk(regular)
+    if VAR in obj.coords:  # a stack: the `image` dim's labels cannot share the variable's name
+        labels = obj.coords[VAR]
+        obj = obj.drop_vars(VAR).assign_coords({_STACK_LABELS: (VAR, labels.values, labels.attrs)})
+    # for a stack the variable is named like its first dim: xarray lists it under
+    # coords, yet `xr.open_zarr(path)["image"]` is still the array
     ds = obj.to_dataset(name=VAR)
     for name, coord in ds.coords.items():  # dask coords: write them chunk by chunk too
         if coord.chunks is not None:

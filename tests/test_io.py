@@ -219,3 +219,14 @@ def test_pyramid_levels_through_to_zarr(tmp_path):
     expected = np.nanmean(arr[:2100, :1300].reshape(1050, 2, 650, 2), axis=(1, 3))
     np.testing.assert_allclose(level1.values[..., 0], expected, rtol=1e-6)
     assert bi.open_zarr(tmp_path / "p.zarr", level=2).shape == (525, 325, 1)
+
+
+def test_stack_round_trip_keeps_image_labels(tmp_path):
+    """A stack's variable shares its name with the `image` dim; it still reads back."""
+    arr = np.random.default_rng(2).random((4, 8, 6, 2)).astype("float32")
+    stack = bi.from_array(arr, chunks={"image": 2}).assign_coords(image=["a", "b", "c", "d"])
+    bi.to_zarr(stack, tmp_path / "s.zarr", progress=False)
+    out = bi.open_zarr(tmp_path / "s.zarr")
+    xr.testing.assert_identical(out.drop_attrs().compute(), stack.rename("image").drop_attrs().compute())
+    np.testing.assert_array_equal(xr.open_zarr(tmp_path / "s.zarr")["image"].values, arr)
+    assert bi.open_image(tmp_path / "s.zarr").dims == ("image", "y", "x", "band")
