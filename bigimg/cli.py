@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -14,7 +15,8 @@ import click
 
 EXIT_BAD_INPUT = 2
 # errors that mean "the user's input is wrong": reported in one line, exit 2
-_USER_ERRORS = (ValueError, TypeError, FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError)
+# (OSError covers missing files, permissions and an unreachable scheduler)
+_USER_ERRORS = (ValueError, TypeError, OSError)
 
 
 def _progress(quiet: bool) -> bool:
@@ -25,10 +27,26 @@ def cluster_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """--scheduler / --scheduler-file / --workers / --memory-limit, shared by commands."""
     for opt in reversed(
         [
-            click.option("--scheduler", default=None, help="Address of an existing Dask scheduler (tcp://host:port)."),
-            click.option("--scheduler-file", default=None, type=click.Path(), help="Scheduler file of an existing cluster."),
-            click.option("--workers", default=None, type=click.IntRange(min=1), help="Workers of the embedded LocalCluster."),
-            click.option("--memory-limit", default=None, help="Memory limit per embedded worker, e.g. 4GB."),
+            click.option(
+                "--scheduler",
+                default=None,
+                help="Address of an existing Dask scheduler (tcp://host:port).",
+            ),
+            click.option(
+                "--scheduler-file",
+                default=None,
+                type=click.Path(),
+                help="Scheduler file of an existing cluster.",
+            ),
+            click.option(
+                "--workers",
+                default=None,
+                type=click.IntRange(min=1),
+                help="Workers of the embedded LocalCluster.",
+            ),
+            click.option(
+                "--memory-limit", default=None, help="Memory limit per embedded worker, e.g. 4GB."
+            ),
             click.option("--quiet", is_flag=True, help="No progress bar."),
         ]
     ):
@@ -37,32 +55,84 @@ def cluster_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 @contextmanager
-def _cluster(scheduler: str | None, scheduler_file: str | None, workers: int | None, memory_limit: str | None) -> Iterator[Any]:
+def _cluster(
+    scheduler: str | None, scheduler_file: str | None, workers: int | None, memory_limit: str | None
+) -> Iterator[Any]:
     from bigimg.cluster import Cluster
 
-    with Cluster(scheduler, scheduler_file=scheduler_file, n_workers=workers, memory_limit=memory_limit) as client:
+    with Cluster(
+        scheduler, scheduler_file=scheduler_file, n_workers=workers, memory_limit=memory_limit
+    ) as client:
         yield client
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="bigimg")
-def cli() -> None:
-    """bigimg: process images far larger than memory with Dask and Zarr."""
+@click.option(
+    "--tls-ca-file",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="CA certificate for TLS to an existing cluster (tls://…).",
+)
+@click.option(
+    "--tls-cert",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="Client certificate for TLS.",
+)
+@click.option(
+    "--tls-key",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="Client private key for TLS.",
+)
+def cli(tls_ca_file: str | None, tls_cert: str | None, tls_key: str | None) -> None:
+    """bigimg: process images far larger than memory with Dask and Zarr.
+
+    TLS settings may also come from dask's config (distributed.comm.tls.*).
+    """
+    import dask
+
+    tls = {"ca-file": tls_ca_file, "client.cert": tls_cert, "client.key": tls_key}
+    given = {f"distributed.comm.tls.{k}": v for k, v in tls.items() if v is not None}
+    if given:
+        dask.config.set({**given, "distributed.comm.require-encryption": True})
 
 
 @cli.command()
 @click.argument("config", type=click.Path())
 @cluster_options
-@click.option("--resume", is_flag=True, help="Finish an interrupted output without recomputing stored chunks.")
+@click.option(
+    "--resume", is_flag=True, help="Finish an interrupted output without recomputing stored chunks."
+)
 @click.option("--overwrite", is_flag=True, help="Replace an existing output store.")
-def run(config: str, scheduler: str | None, scheduler_file: str | None, workers: int | None,
-        memory_limit: str | None, quiet: bool, resume: bool, overwrite: bool) -> None:
+@click.option(
+    "--pyramid",
+    is_flag=True,
+    default=None,
+    help="Also write coarsened levels (OME-NGFF multiscales).",
+)
+def run(
+    config: str,
+    scheduler: str | None,
+    scheduler_file: str | None,
+    workers: int | None,
+    memory_limit: str | None,
+    quiet: bool,
+    resume: bool,
+    overwrite: bool,
+    pyramid: bool | None,
+) -> None:
     """Run the pipeline described by CONFIG (TOML)."""
+    from bigimg.io import check_output
     from bigimg.pipeline import load_config
 
     pipeline = load_config(config)  # validated before any cluster starts
+    check_output(pipeline.output.path, overwrite=overwrite, resume=resume)
     with _cluster(scheduler, scheduler_file, workers, memory_limit):
-        result = pipeline.run(overwrite=overwrite, resume=resume, progress=_progress(quiet))
+        result = pipeline.run(
+            overwrite=overwrite, resume=resume, progress=_progress(quiet), pyramid=pyramid or None
+        )
     click.echo(
         f"wrote {result.path} ({result.chunks_written} chunks written, "
         f"{result.chunks_skipped} already stored) in {result.seconds:.1f} s"
@@ -72,24 +142,60 @@ def run(config: str, scheduler: str | None, scheduler_file: str | None, workers:
 @cli.command()
 @click.argument("store", type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="Print the description as JSON.")
-def info(store: str, as_json: bool) -> None:
+@click.option(
+    "--hist",
+    "hist_png",
+    type=click.Path(),
+    default=None,
+    help="Also compute the global histogram and draw it with its CDF to this PNG.",
+)
+@click.option("--exclude", default=None, help="With --hist: values not counted, e.g. 0,255.")
+def info(store: str, as_json: bool, hist_png: str | None, exclude: str | None) -> None:
     """Describe STORE: dims, chunks, dtype, completeness, provenance."""
     from bigimg.io import store_info
 
     desc = store_info(store)
     if as_json:
         click.echo(json.dumps(desc, indent=2))
-        return
-    for key, value in desc.items():
-        click.echo(f"{key:>15}: {value}")
+    else:
+        for key, value in desc.items():
+            click.echo(f"{key:>15}: {value}")
+    if hist_png is not None:
+        from bigimg.histogram import histogram, plot_histogram
+        from bigimg.io import open_zarr
+
+        excluded = [] if exclude is None else _number_list(exclude, "--exclude", float)
+        plot_histogram(
+            histogram(open_zarr(store), exclude=excluded), hist_png, title=Path(store).name
+        )
+        click.echo(f"histogram: {hist_png}", err=as_json)
 
 
 @cli.command()
-@click.option("--size", default=8192, show_default=True, type=click.IntRange(min=16), help="Mosaic side in pixels.")
-@click.option("--out", default="demo-output", show_default=True, type=click.Path(), help="Folder for the outputs.")
+@click.option(
+    "--size",
+    default=8192,
+    show_default=True,
+    type=click.IntRange(min=16),
+    help="Mosaic side in pixels.",
+)
+@click.option(
+    "--out",
+    default="demo-output",
+    show_default=True,
+    type=click.Path(),
+    help="Folder for the outputs.",
+)
 @cluster_options
-def demo(size: int, out: str, scheduler: str | None, scheduler_file: str | None, workers: int | None,
-         memory_limit: str | None, quiet: bool) -> None:
+def demo(
+    size: int,
+    out: str,
+    scheduler: str | None,
+    scheduler_file: str | None,
+    workers: int | None,
+    memory_limit: str | None,
+    quiet: bool,
+) -> None:
     """Make a synthetic NoData-bordered mosaic and run the demo pipeline on it."""
     from bigimg.demo import run_demo
 
@@ -101,14 +207,172 @@ def demo(size: int, out: str, scheduler: str | None, scheduler_file: str | None,
         click.echo(f"{stage:>14}: {secs:7.1f} s")
     click.echo(f"{'total':>14}: {time.perf_counter() - t0:7.1f} s")
     outp = Path(out)
-    click.echo(f"mosaic: {outp / 'mosaic.zarr'}\noutput: {outp / 'output.zarr'}\nquick-look: {outp / 'quicklook.png'}")
+    click.echo(
+        f"mosaic: {outp / 'mosaic.zarr'}\noutput: {outp / 'output.zarr'}\nquick-look: {outp / 'quicklook.png'}"
+    )
 
 
 # --- commands added by capability modules go below this line ---
 
 
+def _parse_shape(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, ...]:
+    parts = value.lower().split("x")
+    if not 2 <= len(parts) <= 3 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+        raise click.BadParameter(
+            f"expected positive integers like 65536x65536 (y x [band]), got {value!r}"
+        )
+    return tuple(int(p) for p in parts)
+
+
+@cli.command()
+@click.argument("out", type=click.Path())
+@click.option(
+    "--shape",
+    required=True,
+    callback=_parse_shape,
+    help="Size as YxX or YxXxBAND, e.g. 65536x65536.",
+)
+@click.option(
+    "--length-scale", required=True, type=float, help="Std of the Gaussian kernel in pixels (> 0)."
+)
+@click.option(
+    "--seed", default=0, show_default=True, type=click.IntRange(min=0), help="Generator seed."
+)
+@click.option(
+    "--chunks",
+    default=None,
+    type=click.IntRange(min=1),
+    help="Chunk side in pixels [default: the field's tiling].",
+)
+@click.option("--mean", default=0.0, show_default=True, type=float, help="Mean of every pixel.")
+@click.option(
+    "--std", default=1.0, show_default=True, type=float, help="Standard deviation of every pixel."
+)
+@click.option(
+    "--truncate", default=4.0, show_default=True, type=float, help="Kernel radius in length scales."
+)
+@click.option(
+    "--dtype", default="float32", show_default=True, type=click.Choice(["float32", "float64"])
+)
+@click.option("--overwrite", is_flag=True, help="Replace an existing output store.")
+@cluster_options
+def noise(
+    out: str,
+    shape: tuple[int, ...],
+    length_scale: float,
+    seed: int,
+    chunks: int | None,
+    mean: float,
+    std: float,
+    truncate: float,
+    dtype: str,
+    overwrite: bool,
+    scheduler: str | None,
+    scheduler_file: str | None,
+    workers: int | None,
+    memory_limit: str | None,
+    quiet: bool,
+) -> None:
+    """Write spatially correlated Gaussian noise to the Zarr store OUT."""
+    from bigimg.io import check_output, to_zarr
+    from bigimg.noise import correlated_noise
+
+    field = correlated_noise(
+        shape,
+        length_scale=length_scale,
+        seed=seed,
+        chunks=chunks or "auto",
+        mean=mean,
+        std=std,
+        truncate=truncate,
+        dtype=dtype,
+    )  # validated first
+    config = [
+        {
+            "op": "correlated_noise",
+            "shape": list(shape),
+            "length_scale": length_scale,
+            "seed": seed,
+            "mean": mean,
+            "std": std,
+            "truncate": truncate,
+            "dtype": dtype,
+        }
+    ]
+    check_output(out, overwrite=overwrite)  # refuse before starting a cluster
+    with _cluster(scheduler, scheduler_file, workers, memory_limit):
+        result = to_zarr(field, out, overwrite=overwrite, config=config, progress=_progress(quiet))
+    click.echo(
+        f"wrote {result.path} ({result.chunks_written} chunks, {field.nbytes / 2**30:.2f} GiB) "
+        f"in {result.seconds:.1f} s"
+    )
+
+
+def _number_list(text: str, option: str, cast: Callable[[str], Any]) -> list[Any]:
+    try:
+        return [cast(v) for v in text.split(",")]
+    except ValueError:
+        raise click.BadParameter(
+            f"expected comma-separated numbers, got {text!r}", param_hint=option
+        ) from None
+
+
+@cli.command("quicklook")
+@click.argument("store", type=click.Path())
+@click.argument("out", type=click.Path())
+@click.option(
+    "--max-size",
+    default=2048,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Longest side of the PNG in pixels.",
+)
+@click.option(
+    "--bands",
+    default=None,
+    help="Band positions to show: one (grey) or three (RGB), e.g. 0,1,2. Default: the first three, or the first.",
+)
+@click.option(
+    "--stretch", default="2,98", show_default=True, help="Percentiles mapped to black and white."
+)
+@cluster_options
+def quicklook_cmd(
+    store: str,
+    out: str,
+    max_size: int,
+    bands: str | None,
+    stretch: str,
+    scheduler: str | None,
+    scheduler_file: str | None,
+    workers: int | None,
+    memory_limit: str | None,
+    quiet: bool,
+) -> None:
+    """Write a PNG preview OUT of STORE (any size; NoData transparent).
+
+    From a store with a pyramid, reads the coarsest level at least --max-size pixels wide.
+    """
+    from bigimg.quicklook import open_for_quicklook, quicklook
+
+    band_list = None if bands is None else _number_list(bands, "--bands", int)
+    limits = _number_list(stretch, "--stretch", float)
+    if len(limits) != 2:
+        raise click.BadParameter(
+            f"expected two percentiles lo,hi, got {stretch!r}", param_hint="--stretch"
+        )
+    img = open_for_quicklook(store, max_size)
+    with _cluster(scheduler, scheduler_file, workers, memory_limit):
+        preview = quicklook(
+            img, out, max_size=max_size, bands=band_list, stretch=(limits[0], limits[1])
+        )
+    click.echo(f"wrote {out} ({preview.sizes['x']} x {preview.sizes['y']} px)")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI, turning bad input into one line and exit code 2."""
+    if os.environ.get("BIGIMG_DEBUG"):  # full tracebacks for bug reports
+        cli.main(args=argv, prog_name="bigimg", standalone_mode=False)
+        return
     try:
         cli.main(args=argv, prog_name="bigimg", standalone_mode=False)
     except click.exceptions.Exit as e:
