@@ -79,8 +79,11 @@ def run_size(gib: float, workdir: Path) -> dict[str, float | str]:
         if not src.exists():
             bi.to_zarr(synthetic_mosaic(side, bands=BANDS, chunks=CHUNK, dtype="float32"), src)
         pids = client.run(os.getpid)
-        config = {"input": {"path": str(src), "chunks": {"y": CHUNK, "x": CHUNK}},
-                  "steps": STEPS, "output": {"path": str(out)}}
+        config = {
+            "input": {"path": str(src), "chunks": {"y": CHUNK, "x": CHUNK}},
+            "steps": STEPS,
+            "output": {"path": str(out)},
+        }
         with PeakRSS() as rss:
             t0 = time.perf_counter()
             parse_config(config, base=workdir).run(overwrite=True)
@@ -104,9 +107,15 @@ def run_size(gib: float, workdir: Path) -> dict[str, float | str]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--sizes", type=float, nargs="+", default=[1, 4, 12], help="mosaic sizes in GiB")
-    ap.add_argument("--workdir", type=Path, default=None, help="where the mosaics go (kept for reuse)")
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--sizes", type=float, nargs="+", default=[1, 4, 12], help="mosaic sizes in GiB"
+    )
+    ap.add_argument(
+        "--workdir", type=Path, default=None, help="where the mosaics go (kept for reuse)"
+    )
     ap.add_argument("--quick", action="store_true", help="0.1 and 0.3 GiB only")
     args = ap.parse_args()
     sizes = [0.1, 0.3] if args.quick else args.sizes
@@ -119,10 +128,14 @@ def main() -> None:
     cols = list(rows[0])
     print("\n| " + " | ".join(cols) + " |\n|" + "---|" * len(cols))
     for r in rows:
-        print("| " + " | ".join(f"{v:.1f}" if isinstance(v, float) else v for v in r.values()) + " |")
+        print(
+            "| " + " | ".join(f"{v:.1f}" if isinstance(v, float) else v for v in r.values()) + " |"
+        )
     base = rows[0]["s_per_GiB"]
     for r in rows[1:]:
-        print(f"time per GiB at {r['GiB']} GiB / at {rows[0]['GiB']} GiB: {r['s_per_GiB'] / base:.2f}x (target <= 1.3x)")
+        print(
+            f"time per GiB at {r['GiB']} GiB / at {rows[0]['GiB']} GiB: {r['s_per_GiB'] / base:.2f}x (target <= 1.3x)"
+        )
     if args.workdir is None:
         shutil.rmtree(workdir, ignore_errors=True)
 

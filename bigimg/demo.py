@@ -41,14 +41,23 @@ def synthetic_mosaic(
     dt = np.dtype(dtype)
     chunk = min(chunks, size)
     template = da.empty((size, size, bands), chunks=(chunk, chunk, bands), dtype=dt)
-    arr = da.map_blocks(_mosaic_block, dtype=dt, chunks=template.chunks, meta=np.empty((0, 0, 0), dt),
-                        size=size, seed=seed, out_dtype=dt)
+    arr = da.map_blocks(
+        _mosaic_block,
+        dtype=dt,
+        chunks=template.chunks,
+        meta=np.empty((0, 0, 0), dt),
+        size=size,
+        seed=seed,
+        out_dtype=dt,
+    )
     return from_array(arr, chunks={"y": chunk, "x": chunk}).assign_attrs(
         bigimg_source=f"synthetic_mosaic(size={size}, bands={bands}, seed={seed})"
     )
 
 
-def _mosaic_block(block_info: Any = None, *, size: int, seed: int, out_dtype: np.dtype) -> np.ndarray:
+def _mosaic_block(
+    block_info: Any = None, *, size: int, seed: int, out_dtype: np.dtype
+) -> np.ndarray:
     info = block_info[None]
     (y0, y1), (x0, x1), (_, nb) = info["array-location"]
     yy, xx = np.meshgrid(
@@ -81,7 +90,9 @@ def _mosaic_block(block_info: Any = None, *, size: int, seed: int, out_dtype: np
     return vals.astype(out_dtype)
 
 
-def run_demo(out: str | Path, *, size: int = 8192, overwrite: bool = True, progress: bool | None = None) -> dict[str, float]:
+def run_demo(
+    out: str | Path, *, size: int = 8192, overwrite: bool = True, progress: bool | None = None
+) -> dict[str, float]:
     """Write the mosaic, run the demo pipeline on it, write a quick-look PNG.
 
     Runs on whatever Dask client is active. Returns the stage timings in seconds.

@@ -182,7 +182,9 @@ def normalize_chunks(obj: xr.DataArray, chunks: Any) -> dict[Hashable, Any]:
         raise TypeError(f"chunks must be 'auto', an int or a dict by dim, got {chunks!r}")
     unknown = [d for d in chunks if d not in obj.dims]
     if unknown:
-        raise ValueError(f"chunks names unknown dim(s) {unknown!r}; the image has dims {obj.dims!r}")
+        raise ValueError(
+            f"chunks names unknown dim(s) {unknown!r}; the image has dims {obj.dims!r}"
+        )
     out: dict[Hashable, Any] = {d: -1 for d in obj.dims}
     for d, c in chunks.items():
         if isinstance(c, numbers.Integral) and not isinstance(c, bool) and c != -1 and c <= 0:
@@ -322,6 +324,8 @@ def _open_geotiff(path: Path) -> xr.DataArray:
 
     obj = rioxarray.open_rasterio(path, chunks=True, lock=False, mask_and_scale=False)
     obj = obj.transpose("y", "x", "band").assign_coords(band=np.arange(obj.sizes["band"]))
-    obj.attrs = {k: v for k, v in obj.attrs.items() if k not in ("_FillValue", "scale_factor", "add_offset")}
+    obj.attrs = {
+        k: v for k, v in obj.attrs.items() if k not in ("_FillValue", "scale_factor", "add_offset")
+    }
     obj.encoding = {}
     return obj

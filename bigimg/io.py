@@ -142,7 +142,9 @@ def to_zarr(
         complete = bool(_read_attrs(path).get("bigimg_complete"))
         if not complete:
             _check_resumable(path, ds, config_json)
-    written, skipped = (0, 0) if not fresh and complete else _write_chunks(ds, path, progress=progress)
+    written, skipped = (
+        (0, 0) if not fresh and complete else _write_chunks(ds, path, progress=progress)
+    )
     _mark_complete(path)
     if pyramid:
         from bigimg.multiscale import write_pyramid
@@ -216,7 +218,10 @@ def open_zarr(
     if _STACK_LABELS in coords:  # a stack's `image` labels, stored aside (see _as_dataset)
         coords[VAR] = coords.pop(_STACK_LABELS).rename(VAR)
     out = xr.DataArray(
-        _checked_read(path, VAR, var), dims=var.dims, coords=coords, name=VAR,
+        _checked_read(path, VAR, var),
+        dims=var.dims,
+        coords=coords,
+        name=VAR,
         attrs={**var.attrs, **ds.attrs},
     )
     return out.chunk(chunks) if chunks is not None else out
@@ -324,7 +329,9 @@ def _encoding(ds: xr.Dataset) -> dict[str, Any]:
     return out
 
 
-def check_output(store: str | os.PathLike[str], *, overwrite: bool = False, resume: bool = False) -> str:
+def check_output(
+    store: str | os.PathLike[str], *, overwrite: bool = False, resume: bool = False
+) -> str:
     """Check that ``store`` may be written, without touching it.
 
     Returns what :func:`to_zarr` will do: ``"create"``, ``"replace"``
@@ -497,4 +504,3 @@ def compute_with_progress(
         return [f.result() for f in futures]
     finally:
         client.cancel(futures)
-

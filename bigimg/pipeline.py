@@ -47,7 +47,9 @@ OPS: dict[str, Op] = {}
 SOURCES: dict[str, Source] = {}
 
 
-def register_op(name: str, params: type[Params]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def register_op(
+    name: str, params: type[Params]
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register ``func(img, **params) -> DataArray`` as pipeline op ``name``.
 
     Fields typed ``pathlib.Path`` in ``params`` are resolved against the
@@ -61,7 +63,9 @@ def register_op(name: str, params: type[Params]) -> Callable[[Callable[..., Any]
     return deco
 
 
-def register_source(name: str, params: type[Params]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def register_source(
+    name: str, params: type[Params]
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register ``func(**params) -> DataArray`` as an ``[input]`` source key."""
 
     def deco(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -172,7 +176,9 @@ def parse_config(data: Mapping[str, Any], *, base: Path) -> Pipeline:
     _register_builtin_ops()
     unknown = sorted(set(data) - {"input", "steps", "output"})
     if unknown:
-        raise ConfigError(f"config: unknown top-level key(s) {unknown}; expected input, steps, output")
+        raise ConfigError(
+            f"config: unknown top-level key(s) {unknown}; expected input, steps, output"
+        )
     for key in ("input", "output"):
         if not isinstance(data.get(key), Mapping):
             raise ConfigError(f"config: [{key}] table is required")
@@ -213,7 +219,9 @@ def parse_config(data: Mapping[str, Any], *, base: Path) -> Pipeline:
             raise ConfigError(f"config: {where}.op {name!r} is unknown; known ops: {sorted(OPS)}")
         params = _validate(OPS[name].params, {k: v for k, v in raw.items() if k != "op"}, where)
         steps.append(StepConfig(op=name, params=_resolve(params, base)))
-    return Pipeline(inp, tuple(steps), out, source_name, source_params, tuple(dict(s) for s in raw_steps))
+    return Pipeline(
+        inp, tuple(steps), out, source_name, source_params, tuple(dict(s) for s in raw_steps)
+    )
 
 
 def _validate(model: type[BaseModel], data: Any, where: str) -> Any:

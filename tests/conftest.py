@@ -19,7 +19,9 @@ class _CountingScheduler:
     def __call__(self, dsk, keys, **kwargs):  # type: ignore[no-untyped-def]
         self.total_computes += 1
         if self.total_computes > self.max_computes:
-            raise RuntimeError(f"Too many computes. Total: {self.total_computes} > max: {self.max_computes}.")
+            raise RuntimeError(
+                f"Too many computes. Total: {self.total_computes} > max: {self.max_computes}."
+            )
         return dask.get(dsk, keys, **kwargs)
 
 

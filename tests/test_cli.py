@@ -21,7 +21,9 @@ CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 BIN = Path(sys.executable).parent
 
 
-def bigimg(*args: str, cwd: Path | None = None, timeout: float = 180) -> subprocess.CompletedProcess:
+def bigimg(
+    *args: str, cwd: Path | None = None, timeout: float = 180
+) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "bigimg", *args],
         capture_output=True,
@@ -78,7 +80,9 @@ def test_help_and_version():
 
 
 def test_demo_small(tmp_path):
-    proc = bigimg("demo", "--size", "256", "--out", str(tmp_path / "demo"), "--workers", "1", "--quiet")
+    proc = bigimg(
+        "demo", "--size", "256", "--out", str(tmp_path / "demo"), "--workers", "1", "--quiet"
+    )
     assert proc.returncode == 0, proc.stderr
     out = bi.open_zarr(tmp_path / "demo" / "output.zarr")
     assert out.shape == (256, 256, 3)
@@ -105,14 +109,37 @@ def real_cluster(tmp_path):
     addr = f"tcp://127.0.0.1:{port}"
     dask = str(BIN / "dask")
     procs = [
-        _start(dask, "scheduler", "--host", "127.0.0.1", "--port", str(port),
-               "--dashboard-address", "127.0.0.1:0", log=tmp_path / "scheduler.log")
+        _start(
+            dask,
+            "scheduler",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--dashboard-address",
+            "127.0.0.1:0",
+            log=tmp_path / "scheduler.log",
+        )
     ]
     for i in range(2):
         procs.append(
-            _start(dask, "worker", addr, "--nthreads", "1", "--nworkers", "1", "--host", "127.0.0.1",
-                   "--no-dashboard", "--memory-limit", "1GB", "--name", f"w{i}",
-                   log=tmp_path / f"worker{i}.log")
+            _start(
+                dask,
+                "worker",
+                addr,
+                "--nthreads",
+                "1",
+                "--nworkers",
+                "1",
+                "--host",
+                "127.0.0.1",
+                "--no-dashboard",
+                "--memory-limit",
+                "1GB",
+                "--name",
+                f"w{i}",
+                log=tmp_path / f"worker{i}.log",
+            )
         )
     from distributed import Client
 
@@ -125,7 +152,9 @@ def real_cluster(tmp_path):
         except OSError:
             pass
         if time.monotonic() > deadline:
-            pytest.fail("cluster did not start: " + (tmp_path / "scheduler.log").read_text()[-2000:])
+            pytest.fail(
+                "cluster did not start: " + (tmp_path / "scheduler.log").read_text()[-2000:]
+            )
         time.sleep(0.5)
     yield addr, procs
     for p in procs:

@@ -112,7 +112,9 @@ def test_open_plain_zarr_array(tmp_path):
     import zarr
 
     arr = np.random.default_rng(0).random((20, 30)).astype("float32")
-    z = zarr.create_array(str(tmp_path / "plain.zarr"), shape=arr.shape, chunks=(10, 10), dtype="float32")
+    z = zarr.create_array(
+        str(tmp_path / "plain.zarr"), shape=arr.shape, chunks=(10, 10), dtype="float32"
+    )
     z[:] = arr
     np.testing.assert_array_equal(bi.open_image(tmp_path / "plain.zarr").values[..., 0], arr)
 
@@ -174,8 +176,20 @@ def test_geotiff_crs_and_transform_survive_to_zarr(tmp_path):
 
     arr = np.random.default_rng(0).integers(1, 255, (3, 64, 80), dtype="uint8")
     transform = from_origin(500000, 4000000, 10, 10)
-    with rasterio.open(tmp_path / "g.tif", "w", driver="GTiff", height=64, width=80, count=3, dtype="uint8",
-                       crs="EPSG:32633", transform=transform, tiled=True, blockxsize=32, blockysize=32) as f:
+    with rasterio.open(
+        tmp_path / "g.tif",
+        "w",
+        driver="GTiff",
+        height=64,
+        width=80,
+        count=3,
+        dtype="uint8",
+        crs="EPSG:32633",
+        transform=transform,
+        tiled=True,
+        blockxsize=32,
+        blockysize=32,
+    ) as f:
         f.write(arr)
     img = bi.open_image(tmp_path / "g.tif", nodata=0, chunks={"y": 32, "x": 32})
     assert img.dims == ("y", "x", "band")

@@ -51,7 +51,9 @@ def test_round_trip_with_coords_and_provenance(tmp_path):
     assert res.chunks_written == 5 * 3 and res.chunks_skipped == 0
     ds = xr.open_zarr(tmp_path / "o.zarr")  # plain xarray reads it
     assert list(ds.data_vars) == ["image"]
-    xr.testing.assert_identical(ds["image"].drop_attrs().compute(), img.rename("image").drop_attrs().compute())
+    xr.testing.assert_identical(
+        ds["image"].drop_attrs().compute(), img.rename("image").drop_attrs().compute()
+    )
     assert ds["image"].attrs["units"] == "reflectance"
     assert ds.attrs["bigimg_complete"] is True
     assert ds.attrs["bigimg_source"] == "s.tif"
@@ -108,7 +110,9 @@ def test_open_zarr_errors(tmp_path):
     (tmp_path / "f.zarr").write_text("x")
     with pytest.raises(ValueError, match="not a Zarr store"):
         bi.open_zarr(tmp_path / "f.zarr")
-    xr.Dataset({"other": ("y", np.arange(3))}).to_zarr(tmp_path / "x.zarr", zarr_format=3, consolidated=True)
+    xr.Dataset({"other": ("y", np.arange(3))}).to_zarr(
+        tmp_path / "x.zarr", zarr_format=3, consolidated=True
+    )
     with pytest.raises(ValueError, match="no 'image' variable"):
         bi.open_zarr(tmp_path / "x.zarr")
 
@@ -187,13 +191,17 @@ def test_corrupt_chunk_is_detected(tmp_path, damage):
     else:
         raw = raw[: len(raw) // 2]
     chunk.write_bytes(bytes(raw))
-    with pytest.raises(bi.CorruptStoreError, match=r"array .image. chunk \(1, 0, 0\) cannot be read"):
+    with pytest.raises(
+        bi.CorruptStoreError, match=r"array .image. chunk \(1, 0, 0\) cannot be read"
+    ):
         bi.open_zarr(store).values  # noqa: B018
 
 
 def test_store_info_counts(tmp_path):
     img = bi.from_array(np.ones((10, 10)), chunks=4)
-    bi.to_zarr(img, tmp_path / "o.zarr", config=[{"op": "astype", "dtype": "float32"}], progress=False)
+    bi.to_zarr(
+        img, tmp_path / "o.zarr", config=[{"op": "astype", "dtype": "float32"}], progress=False
+    )
     info = bi.store_info(tmp_path / "o.zarr")
     assert info["dims"] == ["y", "x", "band"] and info["shape"] == [10, 10, 1]
     assert info["chunks_stored"] == info["chunks_total"] == 9
@@ -227,6 +235,8 @@ def test_stack_round_trip_keeps_image_labels(tmp_path):
     stack = bi.from_array(arr, chunks={"image": 2}).assign_coords(image=["a", "b", "c", "d"])
     bi.to_zarr(stack, tmp_path / "s.zarr", progress=False)
     out = bi.open_zarr(tmp_path / "s.zarr")
-    xr.testing.assert_identical(out.drop_attrs().compute(), stack.rename("image").drop_attrs().compute())
+    xr.testing.assert_identical(
+        out.drop_attrs().compute(), stack.rename("image").drop_attrs().compute()
+    )
     np.testing.assert_array_equal(xr.open_zarr(tmp_path / "s.zarr")["image"].values, arr)
     assert bi.open_image(tmp_path / "s.zarr").dims == ("image", "y", "x", "band")

@@ -54,9 +54,15 @@ def test_relative_paths_resolve_against_config_folder(tmp_path):
     ("config", "match"),
     [
         (_config(extra=1), r"unknown top-level key\(s\) \['extra'\]"),
-        (_config(input={"path": "a", "nodatta": 0}), r"unknown key\(s\) \['nodatta'\] in \[input\]"),
+        (
+            _config(input={"path": "a", "nodatta": 0}),
+            r"unknown key\(s\) \['nodatta'\] in \[input\]",
+        ),
         (_config(output={"path": "o", "compress": True}), "unknown key 'output.compress'"),
-        (_config(steps=[{"op": "astype", "dtype": "float64", "colour": 1}]), r"unknown key 'steps\[0\].colour'"),
+        (
+            _config(steps=[{"op": "astype", "dtype": "float64", "colour": 1}]),
+            r"unknown key 'steps\[0\].colour'",
+        ),
         (_config(steps=[{"op": "sharpen"}]), r"steps\[0\].op 'sharpen' is unknown; known ops"),
         (_config(steps=[{"dtype": "float64"}]), r"steps\[0\] needs an 'op' key"),
         (_config(steps=[{"op": "astype", "dtype": "int8"}]), r"steps\[0\].dtype"),

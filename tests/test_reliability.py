@@ -51,13 +51,20 @@ def workdir(tmp_path_factory) -> Path:
 
 def _chunks(store: Path) -> int:
     root = store / "image" / "c"
-    return sum(1 for p in root.rglob("*") if p.is_file() and not p.name.endswith(".partial")) if root.exists() else 0
+    return (
+        sum(1 for p in root.rglob("*") if p.is_file() and not p.name.endswith(".partial"))
+        if root.exists()
+        else 0
+    )
 
 
 def _popen_run(config: Path, *extra: str) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "bigimg", "run", str(config), "--quiet", *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
     )
 
 
@@ -95,7 +102,9 @@ def test_killed_runs_resume_bit_identically(workdir):
             bi.open_zarr(store)
     proc = bigimg("run", str(config), "--workers", "2", "--quiet", "--resume")
     assert proc.returncode == 0, proc.stderr
-    written, skipped = map(int, re.search(r"(\d+) chunks written, (\d+) already stored", proc.stdout).groups())
+    written, skipped = map(
+        int, re.search(r"(\d+) chunks written, (\d+) already stored", proc.stdout).groups()
+    )
     assert skipped == stored[-1] and written == N_CHUNKS - stored[-1]
     assert bi.store_info(store)["complete"] is True
     _assert_same_chunks(workdir / "clean.zarr", store)
@@ -133,14 +142,55 @@ def test_clean_output_is_complete_and_plausible(workdir):
 
 def _make_tls(d: Path) -> dict[str, Path]:
     """A throw-away CA and one certificate for scheduler, worker and client."""
-    ca_key, ca, key, csr, cert = (d / n for n in ("ca.key", "ca.pem", "key.pem", "req.csr", "cert.pem"))
+    ca_key, ca, key, csr, cert = (
+        d / n for n in ("ca.key", "ca.pem", "key.pem", "req.csr", "cert.pem")
+    )
     run = lambda *a: subprocess.run(["openssl", *a], check=True, capture_output=True)  # noqa: E731
-    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=bigimg-test-ca",
-        "-keyout", str(ca_key), "-out", str(ca))
-    run("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(csr))
+    run(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=bigimg-test-ca",
+        "-keyout",
+        str(ca_key),
+        "-out",
+        str(ca),
+    )
+    run(
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        str(key),
+        "-out",
+        str(csr),
+    )
     (d / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
-    run("x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key), "-CAcreateserial",
-        "-days", "1", "-extfile", str(d / "ext.cnf"), "-out", str(cert))
+    run(
+        "x509",
+        "-req",
+        "-in",
+        str(csr),
+        "-CA",
+        str(ca),
+        "-CAkey",
+        str(ca_key),
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        str(d / "ext.cnf"),
+        "-out",
+        str(cert),
+    )
     return {"ca": ca, "cert": cert, "key": key}
 
 
@@ -156,26 +206,82 @@ def test_tls_cluster(tmp_path):
     )
     port = _free_port()
     addr = f"tls://127.0.0.1:{port}"
-    flags = ["--tls-ca-file", str(tls["ca"]), "--tls-cert", str(tls["cert"]), "--tls-key", str(tls["key"])]
+    flags = [
+        "--tls-ca-file",
+        str(tls["ca"]),
+        "--tls-cert",
+        str(tls["cert"]),
+        "--tls-key",
+        str(tls["key"]),
+    ]
     procs = [
-        _start(str(BIN / "dask"), "scheduler", "--protocol", "tls", "--host", "127.0.0.1", "--port", str(port),
-               "--dashboard-address", "127.0.0.1:0", *flags, log=tmp_path / "s.log"),
-        _start(str(BIN / "dask"), "worker", addr, "--nthreads", "1", "--host", "127.0.0.1", "--no-dashboard",
-               *flags, log=tmp_path / "w.log"),
+        _start(
+            str(BIN / "dask"),
+            "scheduler",
+            "--protocol",
+            "tls",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--dashboard-address",
+            "127.0.0.1:0",
+            *flags,
+            log=tmp_path / "s.log",
+        ),
+        _start(
+            str(BIN / "dask"),
+            "worker",
+            addr,
+            "--nthreads",
+            "1",
+            "--host",
+            "127.0.0.1",
+            "--no-dashboard",
+            *flags,
+            log=tmp_path / "w.log",
+        ),
     ]
     try:
         deadline = time.monotonic() + 60
         while "Starting established connection" not in (tmp_path / "w.log").read_text():
             assert time.monotonic() < deadline, (tmp_path / "w.log").read_text()[-2000:]
             time.sleep(0.3)
-        ok = subprocess.run([sys.executable, "-m", "bigimg", *flags, "run", str(tmp_path / "run.toml"),
-                             "--scheduler", addr, "--quiet"], capture_output=True, text=True, timeout=120)
+        ok = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "bigimg",
+                *flags,
+                "run",
+                str(tmp_path / "run.toml"),
+                "--scheduler",
+                addr,
+                "--quiet",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert ok.returncode == 0, ok.stderr
         assert bi.store_info(tmp_path / "o.zarr")["complete"] is True
-        plain = subprocess.run([sys.executable, "-m", "bigimg", "run", str(tmp_path / "run.toml"),
-                                "--scheduler", f"tcp://127.0.0.1:{port}", "--quiet", "--overwrite"],
-                               capture_output=True, text=True, timeout=120,
-                               env={**os.environ, "DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "3s"})
+        plain = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "bigimg",
+                "run",
+                str(tmp_path / "run.toml"),
+                "--scheduler",
+                f"tcp://127.0.0.1:{port}",
+                "--quiet",
+                "--overwrite",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "3s"},
+        )
         assert plain.returncode == 2 and len(plain.stderr.strip().splitlines()) == 1, plain.stderr
     finally:
         for p in procs:
