@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import threading
 import time
 
 import dask
@@ -24,46 +23,9 @@ import dask.array as da
 import numpy as np
 import psutil
 import scipy.ndimage as ndi
+from _common import PeakRSS
 
 import bigimg as bi
-
-
-class PeakRSS:
-    """Sample the RSS of this process and its children in a thread."""
-
-    def __init__(self, interval: float = 0.02) -> None:
-        self.interval, self.peak, self._stop = interval, 0, threading.Event()
-        self.proc = psutil.Process()
-
-    def _rss(self) -> int:
-        total = self.proc.memory_info().rss
-        for c in self.proc.children(recursive=True):
-            try:
-                total += c.memory_info().rss
-            except psutil.Error:
-                pass
-        return total
-
-    def __enter__(self) -> PeakRSS:
-        self.base = self._rss()
-        self.peak = self.base
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self._rss())
-            time.sleep(self.interval)
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self._rss())
-
-    @property
-    def delta_mb(self) -> float:
-        return (self.peak - self.base) / 1e6
 
 
 def _consume(x: da.Array) -> None:
@@ -99,7 +61,7 @@ def _measure(func) -> tuple[float, float, float]:
         t0, c0 = time.perf_counter(), time.process_time()
         func()
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-    return wall, cpu, mem.delta_mb
+    return wall, cpu, mem.growth / 1e6
 
 
 def _median_runs(tools: dict, repeat: int) -> dict[str, tuple[float, float, float]]:

@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import gc
 import statistics
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -41,44 +40,9 @@ import dask.array as da
 import numpy as np
 import psutil
 import skimage.exposure
+from _common import PeakRSS
 
 import bigimg as bi
-
-
-class PeakRSS:
-    """Sample the RSS of this process and its children in a thread; ``peak`` above the start."""
-
-    def __init__(self, interval: float = 0.002) -> None:
-        self.interval = interval
-        self.proc = psutil.Process()
-        self.peak = 0
-        self._stop = threading.Event()
-
-    def _rss(self) -> int:
-        total = self.proc.memory_info().rss
-        for child in self.proc.children(recursive=True):
-            try:
-                total += child.memory_info().rss
-            except psutil.Error:
-                pass
-        return total
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self._rss() - self.base)
-            time.sleep(self.interval)
-
-    def __enter__(self) -> PeakRSS:
-        gc.collect()
-        self.base = self._rss()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self._rss() - self.base)
 
 
 # ---------------------------------------------------------------- the tools
@@ -141,12 +105,13 @@ def measure(
     peaks: dict[str, int] = dict.fromkeys(tools, 0)
     for _ in range(repeat):
         for name, tool in tools.items():  # alternate the tools
-            with PeakRSS() as mem:
+            gc.collect()
+            with PeakRSS(interval=0.002) as mem:
                 c0, t0 = cpu_seconds(), time.perf_counter()
                 out = tool(img)
                 wall[name].append(time.perf_counter() - t0)
                 cpu[name].append(max(cpu_seconds() - c0, 1e-6))
-            peaks[name] = max(peaks[name], mem.peak)
+            peaks[name] = max(peaks[name], mem.growth)
             del out
     return {
         name: (statistics.median(wall[name]), statistics.median(cpu[name]), peaks[name])
@@ -157,12 +122,16 @@ def measure(
 def measure_stream(size: int, chunk: int, workers: int, repeat: int) -> tuple[float, int]:
     times, peak = [], 0
     for _ in range(repeat):
-        with dask.config.set(scheduler="threads", num_workers=workers), PeakRSS() as mem:
+        gc.collect()
+        with (
+            dask.config.set(scheduler="threads", num_workers=workers),
+            PeakRSS(interval=0.002) as mem,
+        ):
             t0 = time.perf_counter()
             out = bi.equalize_hist(lazy_image(size, chunk))
             out.data.sum(dtype=np.float64).compute()
             times.append(time.perf_counter() - t0)
-        peak = max(peak, mem.peak)
+        peak = max(peak, mem.growth)
     return statistics.median(times), peak
 
 

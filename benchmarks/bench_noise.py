@@ -28,7 +28,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -36,44 +35,12 @@ from typing import Any
 
 import dask
 import numpy as np
-import psutil
 import scipy.signal
+from _common import PeakRSS
 
 import bigimg as bi
 
 LENGTH_SCALE = 20.0
-
-
-class PeakRSS:
-    """Peak summed RSS of a process tree (default: this process), sampled in a thread."""
-
-    def __init__(self, pid: int | None = None, interval: float = 0.02) -> None:
-        self.proc = psutil.Process(pid)
-        self.interval, self.peak, self._stop = interval, 0, threading.Event()
-
-    def rss(self) -> int:
-        total = 0
-        for p in [self.proc, *self.proc.children(recursive=True)]:
-            try:
-                total += p.memory_info().rss
-            except psutil.Error:
-                pass
-        return total
-
-    def __enter__(self) -> PeakRSS:
-        self.base = self.peak = self.rss()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self.rss())
-            time.sleep(self.interval)
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 def numpy_fftconvolve(n: int, ls: float, seed: int = 0) -> np.ndarray:
@@ -111,7 +78,7 @@ def measure(func: Callable[[], Any]) -> tuple[float, float]:
         out = func()
         seconds = time.perf_counter() - t0
     del out
-    return seconds, (mem.peak - mem.base) / 2**20
+    return seconds, mem.growth / 2**20
 
 
 def bench_sizes(sizes: list[int], gstools_size: int, repeat: int, workdir: Path) -> None:
@@ -164,7 +131,7 @@ def bench_big(n: int, workdir: Path, workers: int) -> None:
     print(f"\n{n}x{n} float32 ({n * n * 4 / 2**30:.1f} GiB) to Zarr: {' '.join(cmd[1:])}")
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    with PeakRSS(proc.pid, interval=0.2) as mem:
+    with PeakRSS(interval=0.2, pid=proc.pid) as mem:
         out, err = proc.communicate()
     seconds = time.perf_counter() - t0
     if proc.returncode != 0:
@@ -173,7 +140,7 @@ def bench_big(n: int, workdir: Path, workers: int) -> None:
     print(f"  {out.strip()}")
     print(
         f"  wall {seconds:.1f} s ({seconds / (n * n / 1e6) * 1e3:.2f} ms/Mpx incl. cluster start), "
-        f"peak RSS of the process tree {mem.peak / 2**30:.2f} GiB (target < 2 GiB), "
+        f"peak RSS of the process tree {mem.total_peak / 2**30:.2f} GiB (target < 2 GiB), "
         f"complete={info['complete']}, chunks {info['chunks_stored']}/{info['chunks_total']}"
     )
     shutil.rmtree(path, ignore_errors=True)

@@ -44,7 +44,7 @@ import numpy as np
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from scale import PeakRSS  # noqa: E402  (the lead's sampler: RSS per process)
+from _common import PeakRSS  # noqa: E402  (RSS per process of the tree)
 
 import bigimg as bi  # noqa: E402
 from bigimg.demo import synthetic_mosaic  # noqa: E402

@@ -35,7 +35,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -43,7 +42,7 @@ from pathlib import Path
 import dask
 import dask.array as da
 import numpy as np
-import psutil
+from _common import PeakRSS
 from scipy import fft, ndimage
 from skimage.registration import phase_cross_correlation
 from threadpoolctl import threadpool_limits
@@ -51,33 +50,6 @@ from threadpoolctl import threadpool_limits
 import bigimg as bi
 
 CHUNK = 8
-
-
-class RSSPeak:
-    """Peak RSS of this process and its children, sampled in a background thread."""
-
-    def __init__(self, every: float = 0.02) -> None:
-        self.every, self.top, self.done = every, 0, threading.Event()
-        self.me = psutil.Process()
-
-    def now(self) -> int:
-        procs = [self.me, *self.me.children(recursive=True)]
-        return sum(p.memory_info().rss for p in procs if p.is_running())
-
-    def __enter__(self) -> RSSPeak:
-        self.start = self.top = self.now()
-        self.thread = threading.Thread(target=self.watch, daemon=True)
-        self.thread.start()
-        return self
-
-    def watch(self) -> None:
-        while not self.done.wait(self.every):
-            self.top = max(self.top, self.now())
-
-    def __exit__(self, *exc: object) -> None:
-        self.done.set()
-        self.thread.join()
-        self.top = max(self.top, self.now())
 
 
 def _frames_block(block: np.ndarray, block_info=None, *, size: int, scene: np.ndarray):
@@ -132,11 +104,11 @@ def run_loop(frames: np.ndarray, blas: int | None = None) -> np.ndarray:
 
 def memory_run(path: Path, threads: int) -> None:
     """Child process: run bigimg on ``path`` and print its peak RSS above baseline."""
-    with dask.config.set(scheduler="threads", num_workers=threads), RSSPeak() as peak:
+    with dask.config.set(scheduler="threads", num_workers=threads), PeakRSS() as peak:
         t0 = time.perf_counter()
         run_bigimg(path)
         seconds = time.perf_counter() - t0
-    print(json.dumps({"peak": peak.top - peak.start, "seconds": seconds}))
+    print(json.dumps({"peak": peak.growth, "seconds": seconds}))
 
 
 def main() -> None:

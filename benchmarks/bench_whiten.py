@@ -29,56 +29,19 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import psutil
+from _common import PeakRSS
 
 SHAPE = (32, 32, 3)
 GEN_CHUNK = 1000
 
 
 # ---------------------------------------------------------------- helpers
-class PeakRSS:
-    """Sample the RSS of this process and its children in a thread."""
-
-    def __init__(self, interval: float = 0.02) -> None:
-        self.interval = interval
-        self.proc = psutil.Process()
-        self.peak = 0
-        self._stop = threading.Event()
-
-    def _rss(self) -> int:
-        total = self.proc.memory_info().rss
-        for child in self.proc.children(recursive=True):
-            try:
-                total += child.memory_info().rss
-            except psutil.Error:
-                pass
-        return total
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self._rss())
-            time.sleep(self.interval)
-
-    def __enter__(self) -> PeakRSS:
-        self.base = self._rss()
-        self.peak = self.base
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self._rss())
-
-
 def make_store(path: Path, n: int, shape: tuple[int, ...] = SHAPE, *, seed: int = 0) -> Path:
     """Write an (n, *shape) float32 bare Zarr array chunk by chunk (reused if present)."""
     import zarr
@@ -109,7 +72,7 @@ def timed(func: Callable[[], Any]) -> tuple[float, int, Any]:
         t0 = time.perf_counter()
         out = func()
         seconds = time.perf_counter() - t0
-    return seconds, mem.peak - mem.base, out
+    return seconds, mem.growth, out
 
 
 def numpy_fit(x: np.ndarray, eps: float = 1e-5) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -227,7 +190,7 @@ def fit_only(path: Path, chunk: int) -> None:
         t0 = time.perf_counter()
         zca = bigimg_fit(path, chunk)
         sec = time.perf_counter() - t0
-    print(json.dumps({"seconds": sec, "peak_rss": mem.peak, "n": zca.n_samples_}))
+    print(json.dumps({"seconds": sec, "peak_rss": mem.total_peak, "n": zca.n_samples_}))
 
 
 def bench_big(workdir: Path, n: int, chunk: int, shape: tuple[int, ...]) -> None:
@@ -247,7 +210,7 @@ def bench_big(workdir: Path, n: int, chunk: int, shape: tuple[int, ...]) -> None
         f"  fit {info['seconds']:.1f} s ({size / 2**20 / info['seconds']:.0f} MiB/s), process {sec:.1f} s"
     )
     print(f"  peak RSS of the fitting process (absolute): {fmt_mem(info['peak_rss']).strip()}")
-    print(f"  (its growth seen from the parent: {fmt_mem(mem.peak - mem.base).strip()})")
+    print(f"  (its growth seen from the parent: {fmt_mem(mem.growth).strip()})")
 
 
 def main() -> None:

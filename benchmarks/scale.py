@@ -18,11 +18,10 @@ import math
 import os
 import shutil
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-import psutil
+from _common import PeakRSS
 
 import bigimg as bi
 from bigimg.demo import synthetic_mosaic
@@ -35,35 +34,6 @@ STEPS = [
     {"op": "gaussian_filter", "sigma": {"y": 2.0, "x": 2.0}, "nan_policy": "omit"},
     {"op": "equalize_hist"},  # NaN (NoData) is never counted nor changed
 ]
-
-
-class PeakRSS:
-    """Samples the RSS of this process and each of its descendants."""
-
-    def __init__(self, interval: float = 0.2) -> None:
-        self.interval = interval
-        self.peak: dict[int, int] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        me = psutil.Process()
-        while not self._stop.is_set():
-            for p in [me, *me.children(recursive=True)]:
-                try:
-                    rss = p.memory_info().rss
-                except psutil.Error:
-                    continue
-                self.peak[p.pid] = max(self.peak.get(p.pid, 0), rss)
-            self._stop.wait(self.interval)
-
-    def __enter__(self) -> PeakRSS:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 def _spilled(dask_worker) -> int:  # runs on each worker
@@ -84,13 +54,12 @@ def run_size(gib: float, workdir: Path) -> dict[str, float | str]:
             "steps": STEPS,
             "output": {"path": str(out)},
         }
-        with PeakRSS() as rss:
+        with PeakRSS(interval=0.2) as rss:
             t0 = time.perf_counter()
             parse_config(config, base=workdir).run(overwrite=True)
             wall = time.perf_counter() - t0
         spilled = sum(client.run(_spilled).values())
         restarts = len(set(client.run(os.getpid).values()) ^ set(pids.values())) // 2
-    client_pid = os.getpid()
     workers = sorted(rss.peak.get(pid, 0) for pid in pids.values())
     size = side * side * BANDS * 4 / GIB
     shutil.rmtree(out, ignore_errors=True)
@@ -99,7 +68,7 @@ def run_size(gib: float, workdir: Path) -> dict[str, float | str]:
         "side": str(side),
         "wall_s": wall,
         "s_per_GiB": wall / size,
-        "client_peak_MiB": rss.peak.get(client_pid, 0) / 2**20,
+        "client_peak_MiB": rss.self_peak / 2**20,
         "worker_peak_MiB": " / ".join(f"{w / 2**20:.0f}" for w in workers),
         "spilled_MiB": spilled / 2**20,
         "restarts": str(restarts),
