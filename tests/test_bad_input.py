@@ -8,8 +8,6 @@ existing output unchanged.
 from __future__ import annotations
 
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +15,7 @@ import pytest
 
 import bigimg as bi
 from tests.conftest import raise_if_dask_computes
+from tests.test_cli import bigimg
 
 rng = np.random.default_rng(0)
 IMG = bi.from_array(rng.random((32, 32, 3)).astype("float32"), chunks={"y": 16, "x": 16})
@@ -312,15 +311,9 @@ CLI_CASES = [
 )
 def test_cli_rejects(clidir, args, match):
     before = {p: p.stat().st_mtime_ns for p in clidir.rglob("*") if p.is_file()}
-    proc = subprocess.run(
-        [sys.executable, "-m", "bigimg", *args(clidir), "--quiet"]
-        if args(clidir)[0] in {"run", "noise"}
-        else [sys.executable, "-m", "bigimg", *args(clidir)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=clidir,
-    )
+    argv = args(clidir)
+    quiet = ["--quiet"] if argv[0] in {"run", "noise"} else []
+    proc = bigimg(*argv, *quiet, cwd=clidir, timeout=120)
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr

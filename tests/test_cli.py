@@ -22,7 +22,7 @@ BIN = Path(sys.executable).parent
 
 
 def bigimg(
-    *args: str, cwd: Path | None = None, timeout: float = 180
+    *args: str, cwd: Path | None = None, timeout: float = 180, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "bigimg", *args],
@@ -30,6 +30,7 @@ def bigimg(
         text=True,
         cwd=cwd,
         timeout=timeout,
+        env=env,
     )
 
 
@@ -96,53 +97,80 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _start(*cmd: str, log: Path) -> subprocess.Popen:
-    return subprocess.Popen(
-        list(cmd), stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True
-    )
+def start_dask(
+    tmp_path: Path, port: int, n_workers: int, *flags: str, protocol: str = "tcp"
+) -> list:
+    """Start `dask scheduler` and `n_workers` `dask worker` processes on 127.0.0.1."""
+    dask = str(BIN / "dask")
+    addr = f"{protocol}://127.0.0.1:{port}"
+    procs = [
+        subprocess.Popen(
+            [
+                dask,
+                "scheduler",
+                "--protocol",
+                protocol,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--dashboard-address",
+                "127.0.0.1:0",
+                *flags,
+            ],
+            stdout=(tmp_path / "scheduler.log").open("w"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    ]
+    for i in range(n_workers):
+        procs.append(
+            subprocess.Popen(
+                [
+                    dask,
+                    "worker",
+                    addr,
+                    "--nthreads",
+                    "1",
+                    "--nworkers",
+                    "1",
+                    "--host",
+                    "127.0.0.1",
+                    "--no-dashboard",
+                    "--memory-limit",
+                    "1GB",
+                    "--name",
+                    f"w{i}",
+                    *flags,
+                ],
+                stdout=(tmp_path / f"worker{i}.log").open("w"),
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        )
+    return procs
+
+
+def stop_dask(procs: list) -> None:
+    for p in procs:
+        if p.poll() is None:
+            os.killpg(p.pid, 15)
+    for p in procs:
+        try:
+            p.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, 9)
+            p.wait()
 
 
 @pytest.fixture
 def real_cluster(tmp_path):
     """A `dask scheduler` and two `dask worker` processes on 127.0.0.1."""
-    port = _free_port()
-    addr = f"tcp://127.0.0.1:{port}"
-    dask = str(BIN / "dask")
-    procs = [
-        _start(
-            dask,
-            "scheduler",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--dashboard-address",
-            "127.0.0.1:0",
-            log=tmp_path / "scheduler.log",
-        )
-    ]
-    for i in range(2):
-        procs.append(
-            _start(
-                dask,
-                "worker",
-                addr,
-                "--nthreads",
-                "1",
-                "--nworkers",
-                "1",
-                "--host",
-                "127.0.0.1",
-                "--no-dashboard",
-                "--memory-limit",
-                "1GB",
-                "--name",
-                f"w{i}",
-                log=tmp_path / f"worker{i}.log",
-            )
-        )
     from distributed import Client
 
+    port = _free_port()
+    addr = f"tcp://127.0.0.1:{port}"
+    procs = start_dask(tmp_path, port, 2)
     deadline = time.monotonic() + 60
     while True:
         try:
@@ -157,14 +185,7 @@ def real_cluster(tmp_path):
             )
         time.sleep(0.5)
     yield addr, procs
-    for p in procs:
-        if p.poll() is None:
-            os.killpg(p.pid, 15)
-    for p in procs:
-        try:
-            p.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(p.pid, 9)
+    stop_dask(procs)
 
 
 @pytest.mark.cluster

@@ -197,7 +197,7 @@ def _make_tls(d: Path) -> dict[str, Path]:
 @pytest.mark.cluster
 def test_tls_cluster(tmp_path):
     """`--tls-*` flags reach a scheduler that only speaks TLS; without them the run is refused."""
-    from tests.test_cli import BIN, _free_port, _start
+    from tests.test_cli import _free_port, start_dask, stop_dask
 
     tls = _make_tls(tmp_path)
     bi.to_zarr(synthetic_mosaic(128, chunks=64), tmp_path / "mosaic.zarr", progress=False)
@@ -214,76 +214,28 @@ def test_tls_cluster(tmp_path):
         "--tls-key",
         str(tls["key"]),
     ]
-    procs = [
-        _start(
-            str(BIN / "dask"),
-            "scheduler",
-            "--protocol",
-            "tls",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--dashboard-address",
-            "127.0.0.1:0",
-            *flags,
-            log=tmp_path / "s.log",
-        ),
-        _start(
-            str(BIN / "dask"),
-            "worker",
-            addr,
-            "--nthreads",
-            "1",
-            "--host",
-            "127.0.0.1",
-            "--no-dashboard",
-            *flags,
-            log=tmp_path / "w.log",
-        ),
-    ]
+    procs = start_dask(tmp_path, port, 1, *flags, protocol="tls")
+    log = tmp_path / "worker0.log"
     try:
         deadline = time.monotonic() + 60
-        while "Starting established connection" not in (tmp_path / "w.log").read_text():
-            assert time.monotonic() < deadline, (tmp_path / "w.log").read_text()[-2000:]
+        while "Starting established connection" not in log.read_text():
+            assert time.monotonic() < deadline, log.read_text()[-2000:]
             time.sleep(0.3)
-        ok = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "bigimg",
-                *flags,
-                "run",
-                str(tmp_path / "run.toml"),
-                "--scheduler",
-                addr,
-                "--quiet",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
+        ok = bigimg(
+            *flags, "run", str(tmp_path / "run.toml"), "--scheduler", addr, "--quiet", timeout=120
         )
         assert ok.returncode == 0, ok.stderr
         assert bi.store_info(tmp_path / "o.zarr")["complete"] is True
-        plain = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "bigimg",
-                "run",
-                str(tmp_path / "run.toml"),
-                "--scheduler",
-                f"tcp://127.0.0.1:{port}",
-                "--quiet",
-                "--overwrite",
-            ],
-            capture_output=True,
-            text=True,
+        plain = bigimg(
+            "run",
+            str(tmp_path / "run.toml"),
+            "--scheduler",
+            f"tcp://127.0.0.1:{port}",
+            "--quiet",
+            "--overwrite",
             timeout=120,
             env={**os.environ, "DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "3s"},
         )
         assert plain.returncode == 2 and len(plain.stderr.strip().splitlines()) == 1, plain.stderr
     finally:
-        for p in procs:
-            os.killpg(p.pid, signal.SIGKILL)
-            p.wait()
+        stop_dask(procs)
