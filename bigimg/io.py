@@ -439,12 +439,14 @@ def _write_block(block: np.ndarray, store: str, name: str, region: tuple[slice, 
 def _write_chunks(ds: xr.Dataset, path: Path, *, progress: bool | None) -> tuple[int, int]:
     tasks = []
     skipped = 0
-    for name, var in ds.variables.items():
-        if var.chunks is None:
-            continue
-        darr = var.data
+    chunked = {name: var.data for name, var in ds.variables.items() if var.chunks is not None}
+    # Array optimization fuses shared layers into each output: a dask coord built
+    # from the image's graph (a stack's weight) would recompute it. Optimize only
+    # a lone variable; several keep their shared keys, computed once.
+    optimize = len(chunked) == 1
+    for name, darr in chunked.items():
         stored = _stored_chunks(path / str(name))
-        blocks = darr.to_delayed(optimize_graph=True)
+        blocks = darr.to_delayed(optimize_graph=optimize)
         offsets = [np.concatenate([[0], np.cumsum(c)]) for c in darr.chunks]
         write = dask.delayed(_write_block, pure=True)
         for idx in np.ndindex(blocks.shape):
