@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import operator
 from collections.abc import Hashable, Mapping, Sequence
 from itertools import product
 from typing import Any, Literal
@@ -26,6 +27,7 @@ import numpy as np
 import scipy.fft
 import scipy.ndimage
 import xarray as xr
+from dask._task_spec import Alias, GraphNode, Task, TaskRef
 from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 
@@ -371,6 +373,33 @@ def _halo_rechunk(x: da.Array, radii: Sequence[int]) -> da.Array:
     return x.rechunk(new) if new else x
 
 
+def _halo_copies(block: np.ndarray, indices: list[tuple[Any, ...]]) -> tuple[np.ndarray, ...]:
+    """Copies of the halo pieces of ``block`` (copies, so the block itself can be freed)."""
+    return tuple(np.array(_take(block, index)) for index in indices)
+
+
+def _recompute_block(graph: Any, key: tuple[Any, ...]) -> list[GraphNode] | None:
+    """The tasks that compute block ``key`` of an array from scratch, or None.
+
+    Follows the chain of tasks at the same block index (a store or array
+    read, then any blockwise ops) and stops at everything else (shared
+    statistics, the store object, persisted data), which stays referenced.
+    """
+    index = key[1:]
+    tasks: dict[Any, GraphNode] = {}
+    todo = [key]
+    while todo:
+        k = todo.pop()
+        node = graph.get(k) if k not in tasks else None
+        if not isinstance(node, (Task, Alias)):
+            if k == key:
+                return None  # persisted data, or a graph format we do not read
+            continue
+        tasks[k] = node
+        todo += [d for d in node.dependencies if isinstance(d, tuple) and d[1:] == index]
+    return list(tasks.values())
+
+
 def _gaussian_filter_dask(
     x: da.Array,
     sigmas: Sequence[float],
@@ -384,10 +413,16 @@ def _gaussian_filter_dask(
 ) -> da.Array:
     """One task per output block, built from its own haloed read.
 
-    Each output block depends on its input block (full) and on small halo
-    slices (one task each) of the neighbours it needs, or of the far side of
-    the image for ``wrap``; samples outside the image are filled as scipy's
-    ``mode`` extends the array. Memory per task is one block plus its halo.
+    Each output block depends on its input block and on the halo pieces it
+    needs from its neighbours (or from the far side of the image for
+    ``wrap``); samples outside the image are filled as scipy's ``mode``
+    extends the array. The halo pieces of each input block are cut by one
+    task that *recomputes* the block (re-reads it from its store, re-runs any
+    blockwise ops on it), copies the thin pieces and drops the block. So no
+    input block waits in memory for a neighbour to be scheduled: whatever the
+    order the scheduler sweeps the image in, memory holds the blocks being
+    filtered and thin halo strips, never rows of blocks. The price is a
+    second read of each block.
     """
     x = _halo_rechunk(x, radii)
     method = _choose_method(radii, out_dtype)
@@ -402,6 +437,16 @@ def _gaussian_filter_dask(
     kwargs = dict(
         sigmas=tuple(sigmas), radii=tuple(radii), nan_policy=nan_policy, yx=yx, method=method
     )
+    # halo pieces requested from each input block by the other blocks' outputs
+    requests: dict[tuple[int, ...], dict[tuple[Any, ...], int]] = {}
+
+    def piece_of(block: tuple[int, ...], index: tuple[Any, ...]) -> tuple[Any, ...]:
+        wanted = requests.setdefault(block, {})
+        key = repr(index)  # index arrays are not hashable
+        if key not in wanted:
+            wanted[key] = (len(wanted), index)
+        return (operator.getitem, (halo_name, *block), wanted[key][0])
+
     for out_idx in product(*(range(len(c)) for c in x.chunks)):
         per_axis = [axis_pieces[ax][k] for ax, k in enumerate(out_idx)]
         lengths = [
@@ -411,27 +456,19 @@ def _gaussian_filter_dask(
         starts = [np.cumsum((0, *lens[:-1])).tolist() for lens in lengths]
         parts: list[Any] = []
         shapes, offsets = [], []
-        for combo_idx, pos in enumerate(product(*(range(len(p)) for p in per_axis))):
+        for pos in product(*(range(len(p)) for p in per_axis)):
             combo = [per_axis[ax][i] for ax, i in enumerate(pos)]
-            shape = tuple(lengths[ax][i] for ax, i in enumerate(pos))
-            offset = tuple(starts[ax][i] for ax, i in enumerate(pos))
-            shapes.append(shape)
-            offsets.append(offset)
+            shapes.append(tuple(lengths[ax][i] for ax, i in enumerate(pos)))
+            offsets.append(tuple(starts[ax][i] for ax, i in enumerate(pos)))
             if any(p[0] is None for p in combo):
                 parts.append(None)  # constant samples outside the image
                 continue
-            in_key = (x.name, *(p[0] for p in combo))
+            block = tuple(p[0] for p in combo)
             index = tuple(p[1] for p in combo)
-            is_whole = all(
-                isinstance(i, slice) and i.indices(x.chunks[ax][p[0]]) == (0, x.chunks[ax][p[0]], 1)
-                for ax, (p, i) in enumerate(zip(combo, index, strict=True))
-            )
-            if is_whole:
-                parts.append(in_key)
+            if block == out_idx:  # the block itself, whole or (at an image edge) in part
+                parts.append((_take, (x.name, *block), index))
             else:
-                key = (halo_name, *out_idx, combo_idx)
-                dsk[key] = (_take, in_key, index)
-                parts.append(key)
+                parts.append(piece_of(block, index))
         padded_shape = tuple(
             x.chunks[ax][k] + 2 * r for ax, (k, r) in enumerate(zip(out_idx, radii, strict=True))
         )
@@ -448,6 +485,13 @@ def _gaussian_filter_dask(
                 **kwargs,
             ),
         )
+    graph = x.__dask_graph__()
+    for block, wanted in requests.items():
+        in_key, halo_key = (x.name, *block), (halo_name, *block)
+        indices = [index for _, index in sorted(wanted.values(), key=lambda v: v[0])]
+        cut = Task(halo_key, _halo_copies, TaskRef(in_key), indices)
+        chain = _recompute_block(graph, in_key)
+        dsk[halo_key] = cut if chain is None else GraphNode.fuse(cut, *chain, key=halo_key)
     graph = HighLevelGraph.from_collections(name, dsk, dependencies=[x])  # type: ignore[list-item]
     return da.Array(
         graph, name, chunks=x.chunks, dtype=out_dtype, meta=np.empty((0,) * x.ndim, out_dtype)
@@ -519,11 +563,12 @@ def gaussian_filter(
     samples beyond the image edges taken as scipy's ``mode`` extends the
     array (``wrap`` from the far side, repeated reflection when the radius
     exceeds the image). The result therefore equals scipy's on the whole
-    in-memory array at every pixel, borders and chunk seams included, and a
-    task holds one block and its halo. Dask still keeps the input blocks of
-    about two block-rows alive while it sweeps the image (a block waits for
-    the next row's halo), so peak memory grows with the image width in
-    blocks, not with its area.
+    in-memory array at every pixel, borders and chunk seams included. The
+    neighbours' slices are cut by tasks that re-read (recompute) the
+    neighbour block and keep only the thin slices, so no block waits in
+    memory for its neighbours: peak memory depends on the chunk size and the
+    number of threads, not on the image size, at the cost of reading each
+    input block twice.
 
     Blocks are filtered with OpenCV's separable float32/float64 filter
     (within ~1e-6 relative of scipy) or, when the radius exceeds
