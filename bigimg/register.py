@@ -98,6 +98,77 @@ def _reference_freq(reference: np.ndarray, window: tuple[int, int] | None) -> np
     return sfft.fftn(prepared)
 
 
+@functools.lru_cache(maxsize=16)
+def _dft_rows(n: int, size: int, factor: float) -> np.ndarray:
+    """``exp(-2 pi i j f_k)`` for ``j < size`` samples and the ``n`` DFT frequencies ``f_k``.
+
+    The matrix-multiply DFT kernel of skimage's ``_upsampled_dft`` without its
+    region offset, which :func:`_upsampled_peak` applies as a phase per column
+    (``exp(-2 pi i (j - o) f) = exp(-2 pi i j f) exp(2 pi i o f)``): so the
+    ``size x n`` complex exponentials are computed once per frame shape.
+    """
+    return np.exp(-2j * np.pi * np.arange(size)[:, None] * sfft.fftfreq(n, factor)[None, :])
+
+
+def _upsampled_peak(
+    product: np.ndarray, factor: np.float32 | np.float64, offsets: np.ndarray, size: int
+) -> tuple[tuple[int, int], complex]:
+    """Peak of skimage's upsampled cross-correlation (its ``_upsampled_dft`` conjugated).
+
+    ``conj(Ky conj(P) Kx^T) = conj(Ky) P conj(Kx)^T``: the same products
+    without conjugating the whole spectrum twice.
+    """
+    ny, nx = product.shape
+    kernels = []
+    for n, off in zip((ny, nx), offsets, strict=True):
+        phase = np.exp(2j * np.pi * float(off) * sfft.fftfreq(n, float(factor)))
+        kernels.append(np.conj(_dft_rows(n, size, float(factor)) * phase).astype(product.dtype))
+    cc = kernels[0] @ (product @ kernels[1].T)
+    peak = np.unravel_index(np.argmax(np.abs(cc)), cc.shape)
+    return (int(peak[0]), int(peak[1])), complex(cc[peak])
+
+
+def _phase_correlation(
+    ref_freq: np.ndarray,
+    ref_amp: float,
+    freq: np.ndarray,
+    *,
+    upsample_factor: float,
+    normalization: str | None,
+) -> tuple[float, float, float]:
+    """skimage's ``phase_cross_correlation(ref, frame, space="fourier")`` for 2-D frames.
+
+    The same steps and dtypes (whole-pixel peak by inverse FFT, then the
+    matrix-multiply DFT around it), with the reference's power passed in and
+    the DFT kernels cached per frame shape: returns ``(dy, dx, error)``.
+    """
+    shape = np.array(freq.shape)
+    product = ref_freq * np.conjugate(freq)
+    if normalization == "phase":
+        eps = np.finfo(product.real.dtype).eps
+        product /= np.maximum(np.abs(product), 100 * eps)
+    cc = sfft.ifftn(product)
+    peak = np.unravel_index(np.argmax(np.abs(cc)), cc.shape)
+    float_dtype = product.real.dtype
+    shift = np.array(peak, dtype=float_dtype)
+    shift[shift > shape // 2] -= shape[shift > shape // 2]
+    if upsample_factor == 1:
+        cc_max = complex(cc[peak])
+        amp = ref_amp / freq.size * (np.vdot(freq, freq).real / freq.size)
+    else:
+        factor = np.array(upsample_factor, dtype=float_dtype)
+        shift = np.round(shift * factor) / factor
+        size = int(np.ceil(factor * 1.5))
+        center = np.trunc(np.array(size, dtype=float_dtype) / 2.0)
+        fine, cc_max = _upsampled_peak(product, factor, center - shift * factor, size)
+        shift += (np.array(fine, dtype=float_dtype) - center) / factor
+        amp = ref_amp * np.vdot(freq, freq).real
+    shift[shape == 1] = 0
+    with np.errstate(all="ignore"):
+        error = np.sqrt(np.abs(1.0 - cc_max * cc_max.conjugate() / amp))
+    return float(shift[0]), float(shift[1]), float(error)
+
+
 def _register_block(
     block: np.ndarray,
     ref_freq: np.ndarray,
@@ -109,27 +180,24 @@ def _register_block(
     """Register each frame of ``block`` (n, y, x, band) -> (n, 3): shift y, shift x, error.
 
     The band axis is collapsed by its NaN-mean; NaN pixels take the frame's
-    valid mean; all-NaN frames give NaN. This is exactly
+    valid mean; all-NaN frames give NaN. This is
     ``phase_cross_correlation(reference, frame, upsample_factor=...)`` with the
-    reference FFT computed once instead of once per frame.
+    reference FFT and power computed once instead of once per frame.
     """
-    from skimage.registration import phase_cross_correlation
-
     frames = _collapse_band(block)
+    ref_amp = float(np.vdot(ref_freq, ref_freq).real)
     out = np.full((frames.shape[0], 3), np.nan)
     for i, frame in enumerate(frames):
         filled = _prepare(frame, window)
         if filled is None:
             continue
-        shift, error, _ = phase_cross_correlation(
+        out[i] = _phase_correlation(
             ref_freq,
+            ref_amp,
             sfft.fftn(filled),
             upsample_factor=upsample_factor,
-            space="fourier",
             normalization=normalization,
         )
-        out[i, :2] = shift
-        out[i, 2] = error
     return out
 
 
