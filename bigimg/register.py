@@ -19,7 +19,7 @@ import functools
 import math
 import numbers
 import warnings
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Mapping, Sequence
 from typing import Any, Literal
 
 import dask.array as da
@@ -110,22 +110,58 @@ def _dft_rows(n: int, size: int, factor: float) -> np.ndarray:
     return np.exp(-2j * np.pi * np.arange(size)[:, None] * sfft.fftfreq(n, factor)[None, :])
 
 
-def _upsampled_peak(
-    product: np.ndarray, factor: np.float32 | np.float64, offsets: np.ndarray, size: int
-) -> tuple[tuple[int, int], complex]:
-    """Peak of skimage's upsampled cross-correlation (its ``_upsampled_dft`` conjugated).
+def _upsampled_dft(
+    product: np.ndarray, factor: float, offsets: Sequence[float], sizes: Sequence[int]
+) -> np.ndarray:
+    """skimage's upsampled cross-correlation (its ``_upsampled_dft`` conjugated).
 
+    Sample ``j`` along an axis sits at ``(j - offset) / factor`` px.
     ``conj(Ky conj(P) Kx^T) = conj(Ky) P conj(Kx)^T``: the same products
     without conjugating the whole spectrum twice.
     """
-    ny, nx = product.shape
     kernels = []
-    for n, off in zip((ny, nx), offsets, strict=True):
-        phase = np.exp(2j * np.pi * float(off) * sfft.fftfreq(n, float(factor)))
-        kernels.append(np.conj(_dft_rows(n, size, float(factor)) * phase).astype(product.dtype))
-    cc = kernels[0] @ (product @ kernels[1].T)
+    for n, off, size in zip(product.shape, offsets, sizes, strict=True):
+        phase = np.exp(2j * np.pi * float(off) * sfft.fftfreq(n, factor))
+        kernels.append(np.conj(_dft_rows(n, size, factor) * phase).astype(product.dtype))
+    return kernels[0] @ (product @ kernels[1].T)
+
+
+def _upsampled_peak(
+    product: np.ndarray, factor: float, offsets: np.ndarray, size: int
+) -> tuple[tuple[int, int], complex]:
+    """Index and value of the peak of skimage's ``size x size`` upsampled region.
+
+    Searched in two stages: the region sampled ``coarse ~ sqrt(factor)``
+    times per px, then at ``factor`` around the coarse peak only (plus or
+    minus one coarse step). For ``factor=100`` that is 38 instead of 150 rows
+    and columns of matrix-multiply DFT, 4x fewer flops; the peak is the same
+    as skimage's whenever the correlation has one peak in the 1.5 px region
+    (its main lobe is about 1 px wide, far wider than the coarse step).
+    """
+    factor = float(factor)
+    coarse = max(2, round(math.sqrt(factor)))
+    half = math.ceil(factor / coarse) + 1
+    coarse_size = math.ceil(1.5 * coarse)
+    if coarse_size + 2 * half + 1 >= size:  # small factor: one stage is cheaper
+        cc = _upsampled_dft(product, factor, offsets, (size, size))
+        peak = np.unravel_index(np.argmax(np.abs(cc)), cc.shape)
+        return (int(peak[0]), int(peak[1])), complex(cc[peak])
+    # the same window of displacements (j - offset) / factor, sampled coarsely
+    centre = coarse_size // 2
+    coarse_offsets = [centre - (size // 2 - float(o)) * coarse / factor for o in offsets]
+    cc = _upsampled_dft(product, coarse, coarse_offsets, (coarse_size, coarse_size))
     peak = np.unravel_index(np.argmax(np.abs(cc)), cc.shape)
-    return (int(peak[0]), int(peak[1])), complex(cc[peak])
+    starts, sizes = [], []
+    for j, c_off, off in zip(peak, coarse_offsets, offsets, strict=True):
+        fine = round((j - c_off) / coarse * factor + float(off))
+        lo, hi = max(0, fine - half), min(size, fine + half + 1)
+        starts.append(lo)
+        sizes.append(hi - lo)
+    cc = _upsampled_dft(
+        product, factor, [float(o) - lo for o, lo in zip(offsets, starts, strict=True)], sizes
+    )
+    peak = np.unravel_index(np.argmax(np.abs(cc)), cc.shape)
+    return (int(peak[0]) + starts[0], int(peak[1]) + starts[1]), complex(cc[peak])
 
 
 def _phase_correlation(
@@ -681,7 +717,11 @@ def register(
     smooth scenes with large NoData areas the filled edges can dominate it and
     bias the shift: use ``normalization=None`` or a ``window`` inside the
     valid area there. The result equals ``skimage.registration.phase_cross_correlation(reference,
-    frame, upsample_factor=...)`` on the NaN-filled, band-collapsed frames.
+    frame, upsample_factor=...)`` on the NaN-filled, band-collapsed frames. The
+    sub-pixel peak is searched coarse (``sqrt(upsample_factor)`` samples per px)
+    then fine around the coarse peak, 4x fewer flops than skimage's full
+    1.5 px region at ``upsample_factor=100`` and the same peak whenever the
+    correlation has a single peak in that region.
 
     References
     ----------
