@@ -23,6 +23,7 @@ import contextlib
 import json
 import math
 import numbers
+import threading
 from collections.abc import Hashable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -76,9 +77,7 @@ def _chunk_moments(
         xc = x - mean
         return n, mean, _gram(xc, np.float64)
     shift = mean.astype(np.float32)  # its rounding shifts M2 by n·δδᵀ, |δ| < 1e-7·|mean|: ignored
-    # buffers reused across row blocks: freshly touched memory is the slow part here
-    centred = np.empty((min(n, _GEMM_ROWS), f), dtype=np.float32)
-    prod = np.empty((f, f), dtype=np.float32)
+    centred, prod = _buffers(min(n, _GEMM_ROWS), f)
     m2 = np.zeros((f, f), dtype=np.float64)
     for i in range(0, n, _GEMM_ROWS):
         xc = centred[: min(_GEMM_ROWS, n - i)]
@@ -86,6 +85,23 @@ def _chunk_moments(
         np.matmul(xc.T, xc, out=prod)
         m2 += prod
     return n, mean, m2
+
+
+_THREAD_BUFFERS = threading.local()
+
+
+def _buffers(rows: int, f: int) -> tuple[np.ndarray, np.ndarray]:
+    """float32 ``(rows, f)`` and ``(f, f)`` scratch arrays, kept per thread across tasks.
+
+    Freshly touched memory is the slow part of a task here (page faults at a
+    fraction of the memory bandwidth): reusing 60 MB of scratch per task
+    instead of mapping it anew saves about a tenth of the fit.
+    """
+    cached = getattr(_THREAD_BUFFERS, "arrays", None)
+    if cached is None or cached[0].shape[0] < rows or cached[1].shape != (f, f):
+        cached = (np.empty((rows, f), np.float32), np.empty((f, f), np.float32))
+        _THREAD_BUFFERS.arrays = cached
+    return cached[0][:rows], cached[1]
 
 
 def _gram(xc: np.ndarray, dtype: Any = np.float32) -> np.ndarray:
@@ -109,19 +125,30 @@ def _symmetrize(upper: np.ndarray) -> np.ndarray:
 def _merge_moments(
     parts: Sequence[tuple[int, np.ndarray, np.ndarray]],
 ) -> tuple[int, np.ndarray, np.ndarray]:
-    """Chan et al.'s pairwise update of ``(n, mean, M2)`` triples."""
+    """Chan et al.'s pairwise update of ``(n, mean, M2)`` triples.
+
+    Accumulates into the first non-empty part's ``M2`` in place (each part
+    feeds exactly one merge of the tree), with a BLAS rank-1 update for the
+    mean-difference term: no new ``features²`` array per part.
+    """
+    from scipy.linalg.blas import dger
+
     n, mean, m2 = parts[0]
-    m2 = m2.copy()
     for nb, meanb, m2b in parts[1:]:
         if nb == 0:
             continue
         if n == 0:
-            n, mean, m2 = nb, meanb, m2b.copy()
+            n, mean, m2 = nb, meanb, m2b
             continue
         total = n + nb
         delta = meanb - mean
+        if not m2.flags.writeable:  # e.g. received from another worker
+            m2 = m2.copy()
         m2 += m2b
-        m2 += np.outer(delta, delta * (n * nb / total))
+        # M2 is C-ordered, so M2ᵀ is Fortran-ordered and updated in place
+        updated = dger(n * nb / total, delta, delta, a=m2.T, overwrite_a=True)
+        if not np.shares_memory(updated, m2):
+            m2.T[...] = updated
         mean = mean + delta * (nb / total)
         n = total
     return n, mean, m2
