@@ -128,8 +128,9 @@ def _merge_moments(
     """Chan et al.'s pairwise update of ``(n, mean, M2)`` triples.
 
     Accumulates into the first non-empty part's ``M2`` in place (each part
-    feeds exactly one merge of the tree), with a BLAS rank-1 update for the
-    mean-difference term: no new ``features²`` array per part.
+    feeds exactly one merge of the tree; a read-only one is copied first),
+    with a BLAS rank-1 update for the mean-difference term: no new
+    ``features²`` array per part.
     """
     from scipy.linalg.blas import dger
 

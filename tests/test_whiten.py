@@ -71,8 +71,16 @@ def test_chunk_moments_and_merge_match_numpy():
     # an empty part (all NaN rows omitted) is neutral
     empty = _chunk_moments(np.full((3, 6), np.nan), nan_policy="omit")
     assert empty[0] == 0
-    n2, mean2, _ = _merge_moments([empty, *parts])
-    assert n2 == 50 and np.allclose(mean2, mean)
+    parts = [_chunk_moments(x[a:b]) for a, b in [(0, 7), (7, 8), (8, 50)]]  # merges consume them
+    n2, mean2, m22 = _merge_moments([empty, *parts])
+    assert n2 == 50 and np.allclose(mean2, mean) and np.allclose(m22, m2)
+    # parts received read-only (as from another worker) are merged into a copy
+    parts = [_chunk_moments(x[a:b]) for a, b in [(0, 7), (7, 8), (8, 50)]]
+    for part in parts:
+        part[2].flags.writeable = False
+    first = parts[0][2].copy()
+    n4, _, m24 = _merge_moments(parts)
+    assert n4 == 50 and np.allclose(m24, m2) and np.array_equal(parts[0][2], first)
 
 
 # ---------------------------------------------------------------- ZCA vs numpy
