@@ -42,7 +42,7 @@ MAX_FEATURES = 16_384
 _NAN_POLICIES = ("raise", "omit")
 _FORMAT = "bigimg.ZCA"
 _FORMAT_VERSION = 1
-_GEMM_ROWS = 2048  # rows per float32 Xᵀ X product, accumulated in float64
+_GEMM_ROWS = 8192  # rows per float32 Xᵀ X product (syrk), accumulated in float64
 _TARGET_CHUNK_BYTES = 256 * 2**20
 _SPLIT_EVERY = 4
 
@@ -342,7 +342,7 @@ class ZCA:
     -----
     :meth:`fit` reads the data once: each chunk along ``sample_dim`` yields
     its count, float64 mean and centred cross-product matrix ``Xcᵀ Xc`` (a
-    BLAS GEMM; float32 for non-float64 data over at most 2048 rows at a
+    BLAS GEMM; float32 for non-float64 data over at most 8192 rows at a
     time, summed in float64), and a tree of merges combines them with the
     pairwise update of Chan, Golub & LeVeque. Centring each chunk on its own
     mean keeps the result within about 1e-6 of a float64 two-pass
