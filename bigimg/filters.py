@@ -438,11 +438,13 @@ def _gaussian_filter_dask(
         sigmas=tuple(sigmas), radii=tuple(radii), nan_policy=nan_policy, yx=yx, method=method
     )
     # halo pieces requested from each input block by the other blocks' outputs
-    requests: dict[tuple[int, ...], dict[tuple[Any, ...], int]] = {}
+    requests: dict[tuple[int, ...], dict[tuple[Any, ...], tuple[int, tuple[Any, ...]]]] = {}
 
     def piece_of(block: tuple[int, ...], index: tuple[Any, ...]) -> tuple[Any, ...]:
         wanted = requests.setdefault(block, {})
-        key = repr(index)  # index arrays are not hashable
+        key = tuple(  # slices and index arrays are not hashable
+            (i.start, i.stop, i.step) if isinstance(i, slice) else tuple(i.tolist()) for i in index
+        )
         if key not in wanted:
             wanted[key] = (len(wanted), index)
         return (operator.getitem, (halo_name, *block), wanted[key][0])
