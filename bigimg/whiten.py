@@ -42,7 +42,8 @@ MAX_FEATURES = 16_384
 _NAN_POLICIES = ("raise", "omit")
 _FORMAT = "bigimg.ZCA"
 _FORMAT_VERSION = 1
-_GEMM_ROWS = 8192  # rows per float32 Xᵀ X product (syrk), accumulated in float64
+_GEMM_ROWS = 8192  # rows per BLAS product in fit and transform (fewer if features are many)
+_SCRATCH_BYTES = 128 * 2**20  # largest per-thread scratch array kept across tasks
 _TARGET_CHUNK_BYTES = 256 * 2**20
 _SPLIT_EVERY = 4
 
@@ -54,11 +55,12 @@ def _chunk_moments(
     """``(n, mean, M2)`` of the rows of one ``(samples, features)`` block.
 
     ``M2 = Σ (x - mean)ᵀ (x - mean)`` is a float64 matrix, upper triangle
-    only (the lower one holds garbage; see :func:`_symmetrize`). The block is
-    centred on its own mean first (so large pixel means cost no precision);
-    float64 input then takes a float64 BLAS product, anything else float32
-    products over at most ``_GEMM_ROWS`` rows at a time whose results are
-    summed in float64.
+    only (the lower one holds garbage). The block is centred on its own mean
+    first (so large pixel means cost no precision), then BLAS products
+    ``xcᵀ xc`` (numpy hands them to ``syrk``) over at most :func:`_gemm_rows`
+    rows at a time are summed into ``M2``: float64 products for float64
+    input, float32 ones otherwise. numpy's matmul, not scipy's ``?syrk``
+    wrapper: the f2py wrapper holds the GIL, which serialized dask's threads.
     """
     bad = np.isnan(x).any(axis=1) if x.dtype.kind in "fc" else None
     if bad is not None and bad.any():
@@ -73,54 +75,64 @@ def _chunk_moments(
     if n == 0:
         return 0, np.zeros(f, dtype=np.float64), np.zeros((f, f), dtype=np.float64)
     mean = x.mean(axis=0, dtype=np.float64)
-    if x.dtype == np.float64:
-        xc = x - mean
-        return n, mean, _gram(xc, np.float64)
-    shift = mean.astype(np.float32)  # its rounding shifts M2 by n·δδᵀ, |δ| < 1e-7·|mean|: ignored
-    centred, prod = _buffers(min(n, _GEMM_ROWS), f)
-    m2 = np.zeros((f, f), dtype=np.float64)
-    for i in range(0, n, _GEMM_ROWS):
-        xc = centred[: min(_GEMM_ROWS, n - i)]
-        np.subtract(x[i : i + _GEMM_ROWS], shift, out=xc, dtype=np.float32)
+    dtype = np.float64 if x.dtype == np.float64 else np.float32
+    # a float32 shift's rounding moves M2 by n·δδᵀ, |δ| < 1e-7·|mean|: ignored
+    shift = mean.astype(dtype)
+    prod = _scratch("prod", (f, f), dtype)
+    m2 = np.empty((f, f), dtype=np.float64)
+    for i, xc in _centred_slices(x, shift, dtype):
         np.matmul(xc.T, xc, out=prod)
-        m2 += prod
+        if i == 0:
+            np.copyto(m2, prod)
+        else:
+            m2 += prod
     return n, mean, m2
 
 
-_THREAD_BUFFERS = threading.local()
+def _centred_slices(
+    x: np.ndarray, shift: np.ndarray, dtype: Any
+) -> Iterator[tuple[int, np.ndarray]]:
+    """``(start, x[start:stop] - shift)`` for slices of :func:`_gemm_rows` rows.
+
+    Every slice is a view of the same per-thread scratch array, overwritten
+    by the next one.
+    """
+    n, f = x.shape
+    rows = _gemm_rows(f, dtype)
+    buf = _scratch("centred", (min(n, rows), f), dtype)
+    for start in range(0, n, rows):
+        xc = buf[: min(rows, n - start)]
+        np.subtract(x[start : start + rows], shift, out=xc, dtype=dtype)
+        yield start, xc
 
 
-def _buffers(rows: int, f: int) -> tuple[np.ndarray, np.ndarray]:
-    """float32 ``(rows, f)`` and ``(f, f)`` scratch arrays, kept per thread across tasks.
+def _gemm_rows(f: int, dtype: Any) -> int:
+    """Rows per BLAS product: ``_GEMM_ROWS``, fewer if the slice would exceed ``_SCRATCH_BYTES``."""
+    return max(1, min(_GEMM_ROWS, _SCRATCH_BYTES // (f * np.dtype(dtype).itemsize)))
+
+
+_THREAD_SCRATCH = threading.local()
+
+
+def _scratch(name: str, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+    """An uninitialized ``shape`` array that later calls in the same thread reuse.
 
     Freshly touched memory is the slow part of a task here (page faults at a
-    fraction of the memory bandwidth): reusing the scratch (up to 100 + 38 MB
-    for 3,072 features) instead of mapping it anew for every task speeds the
-    fit up; each thread that ran a fit keeps it.
+    fraction of the memory bandwidth), so fit and transform keep their
+    scratch across tasks instead of mapping it anew every time. A thread
+    keeps one array per ``(name, dtype)``, and only arrays of at most
+    ``_SCRATCH_BYTES``: for 3,072 features, 96 MiB of centred rows and a
+    36 MiB product.
     """
-    cached = getattr(_THREAD_BUFFERS, "arrays", None)
-    if cached is None or cached[0].shape[0] < rows or cached[1].shape != (f, f):
-        cached = (np.empty((rows, f), np.float32), np.empty((f, f), np.float32))
-        _THREAD_BUFFERS.arrays = cached
-    return cached[0][:rows], cached[1]
-
-
-def _gram(xc: np.ndarray, dtype: Any = np.float32) -> np.ndarray:
-    """``xcᵀ xc`` (only its upper triangle is relied on).
-
-    numpy's matmul, not scipy's ``?syrk`` wrapper: OpenBLAS's syrk is no
-    faster than gemm here, and the f2py wrapper holds the GIL, which
-    serialized dask's threads (the fit took 1.6x longer on 2 cores).
-    """
-    a = np.asarray(xc, dtype=dtype)
-    return a.T @ a
-
-
-def _symmetrize(upper: np.ndarray) -> np.ndarray:
-    """A symmetric matrix from its upper triangle."""
-    out = np.triu(upper)
-    out += np.triu(upper, 1).T
-    return out
+    dtype = np.dtype(dtype)
+    size = math.prod(shape)
+    cache = _THREAD_SCRATCH.__dict__
+    buf = cache.get((name, dtype.str))
+    if buf is None or buf.size < size:
+        buf = np.empty(size, dtype)
+        if buf.nbytes <= _SCRATCH_BYTES:
+            cache[(name, dtype.str)] = buf
+    return buf[:size].reshape(shape)
 
 
 def _merge_moments(
@@ -157,8 +169,15 @@ def _merge_moments(
 
 
 def _whiten_block(x: np.ndarray, mean: np.ndarray, matrix: np.ndarray) -> np.ndarray:
-    """``(x - mean) @ matrix`` in ``matrix``'s dtype: one GEMM."""
-    return np.subtract(x, mean, dtype=matrix.dtype) @ matrix
+    """``(x - mean) @ matrix`` in ``matrix``'s dtype: GEMMs straight into the output.
+
+    The centred rows go to per-thread scratch (:func:`_centred_slices`), so
+    the only new memory is the result.
+    """
+    out = np.empty((x.shape[0], matrix.shape[1]), dtype=matrix.dtype)
+    for start, xc in _centred_slices(x, mean, matrix.dtype):
+        np.matmul(xc, matrix, out=out[start : start + len(xc)])
+    return out
 
 
 def _unwhiten_block(x: np.ndarray, matrix: np.ndarray, mean: np.ndarray) -> np.ndarray:
@@ -168,16 +187,19 @@ def _unwhiten_block(x: np.ndarray, matrix: np.ndarray, mean: np.ndarray) -> np.n
     return out
 
 
-def _eig_whitening(cov: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Eigenvalues (descending, clipped at 0) and eigenvectors as rows.
+def _eig_whitening(m2: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenvalues (descending, clipped at 0) and eigenvectors as rows of ``M2 / (count - 1)``.
 
-    LAPACK ``syevd`` (divide and conquer, what :func:`numpy.linalg.eigh`
-    uses): measured here 2.9 s against 3.7 s for ``syevr`` on a 3072² float64
-    covariance.
+    Only the upper triangle of the C-ordered ``m2`` is read, and ``m2`` is
+    destroyed: LAPACK works in place on its Fortran-ordered transpose, whose
+    lower triangle that is. ``syevd`` (divide and conquer, what
+    :func:`numpy.linalg.eigh` uses): measured here 2.9 s against 3.7 s for
+    ``syevr`` on a 3072² float64 covariance.
     """
     from scipy.linalg import eigh
 
-    evals, evecs = eigh(cov, driver="evd", check_finite=False)
+    m2 /= count - 1
+    evals, evecs = eigh(m2.T, lower=True, driver="evd", overwrite_a=True, check_finite=False)
     order = slice(None, None, -1)
     return np.clip(evals[order], 0.0, None), np.ascontiguousarray(evecs[:, order].T)
 
@@ -458,8 +480,7 @@ class ZCA:
             raise ValueError(
                 f"stack has {count} sample(s) without NaN along {self.sample_dim!r}; ZCA needs at least 2"
             )
-        cov = _symmetrize(m2) / (count - 1)
-        evals, comps = _eig_whitening(cov)
+        evals, comps = _eig_whitening(m2, count)
         if self.eps == 0 and evals[-1] <= 0:
             raise ValueError("the covariance is singular; pass eps > 0")
         self.mean_ = mean

@@ -14,7 +14,12 @@ from hypothesis import strategies as st
 
 import bigimg as bi
 from bigimg.pipeline import parse_config
-from bigimg.whiten import _chunk_moments, _merge_moments, _standardize_block, _symmetrize
+from bigimg.whiten import (
+    _chunk_moments,
+    _merge_moments,
+    _standardize_block,
+    _whiten_block,
+)
 from tests.conftest import raise_if_dask_computes
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
@@ -46,6 +51,11 @@ def model_cov(zca):
     return zca.components_.T @ np.diag(zca.explained_variance_) @ zca.components_
 
 
+def symmetric(upper):
+    """The symmetric matrix whose upper triangle ``upper`` holds (M2's lower one is garbage)."""
+    return np.triu(upper) + np.triu(upper, 1).T
+
+
 def rel(a, b):
     return np.abs(np.asarray(a) - np.asarray(b)).max() / np.abs(np.asarray(b)).max()
 
@@ -62,12 +72,12 @@ def test_chunk_moments_and_merge_match_numpy():
     n, mean, m2 = _merge_moments(parts)
     assert n == 50
     np.testing.assert_allclose(mean, x.mean(0), rtol=1e-12)
-    np.testing.assert_allclose(_symmetrize(m2) / 49, np.cov(x, rowvar=False), rtol=1e-10)
+    np.testing.assert_allclose(symmetric(m2) / 49, np.cov(x, rowvar=False), rtol=1e-10)
     # float32 rows beyond one BLAS block (8192 rows) accumulate in float64
     big = correlated((20000, 6, 1, 1), seed=4, scale=30, offset=128).reshape(20000, 6)
     n3, mean3, m23 = _chunk_moments(big.astype(np.float32))
     ref = np.cov(big.astype(np.float32).astype(np.float64), rowvar=False)
-    assert n3 == 20000 and rel(_symmetrize(m23) / 19999, ref) < 1e-6
+    assert n3 == 20000 and rel(symmetric(m23) / 19999, ref) < 1e-6
     # an empty part (all NaN rows omitted) is neutral
     empty = _chunk_moments(np.full((3, 6), np.nan), nan_policy="omit")
     assert empty[0] == 0
@@ -81,6 +91,20 @@ def test_chunk_moments_and_merge_match_numpy():
     first = parts[0][2].copy()
     n4, _, m24 = _merge_moments(parts)
     assert n4 == 50 and np.allclose(m24, m2) and np.array_equal(parts[0][2], first)
+
+
+def test_whiten_block_matches_numpy_across_row_slices():
+    # 20,000 rows: three BLAS slices of at most 8192 rows, centred in one scratch array
+    x = correlated((20000, 6, 1, 1), seed=5, scale=30, offset=128).reshape(20000, 6)
+    mean, _, _, w = numpy_zca(x, 1e-3)
+    ref = (x - mean) @ w
+    for dtype, tol in [(np.float32, 1e-5), (np.float64, 1e-12)]:
+        got = _whiten_block(x.astype(dtype), mean.astype(dtype), w.astype(dtype))
+        assert got.dtype == dtype and rel(got, ref) < tol
+    nan_row = x[:3].copy()
+    nan_row[1, 2] = np.nan
+    got = _whiten_block(nan_row, mean, w)
+    assert np.isnan(got[1]).all() and np.isfinite(got[[0, 2]]).all()
 
 
 # ---------------------------------------------------------------- ZCA vs numpy
