@@ -11,7 +11,7 @@ correlated pixels) is written to Zarr chunk by chunk, then:
   runs after a warm-up.
 * transform on one core (one BLAS thread, dask's synchronous scheduler):
   ``ZCA.transform(...).compute()`` and ``da.store`` of it into an array vs
-  the plain ``(X - mean) @ W`` GEMM.
+  the plain ``(X - mean) @ W`` GEMM; and the per-chunk kernel alone.
 * ``--big``: fit on 500,000 samples (5.9 GiB of float32) in a fresh process,
   with its peak RSS (target < 2 GiB).
 
@@ -25,6 +25,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import statistics
 import subprocess
@@ -167,8 +168,13 @@ def bench_transform(
     stack = bi.from_array(xs.reshape(m, *shape), chunks={"image": chunk})
     target = np.zeros((m, *shape), np.float32)  # allocated and touched outside the timing
     store = bi.open_image(path, chunks={"image": chunk}).isel(image=slice(0, m))
+    whiten_block = importlib.import_module("bigimg.whiten")._whiten_block
     methods = {
         "numpy (X - mean) @ W": lambda: (xs - mean) @ w,
+        # the per-chunk kernel alone, no dask, outputs dropped
+        "bigimg kernel, chunk by chunk": lambda: [
+            whiten_block(xs[i : i + chunk], mean, w) for i in range(0, m, chunk)
+        ],
         "bigimg transform (in memory)": lambda: zca.transform(stack).data.compute(),
         "bigimg transform (reads Zarr)": lambda: zca.transform(store).data.compute(),
         # compute() ends by concatenating the chunks into one array, a copy the

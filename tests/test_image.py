@@ -119,6 +119,52 @@ def test_open_plain_zarr_array(tmp_path):
     np.testing.assert_array_equal(bi.open_image(tmp_path / "plain.zarr").values[..., 0], arr)
 
 
+def graph_has(img, word):
+    return any(word in name for name in img.data.__dask_graph__().layers)
+
+
+@pytest.mark.parametrize(
+    "chunks, direct",
+    [
+        ({"y": 20, "x": 30}, True),  # whole store chunks: each task reads its region
+        (20, True),
+        ({"y": 15}, False),  # would split store chunks: they are read once, then rechunked
+        ({"y": 5, "x": 5}, False),
+    ],
+)
+@pytest.mark.parametrize("kind", ["plain-2d", "plain-stack", "bigimg"])
+def test_open_zarr_reads_whole_store_chunks_directly(tmp_path, kind, chunks, direct):
+    import zarr
+
+    rng = np.random.default_rng(1)
+    path = tmp_path / "s.zarr"
+    if kind == "bigimg":
+        arr = rng.random((40, 30, 2)).astype("float32")
+        bi.to_zarr(bi.from_array(arr, chunks={"y": 10, "x": 10}), path, progress=False)
+    else:
+        arr = rng.random((40, 30) if kind == "plain-2d" else (3, 40, 30, 2)).astype("float32")
+        store_chunks = (10, 10) if arr.ndim == 2 else (1, 10, 10, 2)
+        z = zarr.create_array(str(path), shape=arr.shape, chunks=store_chunks, dtype="float32")
+        z[:] = arr
+    with raise_if_dask_computes():
+        img = bi.open_image(path, chunks=chunks, nodata=-1.0)
+    want = bi.from_array(arr, chunks=chunks)  # the chunks the user asked for
+    assert img.dims == want.dims and img.chunks == want.chunks
+    assert graph_has(img, "rechunk") != direct
+    np.testing.assert_array_equal(img.values, want.values)
+    assert img.attrs["bigimg_source"] == str(path)
+
+
+@pytest.mark.parametrize("chunks, direct", [({"y": 32, "x": 48}, True), ({"y": 24}, False)])
+def test_open_tiff_reads_whole_tiles_directly(tmp_path, chunks, direct):
+    arr = np.random.default_rng(2).integers(0, 65535, (64, 48), dtype=np.uint16)
+    tifffile.imwrite(tmp_path / "t.tif", arr, tile=(16, 16))
+    img = bi.open_image(tmp_path / "t.tif", chunks=chunks)
+    assert img.chunks == bi.from_array(arr, chunks=chunks).chunks
+    assert graph_has(img, "rechunk") != direct
+    np.testing.assert_array_equal(img.values[..., 0], arr)
+
+
 def test_open_image_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="path"):
         bi.open_image(tmp_path / "nope.tif")

@@ -191,10 +191,11 @@ def test_corrupt_chunk_is_detected(tmp_path, damage):
     else:
         raw = raw[: len(raw) // 2]
     chunk.write_bytes(bytes(raw))
-    with pytest.raises(
-        bi.CorruptStoreError, match=r"array .image. chunk \(1, 0, 0\) cannot be read"
-    ):
-        bi.open_zarr(store).values  # noqa: B018
+    for chunks in [None, {"y": 16, "x": 16}]:  # one task per store chunk, or one for all
+        with pytest.raises(
+            bi.CorruptStoreError, match=r"array .image. chunk \(1, 0, 0\) cannot be read"
+        ):
+            bi.open_zarr(store, chunks=chunks).values  # noqa: B018
 
 
 def test_store_info_counts(tmp_path):
