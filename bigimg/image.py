@@ -116,7 +116,9 @@ def open_image(
         array), a TIFF/BigTIFF (read tile by tile), a ``.npy`` file
         (memory-mapped) or a PNG/JPEG (small images, read whole).
     chunks, nodata
-        As in :func:`from_array`.
+        As in :func:`from_array`. From a Zarr store or a tiled TIFF, chunks
+        made of whole store chunks (tiles) are read one region per task;
+        others are read in the store's chunks and rechunked.
 
     Returns
     -------
@@ -294,7 +296,8 @@ def read_in_chunks(
     When every target chunk is made of whole store chunks, ``read(chunks)``
     re-reads the store in those chunks: each task reads its region in one go
     rather than reading store chunks and concatenating them (a copy and a
-    task fewer per chunk: a ZCA fit from Zarr went from 6.9 s to 6.5 s).
+    task fewer per chunk: a ZCA fit from Zarr in 5,000-sample chunks of a store
+    chunked by 1,000 took 7.2 s instead of 7.4 s, alternating runs).
     Otherwise, as when a target chunk would split a store chunk (which would
     then be decoded more than once), the store's chunks are rechunked.
     """
