@@ -56,11 +56,11 @@ def _chunk_moments(
 
     ``M2 = Σ (x - mean)ᵀ (x - mean)`` is a float64 matrix, upper triangle
     only (the lower one holds garbage). The block is centred on its own mean
-    first (so large pixel means cost no precision), then BLAS products
-    ``xcᵀ xc`` (numpy hands them to ``syrk``) over at most :func:`_gemm_rows`
-    rows at a time are summed into ``M2``: float64 products for float64
-    input, float32 ones otherwise. numpy's matmul, not scipy's ``?syrk``
-    wrapper: the f2py wrapper holds the GIL, which serialized dask's threads.
+    first (so large pixel means cost no precision). float64 input takes one
+    float64 BLAS product ``xcᵀ xc`` (numpy hands it to ``syrk``); anything
+    else float32 products over at most :func:`_gemm_rows` rows at a time,
+    summed into ``M2``. numpy's matmul, not scipy's ``?syrk`` wrapper: the
+    f2py wrapper holds the GIL, which serialized dask's threads.
     """
     bad = np.isnan(x).any(axis=1) if x.dtype.kind in "fc" else None
     if bad is not None and bad.any():
@@ -75,12 +75,14 @@ def _chunk_moments(
     if n == 0:
         return 0, np.zeros(f, dtype=np.float64), np.zeros((f, f), dtype=np.float64)
     mean = x.mean(axis=0, dtype=np.float64)
-    dtype = np.float64 if x.dtype == np.float64 else np.float32
+    if x.dtype == np.float64:  # one float64 product, straight into M2
+        xc = x - mean
+        return n, mean, xc.T @ xc
     # a float32 shift's rounding moves M2 by n·δδᵀ, |δ| < 1e-7·|mean|: ignored
-    shift = mean.astype(dtype)
-    prod = _scratch("prod", (f, f), dtype)
+    shift = mean.astype(np.float32)
+    prod = _scratch("prod", (f, f), np.float32)
     m2 = np.empty((f, f), dtype=np.float64)
-    for i, xc in _centred_slices(x, shift, dtype):
+    for i, xc in _centred_slices(x, shift, np.float32):
         np.matmul(xc.T, xc, out=prod)
         if i == 0:
             np.copyto(m2, prod)
