@@ -295,11 +295,13 @@ def _read_chunk(block_info: Any = None, *, store: str, var: str) -> np.ndarray:
 
     info = block_info[None]
     region = tuple(slice(a, b) for a, b in info["array-location"])
-    arr = zarr.open_array(store, path=var, mode="r")
+    arr = None
     try:
+        arr = zarr.open_array(store, path=var, mode="r")
         return np.asarray(arr[region])
     except Exception as e:
-        index, error = _first_unreadable_chunk(arr, region) or (info["chunk-location"], e)
+        found = _first_unreadable_chunk(arr, region) if arr is not None else None
+        index, error = found or (info["chunk-location"], e)
         raise CorruptStoreError(
             f"{store}: array {var!r} chunk {tuple(index)} cannot be read "
             f"({type(error).__name__}: {error}); the store is damaged"
