@@ -325,13 +325,9 @@ def _open_zarr_input(path: Path) -> tuple[Any, Callable[[Any], da.Array]]:
         and "image" in node
         and isinstance(node["image"], zarr.Array)
     ):
-        from bigimg.io import open_zarr
+        from bigimg.io import _checked_dataset, _stored_image
 
-        obj = open_zarr(path)
-        return (
-            obj,
-            lambda chunks: open_zarr(path, chunks=dict(zip(obj.dims, chunks, strict=True))).data,
-        )
+        return _stored_image(*_checked_dataset(path, allow_incomplete=False))
     if not isinstance(node, zarr.Array):
         arrays = [name for name, _ in node.arrays()]
         if len(arrays) != 1:

@@ -18,7 +18,7 @@ import shutil
 import sys
 import time
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -196,6 +196,24 @@ def open_zarr(
     >>> bi.open_zarr(path).dims
     ('y', 'x', 'band')
     """
+    path, ds = _checked_dataset(store, allow_incomplete=allow_incomplete)
+    if level:
+        from bigimg.multiscale import open_level
+
+        return open_level(path, level, chunks=chunks)
+    out, read = _stored_image(path, ds)
+    if chunks is None:
+        return out
+    if not isinstance(chunks, Mapping):
+        return out.chunk(chunks)
+    target = {d: chunks.get(d, out.chunks[i]) for i, d in enumerate(out.dims)}
+    return read_in_chunks(out, target, read)
+
+
+def _checked_dataset(
+    store: str | os.PathLike[str], *, allow_incomplete: bool
+) -> tuple[Path, xr.Dataset]:
+    """The store's path and lazy Dataset; clear errors unless it is a (complete) bigimg store."""
     path = Path(store)
     if not path.exists():
         raise FileNotFoundError(f"store: no such Zarr store: {str(path)!r}")
@@ -212,10 +230,11 @@ def open_zarr(
             f"store: {str(path)!r} is incomplete (its write was interrupted); finish it with "
             "`bigimg run --resume` or bi.to_zarr(..., resume=True), or pass allow_incomplete=True"
         )
-    if level:
-        from bigimg.multiscale import open_level
+    return path, ds
 
-        return open_level(path, level, chunks=chunks)
+
+def _stored_image(path: Path, ds: xr.Dataset) -> tuple[xr.DataArray, Callable[[Any], Any]]:
+    """The store's image in its own chunks, and how to read it in others (see ``read_in_chunks``)."""
     var = ds.variables[VAR]
     coords = {k: c for k, c in ds.coords.items() if k != VAR and set(c.dims) <= set(var.dims)}
     if _STACK_LABELS in coords:  # a stack's `image` labels, stored aside (see _as_dataset)
@@ -227,12 +246,7 @@ def open_zarr(
         name=VAR,
         attrs={**var.attrs, **ds.attrs},
     )
-    if chunks is None:
-        return out
-    if not isinstance(chunks, Mapping):
-        return out.chunk(chunks)
-    target = {d: chunks.get(d, out.chunks[i]) for i, d in enumerate(out.dims)}
-    return read_in_chunks(out, target, lambda c: _checked_read(path, VAR, var, c))
+    return out, lambda chunks: _checked_read(path, VAR, var, chunks)
 
 
 def store_info(store: str | os.PathLike[str]) -> dict[str, Any]:
