@@ -1,0 +1,108 @@
+"""One policy for every file or store bigimg writes.
+
+* An existing path is refused unless ``overwrite`` is given.
+* An output never overlaps an input (the same path, an ancestor or a
+  descendant of it), whatever the flags.
+* A file is written under a temporary name in its folder and renamed into
+  place only when complete, so an interrupted write never looks complete.
+
+Capability modules import only this module for writing files; it imports
+nothing from bigimg.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+PathLike = str | os.PathLike[str]
+
+
+def _real(path: PathLike) -> Path:
+    """The absolute path with symlinks and ``..`` resolved (also for paths not yet created)."""
+    return Path(os.path.realpath(os.path.expanduser(os.fspath(path))))
+
+
+def overlaps(a: PathLike, b: PathLike) -> bool:
+    """True when ``a`` and ``b`` are the same path or one lies inside the other.
+
+    >>> overlaps("/data/in.zarr", "/data/in.zarr/image")
+    True
+    >>> overlaps("/data/in.zarr", "/data/out.zarr")
+    False
+    """
+    ra, rb = _real(a), _real(b)
+    return ra == rb or ra in rb.parents or rb in ra.parents
+
+
+def check_disjoint(output: PathLike, inputs: Iterable[PathLike | None], *, what: str) -> None:
+    """Refuse an ``output`` that overlaps any of ``inputs`` (whatever ``overwrite`` says).
+
+    Raises
+    ------
+    ValueError
+        Naming ``what`` (the argument or config key of the output) and the input.
+    """
+    for inp in inputs:
+        if inp is not None and overlaps(output, inp):
+            raise ValueError(
+                f"{what}: {os.fspath(output)!r} overlaps the input {os.fspath(inp)!r}; "
+                "writing it would destroy the input, so bigimg refuses (choose another path)"
+            )
+
+
+def check_new_file(path: PathLike, *, overwrite: bool, what: str) -> Path:
+    """Check that a file may be written at ``path`` without touching anything.
+
+    Raises
+    ------
+    FileExistsError
+        ``path`` exists and ``overwrite`` is false.
+    IsADirectoryError
+        ``path`` is a folder (never replaced by a file, even with ``overwrite``).
+    FileNotFoundError
+        The parent folder does not exist.
+    """
+    p = Path(os.path.expanduser(os.fspath(path)))
+    if p.is_dir():
+        raise IsADirectoryError(
+            f"{what}: {str(p)!r} is a folder, not a file; refusing to replace it"
+        )
+    if p.exists() and not overwrite:
+        raise FileExistsError(
+            f"{what}: {str(p)!r} already exists; pass overwrite=True (--overwrite) to replace it"
+        )
+    if not p.parent.is_dir():
+        raise FileNotFoundError(f"{what}: folder {str(p.parent)!r} does not exist")
+    return p
+
+
+@contextmanager
+def new_file(path: PathLike, *, overwrite: bool = False, what: str = "path") -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it to ``path`` on success.
+
+    The existing file (if any, and only with ``overwrite``) is replaced
+    atomically; on error the temporary file is removed and ``path`` is left
+    as it was.
+
+    >>> import tempfile, os
+    >>> target = os.path.join(tempfile.mkdtemp(), "a.txt")
+    >>> with new_file(target) as tmp:
+    ...     _ = tmp.write_text("hello")
+    >>> open(target).read()
+    'hello'
+    """
+    p = check_new_file(path, overwrite=overwrite, what=what)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".partial", dir=p.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        if p.exists() and not overwrite:  # created by someone else meanwhile
+            raise FileExistsError(f"{what}: {str(p)!r} appeared while writing; not replaced")
+        os.replace(tmp, p)
+    finally:
+        tmp.unlink(missing_ok=True)
