@@ -177,7 +177,15 @@ def _phase_correlation(
     The same steps and dtypes (whole-pixel peak by inverse FFT, then the
     matrix-multiply DFT around it), with the reference's power passed in and
     the DFT kernels cached per frame shape: returns ``(dy, dx, error)``.
+
+    When the frame or the reference is all zeros the correlation is zero
+    everywhere: the shift is 0 and the error NaN, as skimage returns for
+    ``upsample_factor=1`` (its upsampled search then lands on the edge of
+    its empty region, an arbitrary ``-0.75`` px at ``upsample_factor=100``).
     """
+    power = float(np.vdot(freq, freq).real)
+    if ref_amp == 0 or power == 0:
+        return 0.0, 0.0, math.nan
     shape = np.array(freq.shape)
     product = ref_freq * np.conjugate(freq)
     if normalization == "phase":
@@ -190,7 +198,7 @@ def _phase_correlation(
     shift[shift > shape // 2] -= shape[shift > shape // 2]
     if upsample_factor == 1:
         cc_max = complex(cc[peak])
-        amp = ref_amp / freq.size * (np.vdot(freq, freq).real / freq.size)
+        amp = ref_amp / freq.size * (power / freq.size)
     else:
         factor = np.array(upsample_factor, dtype=float_dtype)
         shift = np.round(shift * factor) / factor
@@ -198,10 +206,11 @@ def _phase_correlation(
         center = np.trunc(np.array(size, dtype=float_dtype) / 2.0)
         fine, cc_max = _upsampled_peak(product, factor, center - shift * factor, size)
         shift += (np.array(fine, dtype=float_dtype) - center) / factor
-        amp = ref_amp * np.vdot(freq, freq).real
+        amp = ref_amp * power
     shift[shape == 1] = 0
-    with np.errstate(all="ignore"):
-        error = np.sqrt(np.abs(1.0 - cc_max * cc_max.conjugate() / amp))
+    if not 0 < amp < math.inf:  # the powers' product under- or overflows
+        return float(shift[0]), float(shift[1]), math.nan
+    error = math.sqrt(abs(1.0 - cc_max * cc_max.conjugate() / amp))
     return float(shift[0]), float(shift[1]), float(error)
 
 
@@ -633,6 +642,21 @@ def _warn_skipped(which: np.ndarray, stack: xr.DataArray, dim: str, what: str) -
         )
 
 
+def _warn_undetermined(
+    which: np.ndarray, stack: xr.DataArray, dim: str, window: tuple[int, int] | None
+) -> None:
+    if which.any():
+        labels = (stack[dim].values if dim in stack.coords else np.arange(which.size))[which]
+        where = " inside the window (a constant crop is all zeros once mean-subtracted)"
+        warnings.warn(
+            f"register: {int(which.sum())} image(s) along {dim!r} {labels.tolist()!r}: the image "
+            f"or the reference is all zeros{where if window else ''}, so there is no correlation "
+            "peak; their shift is 0 and their error NaN (as skimage's phase_cross_correlation)",
+            BigimgWarning,
+            stacklevel=3,
+        )
+
+
 def _compute(*arrays: da.Array) -> list[Any]:
     """Compute on the active scheduler with one BLAS thread per task.
 
@@ -698,7 +722,9 @@ def register(
         registers each image onto the reference (``skimage``'s convention, so
         :func:`shift_and_add` with it aligns the stack), the stack's ``dim``
         coords, and the per-image registration error as coord ``error``.
-        Images with no valid pixel get NaN (and a ``BigimgWarning``).
+        Images with no valid pixel get NaN (and a ``BigimgWarning``). Images
+        that are all zeros, or registered against an all-zero reference, have
+        no correlation peak: shift 0, error NaN (and a ``BigimgWarning``).
 
     Raises
     ------
@@ -780,6 +806,7 @@ def register(
         )
         (result,) = _compute(measure)
     _warn_skipped(np.isnan(result[:, 0]), stack, dim, "register")
+    _warn_undetermined(np.isnan(result[:, 2]) & ~np.isnan(result[:, 0]), stack, dim, win)
     coords: dict[Hashable, Any] = {
         name: c for name, c in stack.coords.items() if c.dims == (dim,) or name == dim
     }

@@ -446,3 +446,68 @@ def test_phase_correlation_kernel_matches_skimage_on_noisy_pairs(normalization, 
         tol = 2.5 / upsample_factor if upsample_factor >= 1000 else 1e-6
         np.testing.assert_allclose([dy, dx], expected, atol=tol)
         np.testing.assert_allclose(err, error, rtol=1e-3, atol=1e-3)
+
+
+# ---------------------------------------------------------------- all-zero images (issue 14)
+@pytest.mark.parametrize("chunks", [{"image": 1}, {"image": 4, "y": 7, "x": 20}, {"image": 10}])
+def test_register_blank_frame_against_its_composite(synthetic, chunks):
+    """A blank (all-zero) frame: shift 0, error NaN and a warning, like skimage; no crash."""
+    _, true, frames = synthetic
+    frames = frames[:, :48, :48].copy()
+    frames[3] = 0.0
+    with pytest.warns(bi.BigimgWarning, match=r"1 image\(s\) along 'image' \[3\].*all zeros"):
+        shifts = bi.register(as_stack(frames, **chunks), upsample_factor=1)
+    composite = frames.mean(axis=0)
+    with pytest.warns(UserWarning, match="Could not determine RMS error"):
+        sk_shift, sk_error, _ = phase_cross_correlation(composite, frames[3], upsample_factor=1)
+    np.testing.assert_array_equal(shifts.values[3], sk_shift)
+    assert np.isnan(sk_error) and np.isnan(shifts["error"].values[3])
+    ok = np.arange(10) != 3
+    assert np.isfinite(shifts["error"].values[ok]).all()
+    for i in np.flatnonzero(ok)[:3]:  # the other frames are unaffected
+        shift, error, _ = phase_cross_correlation(composite, frames[i], upsample_factor=1)
+        np.testing.assert_allclose(shifts.values[i], shift, atol=1e-6)
+    with pytest.warns(bi.BigimgWarning, match=r"\[3\]"):  # the default upsampling too
+        fine = bi.register(as_stack(frames, **chunks))
+    np.testing.assert_array_equal(fine.values[3], [0.0, 0.0])
+
+
+@pytest.mark.parametrize("chunks", [{"image": 1}, {"image": 3, "y": 9}])
+def test_register_all_zero_reference(synthetic, chunks):
+    _, _, frames = synthetic
+    with pytest.warns(bi.BigimgWarning, match=r"10 image\(s\).*all zeros"):
+        shifts = bi.register(as_stack(frames, **chunks), reference=np.zeros(frames.shape[1:]))
+    np.testing.assert_array_equal(shifts.values, 0.0)
+    assert np.isnan(shifts["error"].values).all()
+
+
+def test_register_constant_frame_inside_a_window(synthetic):
+    """A constant frame is all zeros once the window mean-subtracts it."""
+    scene, _, frames = synthetic
+    frames = frames.copy()
+    frames[5] = 2.5
+    with pytest.warns(bi.BigimgWarning, match=r"\[5\].*inside the window"):
+        shifts = bi.register(as_stack(frames), reference=scene, window=64)
+    np.testing.assert_array_equal(shifts.values[5], 0.0)
+    assert np.isnan(shifts["error"].values[5])
+
+
+def test_phase_correlation_kernel_on_zero_spectra():
+    from scipy import fft
+
+    from bigimg.register import _phase_correlation
+
+    rng = np.random.default_rng(0)
+    a, z = rng.random((16, 16)), np.zeros((16, 16))
+    for ref, mov in [(a, z), (z, a), (z, z)]:
+        rf, mf = fft.fftn(ref), fft.fftn(mov)
+        for normalization in ("phase", None):
+            with pytest.warns(UserWarning, match="Could not determine RMS error"):
+                shift, error, _ = phase_cross_correlation(
+                    rf, mf, space="fourier", normalization=normalization
+                )
+            got = _phase_correlation(
+                rf, float(np.vdot(rf, rf).real), mf, upsample_factor=1, normalization=normalization
+            )
+            np.testing.assert_array_equal(got[:2], shift)
+            assert np.isnan(got[2]) and np.isnan(error)
