@@ -27,18 +27,22 @@ import os
 from collections.abc import Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import dask
 import dask.array as da
 import numpy as np
 import xarray as xr
 
+from bigimg.files import check_new_file, new_file
 from bigimg.image import check_image, float_dtype, like
 from bigimg.pipeline import Params, register_op
 
 # Widest integer range counted exactly (one bin per value) before we refuse.
 MAX_INT_BINS = 2**24
+# Most bins per histogram: every chunk's partial counts and the result hold
+# 8 bytes per bin and histogram, so 2**24 bins are 128 MiB per histogram.
+MAX_BINS = 2**24
 
 __all__ = ["equalize_hist", "histogram", "plot_histogram"]
 
@@ -165,28 +169,27 @@ def _count_window_kernel(
 
 def _count_uniform_kernel(
     block: np.ndarray,
-    ranges: np.ndarray,
+    ranges: np.ndarray | None = None,
     *,
     kept: tuple[int, ...],
     n: int,
     exclude: tuple[Any, ...],
+    fixed: tuple[Any, Any] | None = None,
 ) -> np.ndarray:
-    """``n`` uniform bins per kept index over ``ranges[idx]``, exactly as ``numpy.histogram``.
+    """``n`` uniform bins per kept index, exactly as ``numpy.histogram``.
 
-    ``ranges`` holds ``(first, last)`` per kept index. Its dtype decides the
-    edge arithmetic the way numpy's own argument types do: the image's float
-    dtype for a range found in the data (numpy's ``range=None``), float64 for
-    a range the user gave (Python floats).
+    The range is ``fixed`` (the user's ``range``, its two values passed on
+    untouched) or ``ranges[idx]`` (``(first, last)`` per kept index, found in
+    the data, in the image's dtype as numpy's ``a.min()``). numpy computes the
+    edges in the dtype those values promote to with the data's, so they are
+    never converted here.
     """
     out = np.empty(_partial_shape(block.shape, kept, n), dtype=np.int64)
     for idx, sl in _rows(block.shape, kept):
         sub = block[sl]
         vals = sub[~_excluded(sub, exclude)] if exclude else sub  # NaN is outside any range
-        row = ranges[idx]
-        first, last = row.tolist() if row.dtype == np.float64 else row
-        out[_partial_index(block.ndim, kept, idx)] = np.histogram(
-            vals, bins=n, range=(first, last)
-        )[0]
+        rng = fixed if fixed is not None else tuple(ranges[idx])  # type: ignore[index]
+        out[_partial_index(block.ndim, kept, idx)] = np.histogram(vals, bins=n, range=rng)[0]
     return out
 
 
@@ -416,6 +419,11 @@ def _check_bins(bins: Any) -> int | np.ndarray:
     if isinstance(bins, numbers.Integral) and not isinstance(bins, bool):
         if bins < 1:
             raise ValueError(f"bins must be >= 1, got {bins!r}")
+        if bins > MAX_BINS:
+            raise ValueError(
+                f"bins must be at most {MAX_BINS} (2**24: 128 MiB of counts per histogram "
+                f"and per chunk), got {bins!r}"
+            )
         return int(bins)
     if isinstance(bins, (str, bytes, bool)) or not isinstance(bins, (Sequence, np.ndarray)):
         raise TypeError(f"bins must be an int or a sequence of bin edges, got {bins!r}")
@@ -425,6 +433,11 @@ def _check_bins(bins: Any) -> int | np.ndarray:
         raise TypeError(f"bins edges must be numbers, got {bins!r}") from None
     if edges.ndim != 1 or edges.size < 2:
         raise ValueError(f"bins edges must be a 1-D sequence of at least 2 values, got {bins!r}")
+    if edges.size - 1 > MAX_BINS:
+        raise ValueError(
+            f"bins must give at most {MAX_BINS} bins (2**24: 128 MiB of counts per histogram "
+            f"and per chunk), got {edges.size} edges"
+        )
     if not np.all(np.isfinite(edges)):
         raise ValueError(f"bins edges must be finite, got {bins!r}")
     if np.any(np.diff(edges) < 0):
@@ -432,23 +445,38 @@ def _check_bins(bins: Any) -> int | np.ndarray:
     return edges
 
 
-def _check_range(range: Any) -> tuple[float, float] | None:  # noqa: A002  (numpy's name)
+def _check_range(range: Any) -> tuple[Any, Any] | str | None:  # noqa: A002  (numpy's name)
+    """``None``, ``"shared"`` or the user's ``(first, last)``, each value kept as given.
+
+    numpy computes the bin edges in the dtype the two values promote to with
+    the data's (a float32 array range keeps float32 edges), so they are
+    checked but not converted.
+    """
     if range is None:
         return None
+    if isinstance(range, str):
+        if range != "shared":
+            raise ValueError(f"range must be None, 'shared' or a pair (min, max), got {range!r}")
+        return range
     if (
-        isinstance(range, (str, bytes))
+        isinstance(range, bytes)
         or not isinstance(range, (Sequence, np.ndarray))
+        or np.ndim(range) != 1
         or len(range) != 2
     ):
-        raise TypeError(f"range must be None or a pair (min, max), got {range!r}")
-    if not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in range):
+        raise TypeError(f"range must be None, 'shared' or a pair (min, max), got {range!r}")
+    first, last = range[0], range[1]
+    if not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in (first, last)):
         raise TypeError(f"range must hold two numbers, got {range!r}")
-    lo, hi = float(range[0]), float(range[1])
-    if not (math.isfinite(lo) and math.isfinite(hi)):
+    try:
+        finite = math.isfinite(first) and math.isfinite(last)
+    except OverflowError:  # a Python int too large for a float
+        finite = False
+    if not finite:
         raise ValueError(f"range must be finite, got {range!r}")
-    if lo >= hi:
+    if not first < last:
         raise ValueError(f"range must have min < max, got {range!r}")
-    return lo, hi
+    return first, last
 
 
 def _check_exclude(exclude: Any) -> tuple[float, ...]:
@@ -511,7 +539,7 @@ def _small_int(dtype: np.dtype) -> bool:
 
 
 def _int_counts(
-    img: xr.DataArray, s: _Setup, rng: tuple[float, float] | None
+    img: xr.DataArray, s: _Setup, rng: tuple[Any, Any] | None
 ) -> tuple[np.ndarray, int]:
     """Exact integer counts ``(kept..., n)`` of the values ``low .. low + n - 1`` (computes).
 
@@ -574,16 +602,20 @@ def _float_ranges(img: xr.DataArray, s: _Setup) -> tuple[np.ndarray, np.ndarray]
     return mins, maxs
 
 
-def _uniform_counts(s: _Setup, ranges: np.ndarray, n: int) -> np.ndarray:
+def _uniform_counts(
+    s: _Setup, ranges: np.ndarray | None, n: int, fixed: tuple[Any, Any] | None = None
+) -> np.ndarray:
+    """Counts in ``n`` uniform bins over ``fixed`` or over each kept index's ``ranges`` (computes)."""
     part = _blockwise(
         _count_uniform_kernel,
         s.arr,
         s.kept,
-        [ranges],
+        [] if ranges is None else [ranges],
         dtype=np.int64,
         partial=n,
         n=n,
         exclude=s.exclude,
+        fixed=fixed,
     )
     (counts,) = dask.compute(_sum_partials(part, s.kept))
     return counts
@@ -612,7 +644,7 @@ def histogram(
     img: xr.DataArray,
     *,
     bins: int | Sequence[float] = 256,
-    range: tuple[float, float] | None = None,  # noqa: A002  (numpy's name)
+    range: tuple[float, float] | Literal["shared"] | None = None,  # noqa: A002  (numpy's name)
     exclude: float | Sequence[float] = (),
     dims: str | Sequence[Hashable] | None = None,
 ) -> xr.DataArray:
@@ -633,11 +665,20 @@ def histogram(
         Integer images ignore an int ``bins``: every integer value of the
         range has its own bin (as ``skimage.exposure.histogram`` does). A
         sequence gives explicit, monotonically increasing bin edges (any dtype).
-    range : (float, float), optional
-        Values outside are not counted. Default: the min and max of the valid
-        pixels over all histograms, found by a first pass (skipped for 8- and
-        16-bit integers, which are counted over the whole dtype range in one
-        pass and trimmed). Ignored with explicit edges.
+        At most ``MAX_BINS`` = 2**24 bins (their counts take 128 MiB per
+        histogram and per chunk).
+    range : (number, number) or "shared", optional
+        ``(min, max)``: values outside are not counted; the two values keep
+        their types, so the edges are computed in the dtype numpy would use
+        (a float32 array range on a float32 image gives float32 edges).
+        Default (None): each histogram over its own valid min and max, as
+        ``numpy.histogram`` on that band gives. ``"shared"``: every histogram
+        over the min and max of all of them, so they share their bins.
+        Either is found by a first pass (skipped for 8- and 16-bit integers,
+        which are counted over the whole dtype range in one pass and
+        trimmed). Integer images always share their bins (one per integer
+        value, over the union of the bands' ranges: a band counts 0 outside
+        its own). Ignored with explicit edges.
     exclude : number or sequence of numbers, default ()
         Values never counted, e.g. ``[0, 255]`` for a NoData border. Compared
         after casting to the image's dtype.
@@ -649,9 +690,11 @@ def histogram(
     -------
     xarray.DataArray
         int64 counts with the dims of ``img`` not in ``dims`` (in order) and
-        ``bin``: coords of the kept dims, ``bin`` = bin centres (the integer
-        values for integer images), ``bin_lower`` and ``bin_upper`` = edges.
-        All histograms share the same bins.
+        ``bin``, the coords of the kept dims, and ``bin_centre`` (the integer
+        values for integer images), ``bin_lower`` and ``bin_upper``. Where the
+        histograms have their own bins (floating images, several histograms,
+        default ``range``) these three have the kept dims and ``bin``;
+        otherwise they have dim ``bin`` only and ``bin`` holds the centres too.
 
     Raises
     ------
@@ -659,16 +702,18 @@ def histogram(
         ``img`` is not a DataArray of an integer/float dtype; ``bins``,
         ``range``, ``exclude`` or ``dims`` of the wrong type.
     ValueError
-        ``bins < 1`` or bad edges; ``range`` not finite or min >= max; ``dims``
+        ``bins < 1``, more than ``MAX_BINS`` bins or bad edges; ``range`` not
+        finite, min >= max or a string other than ``"shared"``; ``dims``
         naming a dim ``img`` lacks; a histogram with no valid pixel (after
         exclusion, inside ``range``); non-finite valid values with no ``range``.
 
     Notes
     -----
     Equal to ``numpy.histogram(valid, bins, range)`` on each kept index's
-    valid pixels, with the default range being the min/max over all kept
-    indices (the common binning of ``skimage.exposure.histogram`` with
-    ``channel_axis``). Chunking never changes the counts.
+    valid pixels, with ``range`` as given, or that index's own valid
+    min/max by default. ``range="shared"`` is the common binning of
+    ``skimage.exposure.histogram`` with ``channel_axis``. Chunking never
+    changes the counts.
 
     Examples
     --------
@@ -680,37 +725,55 @@ def histogram(
     >>> f = bi.from_array(np.array([[0.0, np.nan], [0.5, 1.0]]))
     >>> bi.histogram(f, bins=2).values.tolist(), bi.histogram(f, bins=2)["bin_upper"].values.tolist()
     ([[1, 2]], [0.5, 1.0])
+    >>> two = bi.from_array(np.array([[[0.0, 10.0], [1.0, 30.0]]]))  # bands of their own ranges
+    >>> h = bi.histogram(two, bins=2)
+    >>> h["bin_upper"].dims, h["bin_upper"].values.tolist()
+    (('band', 'bin'), [[0.5, 1.0], [20.0, 30.0]])
+    >>> bi.histogram(two, bins=2, range="shared")["bin_upper"].values.tolist()
+    [15.0, 30.0]
     """
     s = _setup(img, bins, exclude, dims)
     rng = _check_range(range)
+    given = rng if isinstance(rng, tuple) else None
     dt = s.arr.dtype
+    kshape = _kept_shape(img, s)
     if isinstance(s.bins, np.ndarray):
         counts = _edges_counts(s, s.bins)
         lower, upper = s.bins[:-1], s.bins[1:]
-        centres = (lower + upper) / 2.0
     elif dt.kind in "iu":
-        counts, low = _int_counts(img, s, rng)
-        centres = np.arange(low, low + counts.shape[-1], dtype=np.int64)
-        lower, upper = centres - 0.5, centres + 0.5
-    else:
-        if rng is not None:
-            first, last = rng  # Python floats, as numpy.histogram receives them
-        else:
-            mins, maxs = _float_ranges(img, s)
-            first, last = mins.min(), maxs.max()  # scalars of img's dtype, as numpy's a.min()
-        ranges = np.empty((*_kept_shape(img, s), 2), dtype=np.float64 if rng else dt)
-        ranges[...] = (first, last)
-        counts = _uniform_counts(s, ranges, s.bins)
-        edges = _uniform_edges(dt, s.bins, first, last)
+        counts, low = _int_counts(img, s, given)
+        values = np.arange(low, low + counts.shape[-1], dtype=np.int64)
+        lower, upper = values - 0.5, values + 0.5
+    elif given is not None:
+        counts = _uniform_counts(s, None, s.bins, fixed=given)
+        edges = _uniform_edges(dt, s.bins, *given)
         lower, upper = edges[:-1], edges[1:]
-        centres = ((lower + upper) / 2.0).astype(np.float64)  # in the edges' dtype, as skimage
-    _check_counts(img, s, counts, "after exclusion" if rng is None else f"inside range={rng!r}")
+    else:
+        mins, maxs = _float_ranges(img, s)  # scalars of img's dtype, as numpy's a.min()
+        if rng == "shared" or math.prod(kshape) == 1:
+            mins, maxs = np.full_like(mins, mins.min()), np.full_like(maxs, maxs.max())
+        ranges = np.stack([mins, maxs], axis=-1).reshape((*kshape, 2))
+        counts = _uniform_counts(s, ranges, s.bins)
+        edges = np.stack([_uniform_edges(dt, s.bins, *ranges[i]) for i in np.ndindex(kshape)])
+        if rng == "shared" or math.prod(kshape) == 1:
+            edges = edges[0]
+        else:
+            edges = edges.reshape((*kshape, s.bins + 1))
+        lower, upper = edges[..., :-1], edges[..., 1:]
+    _check_counts(img, s, counts, "after exclusion" if given is None else f"inside range={rng!r}")
     coords: dict[Hashable, Any] = {
         name: c for name, c in img.coords.items() if set(c.dims) <= set(s.kept_dims)
     }
-    coords["bin"] = ("bin", centres)
-    coords["bin_lower"] = ("bin", np.asarray(lower, dtype=np.float64))
-    coords["bin_upper"] = ("bin", np.asarray(upper, dtype=np.float64))
+    bin_dims = ("bin",) if lower.ndim == 1 else (*s.kept_dims, "bin")
+    if dt.kind in "iu" and not isinstance(s.bins, np.ndarray):
+        centres: np.ndarray = values
+    else:
+        centres = ((lower + upper) / 2.0).astype(np.float64)  # in the edges' dtype, as skimage
+    if lower.ndim == 1:
+        coords["bin"] = ("bin", centres)
+    coords["bin_centre"] = (bin_dims, centres)
+    coords["bin_lower"] = (bin_dims, np.asarray(lower, dtype=np.float64))
+    coords["bin_upper"] = (bin_dims, np.asarray(upper, dtype=np.float64))
     return xr.DataArray(
         counts,
         dims=(*s.kept_dims, "bin"),
@@ -851,28 +914,48 @@ def _check_out_range(out_range: Any) -> tuple[float, float]:
 
 
 def plot_histogram(
-    hist: xr.DataArray, path: str | os.PathLike[str], *, title: str | None = None
+    hist: xr.DataArray,
+    path: str | os.PathLike[str],
+    *,
+    title: str | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """Draw a histogram from :func:`histogram` and its CDF to a PNG.
 
     One step curve of counts per histogram (per band; at most 12 are drawn)
-    on the left axis, the normalized cumulative counts on the right axis.
-    Uses matplotlib's Agg canvas directly, so no GUI backend or global
-    pyplot state is touched.
+    over its own bins, on the left axis; the normalized cumulative counts on
+    the right axis. Uses matplotlib's Agg canvas directly, so no GUI backend
+    or global pyplot state is touched. The PNG is written under a temporary
+    name and renamed to ``path`` once complete.
 
     Parameters
     ----------
     hist : xarray.DataArray
-        Counts with a ``bin`` dim (as returned by :func:`histogram`).
+        Counts with a ``bin`` dim (as returned by :func:`histogram`); the
+        edges are read from its ``bin_lower``/``bin_upper`` coords (shared or
+        per histogram), else from ``bin``.
     path : path-like
         The PNG to write; its folder must exist.
     title : str, optional
         Figure title.
+    overwrite : bool, default False
+        Replace an existing file at ``path``.
 
     Returns
     -------
     pathlib.Path
         ``path``.
+
+    Raises
+    ------
+    TypeError
+        ``hist`` is not a DataArray with a ``bin`` dim.
+    ValueError
+        ``hist`` has no bin.
+    FileExistsError
+        ``path`` exists and ``overwrite`` is false (the file is left untouched).
+    FileNotFoundError, IsADirectoryError
+        The folder of ``path`` does not exist, or ``path`` is a folder.
 
     Examples
     --------
@@ -888,17 +971,23 @@ def plot_histogram(
         raise TypeError(
             f"hist must be a DataArray with a 'bin' dim (from bi.histogram), got {type(hist).__name__}"
         )
-    path = Path(path)
-    if not path.parent.exists():
-        raise FileNotFoundError(f"path: folder {str(path.parent)!r} does not exist")
+    n = hist.sizes["bin"]
+    if n == 0:
+        raise ValueError("hist must have at least one bin, got an empty 'bin' dim")
+    check_new_file(path, overwrite=overwrite, what="path")  # before any drawing
     other = [d for d in hist.dims if d != "bin"]
     flat = hist.transpose(*other, "bin")
-    rows = flat.values.reshape(-1, flat.sizes["bin"])
+    rows = flat.values.reshape(-1, n)
     names = [", ".join(f"{d}={flat[d].values[i]}" if d in flat.coords else f"{d}={i}" for d, i in zip(other, idx, strict=True))
              for idx in np.ndindex(*(flat.sizes[d] for d in other))]  # fmt: skip
-    lower = hist["bin_lower"].values if "bin_lower" in hist.coords else hist["bin"].values
-    upper = hist["bin_upper"].values if "bin_upper" in hist.coords else hist["bin"].values
-    edges = np.append(lower, upper[-1])
+
+    def per_row(name: str) -> np.ndarray:
+        for key in (name, "bin"):
+            if key in hist.coords:
+                return hist[key].broadcast_like(flat).transpose(*other, "bin").values.reshape(-1, n)
+        return np.broadcast_to(np.arange(n, dtype=np.float64), rows.shape)
+
+    lower, upper = per_row("bin_lower"), per_row("bin_upper")
     fig = Figure(figsize=(8, 4.5), dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
@@ -909,10 +998,11 @@ def plot_histogram(
         else [f"C{i % 10}" for i in np.arange(len(rows))]
     )
     for i, (row, name) in enumerate(zip(rows[:12], names[:12], strict=False)):
+        edges = np.append(lower[i], upper[i, -1])
         ax.stairs(row, edges, color=colors[i], alpha=0.8, label=name or "counts")
         total = row.sum()
         if total > 0:
-            ax2.plot(upper, np.cumsum(row) / total, color=colors[i], linestyle="--", linewidth=1)
+            ax2.plot(upper[i], np.cumsum(row) / total, color=colors[i], linestyle="--", linewidth=1)
     ax.set_xlabel("value")
     ax.set_ylabel("count")
     ax2.set_ylabel("CDF (dashed)")
@@ -921,8 +1011,9 @@ def plot_histogram(
     if title:
         ax.set_title(title)
     fig.tight_layout()
-    fig.savefig(path, format="png")
-    return path
+    with new_file(path, overwrite=overwrite, what="path") as tmp:
+        fig.savefig(tmp, format="png")
+    return Path(path)
 
 
 # ---------------------------------------------------------------- pipeline op

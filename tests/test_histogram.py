@@ -69,14 +69,37 @@ def chunkings(draw, shape):
 
 
 # ---------------------------------------------------------------- histogram vs numpy
+@pytest.mark.parametrize("chunks", [9, {"y": 48, "x": 1}, -1])
 @pytest.mark.parametrize("bins", [1, 7, 256])
-def test_histogram_float_matches_numpy(bins):
+def test_histogram_float_matches_numpy(bins, chunks):
+    """Default range: each band's own, exactly numpy.histogram on that band (issue 14)."""
     a = _float_with_nan_border()
+    a[..., 1] = a[..., 1] * 3 + 10  # bands of very different ranges
     a[10, 10, 0] = 0.0
-    h = bi.histogram(bi.from_array(a, chunks=9), bins=bins, exclude=[0])
+    h = bi.histogram(bi.from_array(a, chunks=chunks), bins=bins, exclude=[0])
+    assert h.dims == ("band", "bin") and h.dtype == np.int64
+    assert h["bin_lower"].dims == ("band", "bin") and "bin" not in h.coords
+    for b in range(a.shape[-1]):
+        band = a[..., b]
+        ref, edges = np.histogram(band[_valid(band, [0])], bins=bins)
+        np.testing.assert_array_equal(h.isel(band=b).values, ref)
+        np.testing.assert_array_equal(h["bin_lower"].isel(band=b).values, edges[:-1])
+        np.testing.assert_array_equal(h["bin_upper"].isel(band=b).values, edges[1:])
+        np.testing.assert_array_equal(
+            h["bin_centre"].isel(band=b).values, (edges[:-1] + edges[1:]) / 2
+        )
+
+
+@pytest.mark.parametrize("chunks", [9, {"y": 5, "x": 7}, -1])
+@pytest.mark.parametrize("bins", [1, 7, 256])
+def test_histogram_shared_range_matches_numpy(bins, chunks):
+    a = _float_with_nan_border()
+    a[..., 1] = a[..., 1] * 3 + 10
+    a[10, 10, 0] = 0.0
+    h = bi.histogram(bi.from_array(a, chunks=chunks), bins=bins, exclude=[0], range="shared")
     ok = _valid(a, [0])
     first, last = a[ok].min(), a[ok].max()  # common binning over the bands
-    assert h.dims == ("band", "bin") and h.dtype == np.int64
+    assert h["bin_lower"].dims == ("bin",)
     for b in range(a.shape[-1]):
         band = a[..., b]
         ref, edges = np.histogram(band[_valid(band, [0])], bins=bins, range=(first, last))
@@ -84,6 +107,7 @@ def test_histogram_float_matches_numpy(bins):
         np.testing.assert_array_equal(h["bin_lower"].values, edges[:-1])
         np.testing.assert_array_equal(h["bin_upper"].values, edges[1:])
     np.testing.assert_allclose(h["bin"], (h["bin_lower"] + h["bin_upper"]) / 2, rtol=1e-6)
+    np.testing.assert_array_equal(h["bin"], h["bin_centre"])
 
 
 def test_histogram_single_band_auto_range_is_numpy_default():
@@ -159,12 +183,17 @@ def test_histogram_dims_keeps_other_dims_and_coords():
         image=["a", "b", "c"], band=["r", "g"]
     )
     h = bi.histogram(img, bins=5, dims=("y", "x"))
+    shared = bi.histogram(img, bins=5, dims=("y", "x"), range="shared")
     assert h.dims == ("image", "band", "bin")
     assert h["image"].values.tolist() == ["a", "b", "c"] and h["band"].values.tolist() == ["r", "g"]
+    assert h["bin_lower"].dims == ("image", "band", "bin")
     for i in range(3):
         for b in range(2):
-            ref, _ = np.histogram(stack[i, ..., b], bins=5, range=(stack.min(), stack.max()))
+            ref, edges = np.histogram(stack[i, ..., b], bins=5)
             np.testing.assert_array_equal(h.isel(image=i, band=b).values, ref)
+            np.testing.assert_array_equal(h["bin_upper"].isel(image=i, band=b).values, edges[1:])
+            ref, _ = np.histogram(stack[i, ..., b], bins=5, range=(stack.min(), stack.max()))
+            np.testing.assert_array_equal(shared.isel(image=i, band=b).values, ref)
     everything = bi.histogram(img, bins=5, dims=["image", "y", "x", "band"])
     assert everything.dims == ("bin",)
     np.testing.assert_array_equal(everything.values, np.histogram(stack, bins=5)[0])
@@ -193,10 +222,13 @@ def test_chunking_never_changes_histogram_or_equalization(data):
     img = bi.from_array(da.from_array(a, chunks=chunks))
     ok = _valid(a, [2.0])
     h = bi.histogram(img, bins=16, exclude=[2.0])
+    shared = bi.histogram(img, bins=16, exclude=[2.0], range="shared")
     for b in range(2):
         band = a[..., b]
-        ref, _ = np.histogram(band[_valid(band, [2.0])], bins=16, range=(a[ok].min(), a[ok].max()))
+        ref, _ = np.histogram(band[_valid(band, [2.0])], bins=16)
         np.testing.assert_array_equal(h.isel(band=b).values, ref)
+        ref, _ = np.histogram(band[_valid(band, [2.0])], bins=16, range=(a[ok].min(), a[ok].max()))
+        np.testing.assert_array_equal(shared.isel(band=b).values, ref)
     out = bi.equalize_hist(img, bins=16, exclude=[2.0]).values
     whole = bi.equalize_hist(bi.from_array(a, chunks=-1), bins=16, exclude=[2.0]).values
     np.testing.assert_array_equal(out, whole)  # per-pixel op: bit-identical
@@ -464,3 +496,97 @@ def test_on_local_cluster(client):
     _assert_equalized(out.values, a, exclude=[0, 255])
     f = _float_with_nan_border()
     _assert_equalized(bi.equalize_hist(bi.from_array(f, chunks=16), bins=32).values, f, bins=32)
+
+
+# ---------------------------------------------------------------- issue 14
+def _edge_hugging_float32(rng_values, bins, seed=0) -> np.ndarray:
+    """float32 values on and next to both the float32 and the float64 bin edges of the range."""
+    rng = np.random.default_rng(seed)
+    lo, hi = float(rng_values[0]), float(rng_values[1])
+    edges = np.concatenate(
+        [np.linspace(lo, hi, bins + 1), np.linspace(np.float32(lo), np.float32(hi), bins + 1)]
+    ).astype(np.float32)
+    near = np.concatenate([edges, np.nextafter(edges, -np.inf), np.nextafter(edges, np.inf)])
+    vals = np.concatenate([near, rng.uniform(lo - 0.1, hi + 0.1, 400 - near.size)]).astype("f4")
+    return rng.permutation(vals).reshape(20, 20, 1)
+
+
+@pytest.mark.parametrize("chunks", [7, {"y": 20, "x": 3}, -1])
+@pytest.mark.parametrize("range_dtype", ["float64", "float32"])
+def test_numpy_array_range_keeps_its_dtype(range_dtype, chunks):
+    """A numpy range keeps its dtype, so edges and counts are numpy's exactly (issue 14)."""
+    rng_values = np.array([0.1, 0.7], dtype=range_dtype)
+    for bins in (3, 7, 10):
+        a = _edge_hugging_float32(rng_values, bins)
+        h = bi.histogram(bi.from_array(a, chunks=chunks), bins=bins, range=rng_values)
+        ref, edges = np.histogram(a, bins=bins, range=rng_values)
+        np.testing.assert_array_equal(h.isel(band=0).values, ref)
+        np.testing.assert_array_equal(h["bin_lower"].values, edges[:-1].astype(np.float64))
+        np.testing.assert_array_equal(h["bin_upper"].values, edges[1:].astype(np.float64))
+        # Python floats and numpy scalars are passed on as numpy receives them too
+        for pair in ((0.1, 0.7), (np.float64(0.1), np.float32(0.7)), [0, np.float32(0.7)]):
+            got = bi.histogram(bi.from_array(a, chunks=chunks), bins=bins, range=pair)
+            ref, edges = np.histogram(a, bins=bins, range=pair)
+            np.testing.assert_array_equal(got.isel(band=0).values, ref)
+            np.testing.assert_array_equal(got["bin_upper"].values, edges[1:].astype(np.float64))
+
+
+@pytest.mark.parametrize("bins", [2**24 + 1, 2**40])
+def test_absurd_bin_count_is_refused_up_front(bins):
+    img = bi.from_array(_float_with_nan_border(), chunks=16)
+    with raise_if_dask_computes(), pytest.raises(ValueError, match=r"bins must .*16777216"):
+        bi.histogram(img, bins=bins)
+    with raise_if_dask_computes(), pytest.raises(ValueError, match=r"bins must .*16777216"):
+        bi.equalize_hist(img, bins=bins)
+    with raise_if_dask_computes(), pytest.raises(ValueError, match=r"bins must .*16777216"):
+        bi.histogram(img, bins=np.arange(2**24 + 2.0))
+
+
+@pytest.mark.parametrize("chunks", [5, {"y": 48, "x": 7}, -1])
+def test_equalize_per_band_ranges_match_skimage(chunks):
+    a = _float_with_nan_border((48, 40, 3), seed=7)
+    a[..., 1] = a[..., 1] * 100 - 50
+    a[..., 2] = a[..., 2] * 1e-3
+    for bins in (5, 256):
+        out = bi.equalize_hist(bi.from_array(a, chunks=chunks), bins=bins).values
+        _assert_equalized(out, a, bins=bins)
+
+
+def test_plot_histogram_refuses_an_existing_file(tmp_path):
+    h = bi.histogram(bi.from_array(_uint8_with_border(), chunks=16), exclude=[0, 255])
+    path = tmp_path / "hist.png"
+    path.write_bytes(b"precious")
+    with pytest.raises(FileExistsError, match="overwrite"):
+        bi.plot_histogram(h, path)
+    assert path.read_bytes() == b"precious"
+    assert bi.plot_histogram(h, path, overwrite=True) == path
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["hist.png"]  # no temporary file left
+    with pytest.raises(IsADirectoryError, match="path"):
+        bi.plot_histogram(h, tmp_path, overwrite=True)
+
+
+def test_plot_histogram_draws_each_bands_own_bins(tmp_path, monkeypatch):
+    from matplotlib.axes import Axes
+
+    drawn = []
+    original = Axes.stairs
+
+    def spy(self, values, edges, **kwargs):
+        drawn.append((np.asarray(values), np.asarray(edges)))
+        return original(self, values, edges, **kwargs)
+
+    monkeypatch.setattr(Axes, "stairs", spy)
+    a = _float_with_nan_border()
+    a[..., 1] += 100
+    for range_ in (None, "shared"):
+        drawn.clear()
+        h = bi.histogram(bi.from_array(a, chunks=16), bins=8, range=range_)
+        bi.plot_histogram(h, tmp_path / f"{range_}.png")
+        assert len(drawn) == 2
+        for b, (values, edges) in enumerate(drawn):
+            band = a[..., b]
+            rng = None if range_ is None else (np.nanmin(a), np.nanmax(a))
+            ref, ref_edges = np.histogram(band[_valid(band)], bins=8, range=rng)
+            np.testing.assert_array_equal(values, ref)
+            np.testing.assert_array_equal(edges, ref_edges.astype(np.float64))
