@@ -160,6 +160,12 @@ def _correlated_tile(
 
 # ---------------------------------------------------------------- tiling + builder
 _TILE_PIXELS = 1 << 22  # ~4 Mpx per task: 16 MiB of float32 before the halo
+# Refused up front, before any graph is built: more chunks than a dask graph
+# holds in bounded scheduler memory, or a task whose haloed tile needs more
+# than _MAX_TASK_BYTES (measured: ~5 bytes per pixel per byte of the dtype).
+_MAX_CHUNKS = 1 << 20
+_MAX_TASK_BYTES = 1 << 31
+_BYTES_PER_PIXEL_PER_ITEM = 5
 
 
 def _tile_sizes(shape: Sequence[int], radii: Sequence[int]) -> tuple[int, ...]:
@@ -285,6 +291,68 @@ def _check_scales(dims: tuple[str, ...], length_scale: Any) -> tuple[float, ...]
     if not any(scales):
         raise ValueError(f"length_scale must name at least one dim, got {length_scale!r}")
     return scales
+
+
+def _check_graph_size(
+    shape: tuple[int, ...],
+    dims: tuple[str, ...],
+    scales: tuple[float, ...],
+    truncate: float,
+    dtype: np.dtype,
+    chunks: Any,
+) -> None:
+    """Refuse, by arithmetic only, a field whose graph or tasks cannot fit in bounded memory.
+
+    Checks that the kernel radius is finite, that one task's haloed tile
+    stays under ``_MAX_TASK_BYTES``, and that neither the tiling nor the
+    requested ``chunks`` make more than ``_MAX_CHUNKS`` chunks.
+    """
+    for d, s in zip(dims, scales, strict=True):
+        if s > 0 and not math.isfinite(truncate * s + 0.5):
+            raise ValueError(
+                f"length_scale[{d!r}]={s!r} with truncate={truncate!r} gives an infinite "
+                "kernel radius; use a smaller length_scale or truncate"
+            )
+    radii = [_kernel_radius(s, truncate) for s in scales]
+    tiles = _tile_sizes(shape, radii)
+    haloed = [t + 2 * r for t, r in zip(tiles, radii, strict=True)]
+    task_bytes = math.prod(haloed) * _BYTES_PER_PIXEL_PER_ITEM * dtype.itemsize
+    if task_bytes > _MAX_TASK_BYTES:
+        radius = {d: r for d, r in zip(dims, radii, strict=True) if r}
+        raise ValueError(
+            f"length_scale={dict(zip(dims, scales, strict=True))!r} with truncate={truncate!r} "
+            f"gives a kernel radius of {radius} pixels: one task would hold a "
+            f"{' x '.join(map(str, haloed))} pixel tile with its halo "
+            f"(~{task_bytes / 2**30:.1f} GiB), more than the limit of "
+            f"{_MAX_TASK_BYTES / 2**30:.0f} GiB; use a smaller length_scale or truncate "
+            "(or make the noise on a coarser grid and upsample it)"
+        )
+    n_tiles = math.prod(-(-n // t) for n, t in zip(shape, tiles, strict=True))
+    if n_tiles > _MAX_CHUNKS:
+        raise ValueError(
+            f"shape {dict(zip(dims, shape, strict=True))} needs {n_tiles:,} tiles of at most "
+            f"~{_TILE_PIXELS:,} pixels, more than the limit of {_MAX_CHUNKS:,} chunks a dask "
+            "graph can hold in bounded memory; use a smaller shape"
+        )
+    if isinstance(chunks, str) and chunks == "auto":
+        return
+    stand_in = cast(xr.DataArray, SimpleNamespace(dims=dims))  # normalize_chunks reads .dims
+    wanted = normalize_chunks(stand_in, chunks)  # types, dims, signs
+    n_chunks = 1
+    for d, n, t in zip(dims, shape, tiles, strict=True):
+        c = wanted[d]
+        if isinstance(c, numbers.Integral) and not isinstance(c, bool):
+            n_chunks *= 1 if c == -1 else -(-n // int(c))
+        elif isinstance(c, Sequence) and not isinstance(c, str):
+            n_chunks *= max(1, len(c))
+        elif c is None:  # xarray: keep the tiling
+            n_chunks *= -(-n // t)
+    if n_chunks > _MAX_CHUNKS:
+        raise ValueError(
+            f"chunks={chunks!r} splits shape {dict(zip(dims, shape, strict=True))} into "
+            f"{n_chunks:,} chunks, more than the limit of {_MAX_CHUNKS:,} a dask graph can "
+            "hold in bounded memory; use larger chunks"
+        )
 
 
 def _check_number(
@@ -426,6 +494,7 @@ def correlated_noise(
     std = _check_number(std, "std", nonnegative=True)
     truncate = _check_number(truncate, "truncate", positive=True)
     out_dtype = _check_dtype(dtype)
+    _check_graph_size(shape_t, dims, scales, truncate, out_dtype, chunks)
     params = {"seed": seed, "scales": scales, "truncate": truncate, "mean": mean, "std": std}
     data = _correlated_dask(shape_t, dims, out_dtype, **params)
     attrs = {

@@ -393,3 +393,81 @@ def test_cli_bad_input(tmp_path, capsys, args, match):
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and match in lines[0], lines
     assert not (tmp_path / "n.zarr").exists()
+
+
+# ---------------------------------------------------------------- issue 14: bounded graphs and tasks
+def _no_graph(*args, **kwargs):
+    raise AssertionError("the graph was built before the input was refused")
+
+
+def test_huge_shape_is_refused_before_building_the_graph(monkeypatch):
+    monkeypatch.setattr(noise_mod, "_correlated_dask", _no_graph)
+    with pytest.raises(ValueError, match=r"shape \{'y': 1099511627776.*tiles.*limit of 1,048,576"):
+        correlated_noise((2**40, 2**40), length_scale=5)
+
+
+def test_too_many_chunks_are_refused_before_building_the_graph(monkeypatch):
+    monkeypatch.setattr(noise_mod, "_correlated_dask", _no_graph)
+    with pytest.raises(ValueError, match=r"chunks=16 .* 16,777,216 chunks.*use larger chunks"):
+        correlated_noise((65536, 65536), length_scale=5, chunks=16)
+    with pytest.raises(ValueError, match=r"chunks=\{'x': 1\} .* 1,048,577 chunks"):
+        correlated_noise((256, 2**20 + 1), length_scale=5, chunks={"x": 1})
+
+
+def test_huge_but_reasonable_shape_builds_lazily():
+    with raise_if_dask_computes():
+        field = correlated_noise((65536, 65536), length_scale=5, chunks=4096)
+    assert field.shape == (65536, 65536) and field.data.npartitions == 256
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"length_scale": 1e6}, r"length_scale=.*1000000.0.*truncate=4.0.*radius.*limit of 2 GiB"),
+        ({"length_scale": {"x": 1e6}}, r"length_scale=.*truncate=4.0.*limit of 2 GiB"),
+        ({"length_scale": 1e308}, r"length_scale\['y'\]=1e\+308 with truncate=4.0 .*infinite"),
+        ({"length_scale": 2.0, "truncate": 1e308}, "infinite kernel radius"),
+        ({"length_scale": 100.0, "truncate": 1e6}, r"truncate=1000000.0.*limit of 2 GiB"),
+    ],
+)
+def test_kernel_too_large_for_a_task_is_refused_up_front(monkeypatch, kwargs, match):
+    monkeypatch.setattr(noise_mod, "_correlated_dask", _no_graph)
+    with pytest.raises(ValueError, match=match):
+        correlated_noise((1000, 1000), **kwargs)
+
+
+def test_large_kernel_on_a_small_image_is_still_allowed():
+    """The task size counts the tile actually used, not a full 2048 px tile."""
+    field = correlated_noise((4, 5), length_scale=100, seed=2, dtype="float64")
+    np.testing.assert_allclose(field.values, _reference(2, (4, 5), 100, 100), rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"length_scale": float("nan")}, ValueError, "length_scale"),
+        ({"length_scale": float("inf")}, ValueError, "length_scale"),
+        ({"length_scale": 0.0}, ValueError, "length_scale must be > 0"),
+        ({"length_scale": -2.0}, ValueError, "length_scale must be > 0"),
+        ({"std": float("nan")}, ValueError, "std must be finite"),
+        ({"std": float("inf")}, ValueError, "std must be finite"),
+        ({"truncate": float("nan")}, ValueError, "truncate must be finite"),
+        ({"truncate": -1.0}, ValueError, "truncate must be > 0"),
+        ({"mean": float("-inf")}, ValueError, "mean must be finite"),
+    ],
+)
+def test_non_finite_and_non_positive_parameters(kwargs, error, match):
+    args = {"length_scale": 2.0, **kwargs}
+    with pytest.raises(error, match=match):
+        correlated_noise((32, 32), **args)
+
+
+def test_cli_huge_length_scale_leaves_no_store(tmp_path, capsys):
+    from bigimg.cli import main
+
+    out = tmp_path / "n.zarr"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["noise", str(out), "--shape", "1000x1000", "--length-scale", "1e6", "--quiet"])
+    assert exit_info.value.code == 2
+    assert "length_scale" in capsys.readouterr().err
+    assert not out.exists()
