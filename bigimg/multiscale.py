@@ -54,7 +54,8 @@ def coarsen_mean(obj: xr.DataArray, factor: int | Mapping[Hashable, int] = 2) ->
         ``image``, are kept).
     factor : int or dict, default 2
         Block size: an int applies to ``y`` and ``x``; a dict names dims
-        (dims left out get 1).
+        (dims left out get 1). A factor larger than its dim's size makes one
+        block of the whole dim, as xarray's ``boundary="pad"`` does.
 
     Returns
     -------
@@ -296,7 +297,9 @@ def _factors(obj: xr.DataArray, factor: Any) -> dict[Hashable, int]:
     for d, v in zip(obj.dims, values, strict=True):
         if v < 1 or v != math.floor(v):
             raise ValueError(f"factor[{d!r}] must be a positive integer, got {v!r}")
-        out[d] = int(v)
+        # beyond the dim's size, padding only adds NaN the mean skips: one block
+        # of the whole dim is the same result, without padding to the factor
+        out[d] = min(int(v), obj.sizes[d])
     return out
 
 

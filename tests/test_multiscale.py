@@ -276,3 +276,30 @@ def test_config(tmp_path: Path) -> None:
     raw = mosaic.values.astype(np.float32)
     raw[raw == 0] = np.nan
     np.testing.assert_allclose(out.values, block_nanmean(raw, 4, 4), rtol=1e-6)
+
+
+# ---------------------------------------------------------------- issue 14: factors beyond the image
+def test_coarsen_mean_factor_larger_than_the_image_is_one_block_like_xarray() -> None:
+    """xarray's boundary="pad" accepts a window beyond the dim: one block of the whole dim.
+
+    A factor of 10**9 must give that block without padding to 10**9 pixels.
+    """
+    a = np.arange(5 * 7 * 2, dtype=np.float32).reshape(5, 7, 2)
+    a[0, :, 1] = np.nan
+    img = bi.from_array(a, chunks={"y": 2, "x": 3})
+    img = img.assign_coords(y=np.arange(5.0), x=np.arange(7.0) * 10)
+    with raise_if_dask_computes():
+        out = coarsen_mean(img, {"y": 10**9, "x": 3})
+    assert out.shape == (1, 3, 2)
+    expected = img.coarsen(y=8, x=3, boundary="pad").mean()  # any window > 5: one block
+    xr.testing.assert_allclose(out, expected.astype(np.float32))
+    whole = coarsen_mean(img, 10**12)
+    assert whole.shape == (1, 1, 2)
+    np.testing.assert_allclose(whole.values[0, 0], np.nanmean(a, axis=(0, 1)), rtol=1e-6)
+
+
+def test_coarsen_mean_factor_beyond_one_dim_only() -> None:
+    """A 1 x N image with factor 4: y keeps its single row (as xarray pads it)."""
+    a = np.arange(10.0).reshape(1, 10)
+    out = coarsen_mean(bi.from_array(a), 4)
+    np.testing.assert_allclose(out.values[:, :, 0], block_nanmean(a, 4, 4))
