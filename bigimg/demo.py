@@ -90,22 +90,61 @@ def _mosaic_block(
     return vals.astype(out_dtype)
 
 
+DEMO_OUTPUTS = ("mosaic.zarr", "output.zarr", "quicklook.png")
+
+
 def run_demo(
-    out: str | Path, *, size: int = 8192, overwrite: bool = True, progress: bool | None = None
+    out: str | Path, *, size: int = 8192, overwrite: bool = False, progress: bool | None = None
 ) -> dict[str, float]:
     """Write the mosaic, run the demo pipeline on it, write a quick-look PNG.
 
-    Runs on whatever Dask client is active. Returns the stage timings in seconds.
+    Runs on whatever Dask client is active.
+
+    Parameters
+    ----------
+    out : str or Path
+        Folder for the outputs ``mosaic.zarr``, ``output.zarr`` and
+        ``quicklook.png`` (created if missing).
+    size : int, default 8192
+        Mosaic side in pixels.
+    overwrite : bool, default False
+        Replace outputs left by an earlier run. Without it, an existing
+        output is refused before any work starts.
+    progress : bool, optional
+        Progress bars on stderr; default: only when stderr is a TTY.
+
+    Returns
+    -------
+    dict of str to float
+        The stage timings in seconds.
+
+    Raises
+    ------
+    FileExistsError
+        One of the outputs exists and ``overwrite`` is false (all are checked
+        before anything is written).
+    ValueError
+        ``out`` is a file, an output path is not what bigimg would replace
+        (e.g. a non-store folder), or ``size`` is too small.
     """
-    from bigimg.io import to_zarr
+    from bigimg.files import check_new_file
+    from bigimg.io import check_output, to_zarr
     from bigimg.pipeline import parse_config
     from bigimg.quicklook import quicklook
 
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"out: {str(out)!r} is a file, not a folder")
+    mosaic = synthetic_mosaic(size)  # validates size
+    if out.is_dir():  # refuse any existing output before writing anything
+        mosaic_path, output_path, png_path = (out / name for name in DEMO_OUTPUTS)
+        check_output(mosaic_path, overwrite=overwrite)
+        check_output(output_path, overwrite=overwrite)
+        check_new_file(png_path, overwrite=overwrite, what="quicklook")
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     t = time.perf_counter()
-    to_zarr(synthetic_mosaic(size), out / "mosaic.zarr", overwrite=overwrite, progress=progress)
+    to_zarr(mosaic, out / "mosaic.zarr", overwrite=overwrite, progress=progress)
     timings["write mosaic"] = time.perf_counter() - t
     config = {
         "input": {"path": "mosaic.zarr", "nodata": 0, "chunks": {"y": 2048, "x": 2048}},
@@ -118,6 +157,8 @@ def run_demo(
     t = time.perf_counter()
     from bigimg.io import open_zarr
 
-    quicklook(open_zarr(out / "output.zarr"), out / "quicklook.png", max_size=1024)
+    quicklook(
+        open_zarr(out / "output.zarr"), out / "quicklook.png", max_size=1024, overwrite=overwrite
+    )
     timings["quicklook"] = time.perf_counter() - t
     return timings

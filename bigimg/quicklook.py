@@ -19,6 +19,7 @@ import dask
 import numpy as np
 import xarray as xr
 
+from bigimg.files import check_disjoint, check_new_file, new_file
 from bigimg.histogram import histogram
 from bigimg.image import check_image
 from bigimg.multiscale import _check_size, coarsen_mean
@@ -35,6 +36,7 @@ def quicklook(
     max_size: int = 2048,
     bands: Sequence[int] | None = None,
     stretch: tuple[float, float] = (2.0, 98.0),
+    overwrite: bool = False,
 ) -> xr.DataArray:
     """A small stretched preview of ``obj``, also written as a PNG when ``path`` is given (computes).
 
@@ -58,6 +60,9 @@ def quicklook(
         the first three bands if there are at least three, else the first.
     stretch : (float, float), default (2, 98)
         Percentiles of the valid pixels mapped to black and to white.
+    overwrite : bool, default False
+        Replace an existing file at ``path``. The PNG is written under a
+        temporary name and renamed into place when complete.
 
     Returns
     -------
@@ -73,7 +78,13 @@ def quicklook(
         ``obj`` is not a DataArray; ``max_size`` or a band is not an int.
     ValueError
         Missing ``y``/``x`` dims, a stack of several images, bad ``bands``,
-        ``stretch`` or ``max_size``, or ``path``'s folder does not exist.
+        ``stretch`` or ``max_size``, ``path``'s folder does not exist, or
+        ``path`` overlaps the file or store ``obj`` was read from (known from
+        ``obj.encoding["source"]`` or ``obj.attrs["bigimg_source"]``).
+    FileExistsError
+        ``path`` exists and ``overwrite`` is false (checked before computing).
+    IsADirectoryError
+        ``path`` is a folder.
 
     Notes
     -----
@@ -98,9 +109,7 @@ def quicklook(
     _check_size(max_size, "max_size")
     lo, hi = _check_stretch(stretch)
     if path is not None:
-        path = Path(path)
-        if not path.parent.is_dir():
-            raise ValueError(f"path: folder {str(path.parent)!r} does not exist")
+        path = _check_png_path(path, obj, overwrite)
     img = _select(obj, bands)
     if img.chunks is None:
         img = img.chunk()
@@ -128,14 +137,39 @@ def quicklook(
         "bigimg_quicklook_limits": limits.tolist(),
     }
     if path is not None:
-        write_png(preview.values, path)
+        write_png(preview.values, path, overwrite=overwrite)
     return preview
 
 
-def write_png(rgb: np.ndarray, path: str | os.PathLike[str]) -> Path:
+def write_png(rgb: np.ndarray, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
     """Write a ``(y, x, 1 or 3)`` float array in [0, 1] as an 8-bit PNG with alpha.
 
-    A pixel that is NaN in any band is fully transparent.
+    A pixel that is NaN in any band is fully transparent. The file is written
+    under a temporary name in ``path``'s folder and renamed into place when
+    complete (:func:`bigimg.files.new_file`).
+
+    Parameters
+    ----------
+    rgb : numpy.ndarray
+        ``(y, x, 1 or 3)`` values in [0, 1] (clipped), NaN for transparent.
+    path : path-like
+        The PNG to write.
+    overwrite : bool, default False
+        Replace an existing file at ``path``.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+
+    Raises
+    ------
+    ValueError
+        ``rgb`` has the wrong shape.
+    FileExistsError
+        ``path`` exists and ``overwrite`` is false.
+    IsADirectoryError, FileNotFoundError
+        ``path`` is a folder, or its folder does not exist.
 
     Examples
     --------
@@ -148,13 +182,16 @@ def write_png(rgb: np.ndarray, path: str | os.PathLike[str]) -> Path:
 
     path = Path(path)
     rgb = np.asarray(rgb, dtype=np.float32)
-    if rgb.ndim != 3 or rgb.shape[2] not in (1, 3):
+    if rgb.ndim != 3 or rgb.shape[2] not in (1, 3) or rgb.size == 0:
         raise ValueError(f"rgb must have shape (y, x, 1 or 3), got {rgb.shape}")
+    check_new_file(path, overwrite=overwrite, what="path")  # before the work
     alpha = np.all(np.isfinite(rgb), axis=2)
     pix = np.round(np.clip(np.nan_to_num(rgb, nan=0.0), 0.0, 1.0) * 255).astype(np.uint8)
     pix[~alpha] = 0
     a = np.where(alpha, 255, 0).astype(np.uint8)[:, :, None]
-    PIL.Image.fromarray(np.concatenate([pix, a], axis=2)).save(path, format="PNG")  # LA/RGBA
+    image = PIL.Image.fromarray(np.concatenate([pix, a], axis=2))  # LA/RGBA
+    with new_file(path, overwrite=overwrite, what="path") as tmp:
+        image.save(tmp, format="PNG")
     return path
 
 
@@ -165,19 +202,47 @@ def open_for_quicklook(path: str | os.PathLike[str], max_size: int) -> xr.DataAr
     this is the coarsest level still at least ``max_size`` pixels on its
     longest side, so the preview reads a fraction of the data (the stretch
     percentiles then come from that level); any other image opens with
-    :func:`bigimg.open_image`.
+    :func:`bigimg.open_image`. The result's ``encoding["source"]`` is
+    ``path``, so that :func:`quicklook` refuses to write its PNG into it.
     """
     from bigimg.image import open_image
     from bigimg.io import is_zarr_store
     from bigimg.multiscale import best_level, open_level, pyramid_levels
 
+    _check_size(max_size, "max_size")
     path = Path(path)
     if is_zarr_store(path) and (path / "image").is_dir() and pyramid_levels(path) != [0]:
-        return open_level(path, best_level(path, max_size))
-    return open_image(path)
+        out = open_level(path, best_level(path, max_size))
+    else:
+        out = open_image(path)
+    out.encoding["source"] = str(path)
+    return out
 
 
 # ---------------------------------------------------------------- validation
+def _check_png_path(path: str | os.PathLike[str], obj: xr.DataArray, overwrite: bool) -> Path:
+    """The PNG path, refused before any compute if it exists or overlaps ``obj``'s source."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise ValueError(f"path: folder {str(path.parent)!r} does not exist")
+    check_disjoint(path, _source_paths(obj), what="path")
+    return check_new_file(path, overwrite=overwrite, what="path")
+
+
+def _source_paths(obj: xr.DataArray) -> list[str]:
+    """Files or stores ``obj`` was read from, as far as its encoding and attrs tell."""
+    found = []
+    source = obj.encoding.get("source")
+    if isinstance(source, str | os.PathLike):
+        found.append(os.fspath(source))
+    recorded = obj.attrs.get("bigimg_source")
+    if isinstance(recorded, str) and recorded:
+        store = recorded.split("#")[0]  # pyramid levels record "store#levels/k/image"
+        if Path(store).exists():  # provenance can also be a description, not a path
+            found.append(store)
+    return found
+
+
 def _check_stretch(stretch: object) -> tuple[float, float]:
     if (
         not isinstance(stretch, Sequence)

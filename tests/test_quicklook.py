@@ -350,3 +350,98 @@ def test_cli_bad_input_is_one_line(
 def test_cli_missing_store(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
     assert run_cli("quicklook", str(tmp_path / "nope.zarr"), str(tmp_path / "q.png")) == 2
     assert "no such file or directory" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- issue 14: never replace a file silently
+def test_quicklook_refuses_an_existing_file_before_computing(tmp_path: Path) -> None:
+    target = tmp_path / "notes.txt"
+    target.write_text("my notes")
+    img = bi.from_array(da.zeros((20, 20), chunks=10))
+    with raise_if_dask_computes(), pytest.raises(FileExistsError, match="overwrite=True"):
+        quicklook(img, target)
+    assert target.read_text() == "my notes"
+    quicklook(img, target, overwrite=True)
+    with PIL.Image.open(target) as im:
+        assert im.format == "PNG" and im.size == (20, 20)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]  # no temporary left
+
+
+def test_quicklook_refuses_a_folder(tmp_path: Path) -> None:
+    img = bi.from_array(np.zeros((4, 4)))
+    with raise_if_dask_computes(), pytest.raises(IsADirectoryError, match="is a folder"):
+        quicklook(img, tmp_path, overwrite=True)
+
+
+def test_write_png_refuses_an_existing_file(tmp_path: Path) -> None:
+    target = tmp_path / "a.png"
+    target.write_bytes(b"not mine to replace")
+    with pytest.raises(FileExistsError, match="a.png"):
+        write_png(np.zeros((2, 2, 1)), target)
+    assert target.read_bytes() == b"not mine to replace"
+    write_png(np.zeros((2, 2, 1)), target, overwrite=True)
+    with PIL.Image.open(target) as im:
+        assert im.size == (2, 2)
+
+
+def test_write_png_failure_leaves_no_file(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    def broken_save(self, fp, *args, **kwargs):  # type: ignore[no-untyped-def]
+        Path(fp).write_bytes(b"half a png")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(PIL.Image.Image, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        write_png(np.zeros((2, 2, 1)), tmp_path / "a.png")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_quicklook_refuses_a_png_inside_its_input_store(store: Path) -> None:
+    from bigimg.quicklook import open_for_quicklook
+
+    img = open_for_quicklook(store, 64)
+    for target in (store / "x.png", store / "image" / "x.png"):
+        with raise_if_dask_computes(), pytest.raises(ValueError, match="overlaps the input"):
+            quicklook(img, target)
+    with pytest.raises(ValueError, match="overlaps the input"):
+        quicklook(bi.open_image(store), store / "x.png")  # bigimg_source names the store
+    write_pyramid(store, max_size=64, progress=False)
+    with pytest.raises(ValueError, match="overlaps the input"):
+        quicklook(open_for_quicklook(store, 64), store / "levels" / "x.png")
+    assert not list(store.rglob("*.png")) and not list(store.rglob("*.partial"))
+
+
+def test_open_for_quicklook_checks_max_size(store: Path) -> None:
+    from bigimg.quicklook import open_for_quicklook
+
+    with pytest.raises(TypeError, match="max_size must be a positive int"):
+        open_for_quicklook(store, "64")  # type: ignore[arg-type]
+
+
+def test_cli_quicklook_does_not_replace_a_users_file(
+    local_client, store: Path, tmp_path: Path, capsys
+) -> None:  # type: ignore[no-untyped-def]
+    target = tmp_path / "existing.txt"
+    target.write_text("keep me")
+    address = local_client.scheduler.address
+    assert run_cli("quicklook", str(store), str(target), "--scheduler", address) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert target.read_text() == "keep me"
+
+
+def test_run_demo_refuses_existing_outputs_before_any_work(tmp_path: Path) -> None:
+    from bigimg.demo import run_demo
+
+    out = tmp_path / "demo"
+    out.mkdir()
+    (out / "quicklook.png").write_text("a user's file")
+    with dask.config.set(scheduler="sync"), pytest.raises(FileExistsError, match="quicklook"):
+        run_demo(out, size=64, progress=False)
+    assert sorted(p.name for p in out.iterdir()) == ["quicklook.png"]  # nothing written
+    assert (out / "quicklook.png").read_text() == "a user's file"
+    with dask.config.set(scheduler="sync"):
+        run_demo(out, size=64, progress=False, overwrite=True)
+        with PIL.Image.open(out / "quicklook.png") as im:
+            assert im.format == "PNG"
+        with pytest.raises(FileExistsError, match="mosaic.zarr"):
+            run_demo(out, size=64, progress=False)
+        run_demo(out, size=64, progress=False, overwrite=True)
+    assert sorted(p.name for p in out.iterdir()) == ["mosaic.zarr", "output.zarr", "quicklook.png"]
