@@ -24,7 +24,7 @@ import json
 import math
 import numbers
 import threading
-from collections.abc import Hashable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -56,55 +56,89 @@ def _chunk_moments(
 
     ``M2 = Σ (x - mean)ᵀ (x - mean)`` is a float64 matrix, upper triangle
     only (the lower one holds garbage). The block is centred on its own mean
-    first (so large pixel means cost no precision). float64 input takes one
-    float64 BLAS product ``xcᵀ xc`` (numpy hands it to ``syrk``); anything
-    else float32 products over at most :func:`_gemm_rows` rows at a time,
-    summed into ``M2``. numpy's matmul, not scipy's ``?syrk`` wrapper: the
-    f2py wrapper holds the GIL, which serialized dask's threads.
+    first (so large pixel means cost no precision). float64 input, and
+    integers of 32 bits or more (not exact in float32), take one float64 BLAS
+    product ``xcᵀ xc`` (numpy hands it to ``syrk``); anything else float32
+    products over at most :func:`_gemm_rows` rows at a time, summed into
+    ``M2``, redone in float64 if a float32 product overflowed. numpy's matmul,
+    not scipy's ``?syrk`` wrapper: the f2py wrapper holds the GIL, which
+    serialized dask's threads.
+
+    Rows holding NaN or ±inf raise a ``ValueError`` naming them (``offset``
+    is the block's first row index), or are dropped under
+    ``nan_policy="omit"``.
     """
-    bad = np.isnan(x).any(axis=1) if x.dtype.kind in "fc" else None
-    if bad is not None and bad.any():
-        if nan_policy == "raise":
-            where = (np.flatnonzero(bad)[:5] + offset).tolist()
-            raise ValueError(
-                f"ZCA.fit: {int(bad.sum())} sample(s) along {sample_dim!r} contain NaN "
-                f"(first indices: {where}); pass nan_policy='omit' to drop them from the fit"
-            )
-        x = x[~bad]
+    if x.dtype.kind == "f":
+        bad = ~np.isfinite(x).all(axis=1)
+        if bad.any():
+            if nan_policy == "raise":
+                _raise_nonfinite_rows(x, bad, offset, sample_dim)
+            x = x[~bad]
     n, f = x.shape
     if n == 0:
         return 0, np.zeros(f, dtype=np.float64), np.zeros((f, f), dtype=np.float64)
     mean = x.mean(axis=0, dtype=np.float64)
-    if x.dtype == np.float64:  # one float64 product, straight into M2
+    if _needs_float64(x.dtype):  # one float64 product, straight into M2
         xc = x - mean
-        return n, mean, xc.T @ xc
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow: fit raises
+            return n, mean, xc.T @ xc
     # a float32 shift's rounding moves M2 by n·δδᵀ, |δ| < 1e-7·|mean|: ignored
     shift = mean.astype(np.float32)
     prod = _scratch("prod", (f, f), np.float32)
     m2 = np.empty((f, f), dtype=np.float64)
-    for i, xc in _centred_slices(x, shift, np.float32):
-        np.matmul(xc.T, xc, out=prod)
-        if i == 0:
-            np.copyto(m2, prod)
-        else:
-            m2 += prod
+    with np.errstate(over="ignore", invalid="ignore"):
+        for i, xc in _centred_slices(x, shift, np.float32):
+            np.matmul(xc.T, xc, out=prod)
+            if i == 0:
+                np.copyto(m2, prod)
+            else:
+                m2 += prod
+    if not np.isfinite(np.diagonal(m2)).all():  # |x - mean| beyond ~1e17: float32 overflowed
+        xc = x - mean
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow: fit raises
+            m2 = xc.T @ xc
     return n, mean, m2
+
+
+def _raise_nonfinite_rows(x: np.ndarray, bad: np.ndarray, offset: int, sample_dim: str) -> None:
+    """The ``ValueError`` of :meth:`ZCA.fit` under ``nan_policy="raise"``: ±inf first, then NaN."""
+    rows = np.flatnonzero(bad)
+    inf = rows[np.isinf(x[rows]).any(axis=1)]
+    if len(inf):
+        rows, what = inf, "infinite values (±inf)"
+        fix = (
+            "infinite values are not NoData: set them to NaN (stack.where(np.isfinite(stack))) "
+            "and pass nan_policy='omit' to drop those samples, or fix the data"
+        )
+    else:
+        what, fix = "NaN", "pass nan_policy='omit' to drop them from the fit"
+    raise ValueError(
+        f"ZCA.fit: {len(rows)} sample(s) along {sample_dim!r} contain {what} "
+        f"(first indices: {(rows[:5] + offset).tolist()}); {fix}"
+    )
+
+
+def _needs_float64(dtype: np.dtype) -> bool:
+    """float64, or integers that float32 does not hold exactly (32 bits or more)."""
+    return dtype == np.float64 or (dtype.kind in "iu" and dtype.itemsize >= 4)
 
 
 def _centred_slices(
     x: np.ndarray, shift: np.ndarray, dtype: Any
 ) -> Iterator[tuple[int, np.ndarray]]:
-    """``(start, x[start:stop] - shift)`` for slices of :func:`_gemm_rows` rows.
+    """``(start, x[start:stop] - shift)`` in ``dtype`` for slices of :func:`_gemm_rows` rows.
 
     Every slice is a view of the same per-thread scratch array, overwritten
-    by the next one.
+    by the next one. The subtraction runs in ``shift``'s dtype when that is
+    wider (float64 ``shift`` for wide integers: exact centring, then rounded).
     """
     n, f = x.shape
     rows = _gemm_rows(f, dtype)
     buf = _scratch("centred", (min(n, rows), f), dtype)
+    work = np.promote_types(dtype, shift.dtype)
     for start in range(0, n, rows):
         xc = buf[: min(rows, n - start)]
-        np.subtract(x[start : start + rows], shift, out=xc, dtype=dtype)
+        np.subtract(x[start : start + rows], shift, out=xc, dtype=work, casting="same_kind")
         yield start, xc
 
 
@@ -174,18 +208,28 @@ def _whiten_block(x: np.ndarray, mean: np.ndarray, matrix: np.ndarray) -> np.nda
     """``(x - mean) @ matrix`` in ``matrix``'s dtype: GEMMs straight into the output.
 
     The centred rows go to per-thread scratch (:func:`_centred_slices`), so
-    the only new memory is the result.
+    the only new memory is the result. ``mean`` is float64: wide integers are
+    centred exactly, everything else on ``mean`` rounded to ``matrix``'s
+    dtype. A row holding NaN or ±inf comes out all NaN.
     """
+    if not _needs_float64(x.dtype):
+        mean = mean.astype(matrix.dtype)
     out = np.empty((x.shape[0], matrix.shape[1]), dtype=matrix.dtype)
-    for start, xc in _centred_slices(x, mean, matrix.dtype):
-        np.matmul(xc, matrix, out=out[start : start + len(xc)])
+    with np.errstate(invalid="ignore", over="ignore"):
+        for start, xc in _centred_slices(x, mean, matrix.dtype):
+            dst = out[start : start + len(xc)]
+            np.matmul(xc, matrix, out=dst)
+            dst[~np.isfinite(xc.sum(axis=1, dtype=np.float64))] = np.nan
     return out
 
 
 def _unwhiten_block(x: np.ndarray, matrix: np.ndarray, mean: np.ndarray) -> np.ndarray:
-    """``x @ matrix + mean`` in ``matrix``'s dtype: one GEMM."""
-    out = np.asarray(x, dtype=matrix.dtype) @ matrix
-    out += mean
+    """``x @ matrix + mean`` in ``matrix``'s dtype: one GEMM; rows with NaN or ±inf all NaN."""
+    x = np.asarray(x, dtype=matrix.dtype)
+    with np.errstate(invalid="ignore", over="ignore"):
+        out = x @ matrix
+        out += mean.astype(matrix.dtype)
+        out[~np.isfinite(x.sum(axis=1, dtype=np.float64))] = np.nan
     return out
 
 
@@ -218,16 +262,21 @@ def _symmetric_power(
     return half @ half.T
 
 
-def _image_stats(x: np.ndarray, axes: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """Per-image float64 ``mean`` and ``max(std, 1/sqrt(N))`` over ``axes`` (kept as size 1)."""
+def _image_stats(x: np.ndarray, axes: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-image float64 ``mean``, population ``std`` and valid ``count`` over ``axes``.
+
+    Reduced axes are kept as size 1. NaN pixels do not count; ±inf (or values
+    whose squares overflow float64) make ``mean`` or ``std`` non-finite.
+    """
     x64 = np.asarray(x, dtype=np.float64)
     valid = ~np.isnan(x64)
     count = valid.sum(axis=axes, keepdims=True)
     safe = np.maximum(count, 1)
-    mean = np.where(valid, x64, 0.0).sum(axis=axes, keepdims=True) / safe
-    dev = np.where(valid, x64 - mean, 0.0)
-    std = np.sqrt((dev * dev).sum(axis=axes, keepdims=True) / safe)
-    return mean, np.maximum(std, _inv_sqrt_count(count))
+    with np.errstate(over="ignore", invalid="ignore"):
+        mean = np.where(valid, x64, 0.0).sum(axis=axes, keepdims=True) / safe
+        dev = np.where(valid, x64 - mean, 0.0)
+        std = np.sqrt((dev * dev).sum(axis=axes, keepdims=True) / safe)
+    return mean, std, count
 
 
 def _inv_sqrt_count(count: Any) -> Any:
@@ -235,9 +284,64 @@ def _inv_sqrt_count(count: Any) -> Any:
     return 1.0 / np.sqrt(np.maximum(count, 1)) + np.where(count == 0, np.inf, 0.0)
 
 
-def _standardize_block(x: np.ndarray, axes: tuple[int, ...], out_dtype: np.dtype) -> np.ndarray:
-    """``(x - mean) / max(std, 1/sqrt(N))`` over ``axes``, NaN ignored and kept."""
-    mean, denom = _image_stats(x, axes)
+def _checked_denominator(
+    mean: np.ndarray,
+    std: np.ndarray,
+    count: np.ndarray,
+    has_inf: np.ndarray | None = None,
+    *,
+    names: tuple[str | None, ...],
+    block_info: dict[Any, Any] | None = None,
+) -> np.ndarray:
+    """``max(std, 1/sqrt(N))``, or a ``ValueError`` naming the first image whose stats are not finite.
+
+    ``names`` holds the dim name of every axis, ``None`` for the reduced
+    ones; ``block_info`` (from dask) gives the block's position, so the error
+    names the image by its index in the whole array. ``has_inf`` tells ±inf
+    from overflow (both are reported as such).
+    """
+    bad = ~(np.isfinite(mean) & np.isfinite(std))
+    if bad.any():
+        idx = tuple(np.argwhere(bad)[0])
+        starts = (
+            [0] * bad.ndim
+            if block_info is None
+            else [a for a, _ in block_info[0]["array-location"]]
+        )
+        where = {n: int(i + o) for n, i, o in zip(names, idx, starts, strict=True) if n is not None}
+        image = f"the image at {where}" if where else "the image"
+        if has_inf is None or has_inf[idx]:
+            raise ValueError(
+                f"standardize: obj holds infinite values (±inf) in {image}; they are not NoData "
+                "(NaN is): set them to NaN first, e.g. obj.where(np.isfinite(obj))"
+            )
+        raise ValueError(
+            f"standardize: obj holds values too large for float64 statistics in {image} "
+            "(their squares overflow); rescale obj first"
+        )
+    return np.maximum(std, _inv_sqrt_count(count))
+
+
+def _standardize_block(
+    x: np.ndarray,
+    axes: tuple[int, ...],
+    out_dtype: np.dtype,
+    *,
+    names: tuple[str | None, ...] | None = None,
+    block_info: dict[Any, Any] | None = None,
+) -> np.ndarray:
+    """``(x - mean) / max(std, 1/sqrt(N))`` over ``axes``, NaN ignored and kept.
+
+    ±inf raise a ``ValueError`` (see :func:`_checked_denominator`; ``names``
+    defaults to ``axis0``, ``axis1``, ... for the axes not reduced).
+    """
+    if names is None:
+        names = tuple(None if a in axes else f"axis{a}" for a in range(x.ndim))
+    mean, std, count = _image_stats(x, axes)
+    if not (np.isfinite(mean).all() and np.isfinite(std).all()):
+        has_inf = np.isinf(x).any(axis=axes, keepdims=True)
+        _checked_denominator(mean, std, count, has_inf, names=names, block_info=block_info)
+    denom = np.maximum(std, _inv_sqrt_count(count))
     return ((np.asarray(x, dtype=np.float64) - mean) / denom).astype(out_dtype)
 
 
@@ -305,7 +409,7 @@ def _apply_gemm(mat: da.Array, matrix: np.ndarray, mean: np.ndarray, *, inverse:
     """Lazy ``(mat - mean) @ matrix`` (or ``mat @ matrix + mean``), one GEMM per sample chunk."""
     dtype = matrix.dtype
     matrix_d = da.from_array(matrix, chunks=-1)
-    mean_d = da.from_array(mean, chunks=-1)
+    mean_d = da.from_array(mean.astype(np.float64), chunks=-1)
     if inverse:
         args: tuple[Any, ...] = (_unwhiten_block, "ij", mat, "ik", matrix_d, "kj", mean_d, "j")
     else:
@@ -313,7 +417,9 @@ def _apply_gemm(mat: da.Array, matrix: np.ndarray, mean: np.ndarray, *, inverse:
     return da.blockwise(*args, dtype=dtype, meta=np.empty((0, 0), dtype=dtype), concatenate=True)
 
 
-def _standardize_chunked(data: da.Array, axes: tuple[int, ...], dtype: np.dtype) -> da.Array:
+def _standardize_chunked(
+    data: da.Array, axes: tuple[int, ...], dtype: np.dtype, names: tuple[str | None, ...]
+) -> da.Array:
     """:func:`_standardize_block` for images split across chunks: tree reductions."""
     x64 = data.astype(np.float64)
     count = (~da.isnan(x64)).sum(axis=axes, keepdims=True)
@@ -321,7 +427,17 @@ def _standardize_chunked(data: da.Array, axes: tuple[int, ...], dtype: np.dtype)
     mean = da.nansum(x64, axis=axes, keepdims=True) / safe
     dev = x64 - mean
     std = da.sqrt(da.nansum(dev * dev, axis=axes, keepdims=True) / safe)
-    denom = da.maximum(std, _inv_sqrt_count(count))
+    has_inf = da.isinf(x64).any(axis=axes, keepdims=True)
+    denom = da.map_blocks(
+        _checked_denominator,
+        mean,
+        std,
+        count,
+        has_inf,
+        names=names,
+        dtype=np.float64,
+        meta=np.empty((0,) * data.ndim, dtype=np.float64),
+    )
     return (dev / denom).astype(dtype)
 
 
@@ -339,8 +455,9 @@ class ZCA:
         features are flattened in C order over the feature dims in the order
         they appear in the input given to :meth:`fit`.
     nan_policy : {"raise", "omit"}, default "raise"
-        What :meth:`fit` does with samples holding NaN: raise a ``ValueError``,
-        or drop those samples from the fit.
+        What :meth:`fit` does with samples holding NaN or ±inf: raise a
+        ``ValueError`` naming them (±inf reported as infinite values), or
+        drop those samples from the fit (±inf treated exactly like NaN).
 
     Attributes
     ----------
@@ -367,8 +484,9 @@ class ZCA:
     -----
     :meth:`fit` reads the data once: each chunk along ``sample_dim`` yields
     its count, float64 mean and centred cross-product matrix ``Xcᵀ Xc`` (a
-    BLAS GEMM; float32 for non-float64 data over at most 8192 rows at a
-    time, summed in float64), and a tree of merges combines them with the
+    BLAS GEMM; float32 for data that float32 holds exactly, over at most
+    8192 rows at a time, summed in float64; float64 for float64 data and
+    integers of 32 bits or more), and a tree of merges combines them with the
     pairwise update of Chan, Golub & LeVeque. Centring each chunk on its own
     mean keeps the result within about 1e-6 of a float64 two-pass
     computation even when pixel means are large. The covariance is then
@@ -376,7 +494,9 @@ class ZCA:
 
     :meth:`transform` and :meth:`inverse_transform` are lazy: one GEMM per
     chunk along ``sample_dim`` (features gathered into one chunk), in float32
-    unless the input is float64. A sample holding NaN becomes all NaN.
+    unless the input is float64 (integers of 32 bits or more are centred
+    in float64 first). A sample holding NaN or ±inf becomes all NaN: NoData,
+    whatever ``nan_policy`` says.
 
     References
     ----------
@@ -454,11 +574,16 @@ class ZCA:
         Raises
         ------
         TypeError
-            ``stack`` is not a DataArray or not numeric.
+            ``stack`` is not a DataArray, not numeric, or has a dim name
+            that is not a str.
         ValueError
             ``sample_dim`` is missing, fewer than 2 samples, no feature dim,
-            more than 16,384 features (raised before any compute), or (during
-            the pass) a sample holds NaN under ``nan_policy="raise"``.
+            more than 16,384 features, unknown chunk sizes (all raised before
+            any compute); during the pass, a sample holds NaN or ±inf under
+            ``nan_policy="raise"`` (the message names the first ones); after
+            it, fewer than 2 samples left, values whose squares overflow
+            float64, or a singular covariance with ``eps=0`` (smallest
+            eigenvalue within numpy's ``matrix_rank`` tolerance of 0).
         """
         feature_dims = self._check_input(stack, "stack")
         n = stack.sizes[self.sample_dim]
@@ -480,11 +605,22 @@ class ZCA:
         count, mean, m2 = _fit_moments(mat, nan_policy=self.nan_policy, sample_dim=self.sample_dim)
         if count < 2:
             raise ValueError(
-                f"stack has {count} sample(s) without NaN along {self.sample_dim!r}; ZCA needs at least 2"
+                f"stack has {count} sample(s) without NaN or ±inf along {self.sample_dim!r}; "
+                "ZCA needs at least 2"
+            )
+        if not (np.isfinite(mean).all() and np.isfinite(np.diagonal(m2)).all()):
+            raise ValueError(
+                "stack holds values too large for a float64 covariance (its squares overflow); "
+                "rescale the data first"
             )
         evals, comps = _eig_whitening(m2, count)
-        if self.eps == 0 and evals[-1] <= 0:
-            raise ValueError("the covariance is singular; pass eps > 0")
+        tol = evals[0] * len(evals) * np.finfo(np.float64).eps  # numpy.linalg.matrix_rank's
+        if self.eps == 0 and evals[-1] <= tol:
+            raise ValueError(
+                f"the covariance is singular (smallest eigenvalue {evals[-1]:.3g} <= {tol:.3g}: "
+                "constant or linearly dependent features, or fewer samples than features); "
+                "pass eps > 0"
+            )
         self.mean_ = mean
         self.components_ = comps
         self.explained_variance_ = evals
@@ -514,7 +650,8 @@ class ZCA:
         xarray.DataArray
             Same dims, order, coords and attrs as ``stack``; float32 unless
             ``stack`` is float64. Chunked along ``sample_dim`` like ``stack``
-            (its chunks are split if needed), feature dims in one chunk.
+            (its chunks are split if needed), feature dims in one chunk. A
+            sample holding NaN or ±inf is all NaN.
 
         Raises
         ------
@@ -557,14 +694,19 @@ class ZCA:
             matrix = self._dewhitening
         else:
             matrix = self.whitening_
-        out = _apply_gemm(mat, matrix.astype(dtype), self.mean_.astype(dtype), inverse=inverse)
+        out = _apply_gemm(mat, matrix.astype(dtype), self.mean_, inverse=inverse)
         order = (self.sample_dim, *self.feature_dims_)
         out = out.reshape((out.shape[0], *self.feature_shape_))
         out = out.transpose([order.index(d) for d in stack.dims])
         return like(stack, out)
 
-    def _check_input(self, stack: Any, name: str) -> tuple[Hashable, ...]:
+    def _check_input(self, stack: Any, name: str) -> tuple[str, ...]:
         check_image(stack, name, required=())
+        if not all(isinstance(d, str) for d in stack.dims):
+            raise TypeError(
+                f"{name}'s dims must be str (they name the features), got {stack.dims!r}"
+            )
+        _check_known_sizes(stack, name)
         if self.sample_dim not in stack.dims:
             raise ValueError(
                 f"sample_dim={self.sample_dim!r} is not a dim of {name}; it has dims {stack.dims!r}"
@@ -657,6 +799,16 @@ class ZCA:
         return self
 
 
+def _check_known_sizes(obj: xr.DataArray, name: str) -> None:
+    """``ValueError`` naming the dims of unknown size (dask arrays after boolean indexing)."""
+    unknown = [d for d, size in obj.sizes.items() if not math.isfinite(size)]
+    if unknown:
+        raise ValueError(
+            f"{name} has unknown chunk sizes along {unknown!r}; "
+            f"call {name}.copy(data={name}.data.compute_chunk_sizes()) first"
+        )
+
+
 def standardize(
     obj: xr.DataArray, *, dims: str | Iterable[str] = ("y", "x", "band")
 ) -> xr.DataArray:
@@ -681,13 +833,20 @@ def standardize(
     TypeError
         ``obj`` is not a DataArray of real numbers, or ``dims`` is not str(s).
     ValueError
-        ``dims`` is empty, repeats a dim, or names a dim ``obj`` lacks.
+        ``dims`` is empty, repeats a dim, or names a dim ``obj`` lacks, or
+        ``obj`` has unknown chunk sizes (all before any compute). When
+        computed: an image holds ±inf, or values whose squares overflow
+        float64; the message names the image by its index along the dims
+        not in ``dims`` (e.g. ``{'image': 13}``).
 
     Notes
     -----
     TensorFlow's ``tf.image.per_image_standardization`` formula: ``N`` counts
     the valid pixels, ``std`` is the population std (ddof=0), and the floor
     ``1/sqrt(N)`` keeps a constant image finite (it becomes all zeros).
+    NaN is NoData; ±inf is not, and is an error rather than a silently
+    all-NaN image: mark such pixels NoData first with
+    ``obj.where(np.isfinite(obj))``.
     Statistics are computed in float64. When the chunks along ``dims`` already
     hold whole images this is one ``map_blocks``; otherwise the chunks along
     ``dims`` are merged first (a per-image statistic needs the whole image).
@@ -702,6 +861,8 @@ def standardize(
     """
     if isinstance(dims, str):
         dims = (dims,)
+    if not isinstance(dims, Iterable):
+        raise TypeError(f"dims must be a str or a sequence of str, got {dims!r}")
     dims = tuple(dims)
     if not all(isinstance(d, str) for d in dims):
         raise TypeError(f"dims must be a str or a sequence of str, got {dims!r}")
@@ -710,6 +871,7 @@ def standardize(
     if len(set(dims)) != len(dims):
         raise ValueError(f"dims must not repeat a dim, got {dims!r}")
     check_image(obj, "obj", required=())
+    _check_known_sizes(obj, "obj")
     missing = [d for d in dims if d not in obj.dims]
     if missing:
         raise ValueError(f"dims names dim(s) {missing!r} that obj lacks; obj has dims {obj.dims!r}")
@@ -717,6 +879,7 @@ def standardize(
         raise TypeError(f"obj must hold real numbers, got dtype {obj.dtype}")
     dtype = float_dtype(obj.dtype)
     axes = tuple(sorted(obj.get_axis_num(dims)))
+    names = tuple(None if d in dims else str(d) for d in obj.dims)
     data = obj.data if isinstance(obj.data, da.Array) else da.asarray(obj.data)
     if all(len(data.chunks[a]) == 1 for a in axes):  # whole images per chunk: one pass
         out = da.map_blocks(
@@ -724,11 +887,12 @@ def standardize(
             data,
             axes=axes,
             out_dtype=dtype,
+            names=names,
             dtype=dtype,
             meta=np.empty((0,) * data.ndim, dtype=dtype),
         )
     else:
-        out = _standardize_chunked(data, axes, dtype)
+        out = _standardize_chunked(data, axes, dtype, names)
     return like(obj, out)
 
 

@@ -480,3 +480,162 @@ def test_whiten_config(tmp_path):
             {**config, "steps": [{"op": "zca_fit", "model": "m.npz", "nan_policy": "x"}]},
             base=tmp_path,
         )
+
+
+# ---------------------------------------------------------------- issue 14: non-finite values
+@pytest.mark.parametrize("value", [np.inf, -np.inf])
+def test_fit_infinite_values_raise_naming_the_samples(data, value):
+    bad = data.copy()
+    bad[13, 1, 2, 0] = value
+    bad[40, 0, 0, 1] = np.nan  # NaN too: the infinite values are reported first
+    stack = bi.from_array(bad, chunks={"image": 5})
+    with pytest.raises(ValueError, match=r"1 sample\(s\) along 'image' contain infinite.*\[13\]"):
+        bi.ZCA().fit(stack)
+
+
+def test_fit_omit_drops_infinite_samples_like_nan_and_transform_gives_nan(data):
+    bad = data.copy()
+    bad[13, 1, 2, 0] = np.inf
+    bad[14, 0, 0, 0] = -np.inf
+    bad[40, 0, 0, 1] = np.nan
+    stack = bi.from_array(bad, chunks={"image": 7})
+    zca = bi.ZCA(1e-3, nan_policy="omit").fit(stack)
+    keep = np.setdiff1d(np.arange(SHAPE[0]), [13, 14, 40])
+    mean, _, _, w = numpy_zca(data[keep].reshape(len(keep), -1), 1e-3)
+    assert zca.n_samples_ == len(keep)
+    assert rel(zca.mean_, mean) < 1e-10 and rel(zca.whitening_, w) < 1e-8
+    for out in (zca.transform(stack).values, zca.inverse_transform(stack).values):
+        assert np.isnan(out[[13, 14, 40]]).all() and np.isfinite(out[keep]).all()
+
+
+@pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")  # dask's inf - inf
+def test_standardize_infinite_values_raise_naming_the_image(data):
+    bad = data.copy()
+    bad[13, 1, 2, 0] = np.inf
+    for chunks in ({"image": 5}, {"image": 5, "y": 1}):  # map_blocks and tree reduction paths
+        out = bi.standardize(bi.from_array(bad, chunks=chunks))  # lazy: no error yet
+        with pytest.raises(ValueError, match=r"infinite values.*image at \{'image': 13\}"):
+            out.compute()
+        per_band = bi.standardize(bi.from_array(-bad, chunks=chunks), dims=("y", "x"))
+        with pytest.raises(ValueError, match=r"\{'image': 13, 'band': 0\}.*where\(np.isfinite"):
+            per_band.compute()
+    with pytest.raises(ValueError, match=r"infinite values \(±inf\) in the image;"):
+        bi.standardize(bi.from_array(bad[13])).compute()
+    # the other images are fine once the infinite value is NoData
+    ok = bi.standardize(bi.from_array(bad).where(np.isfinite(bad))).values
+    np.testing.assert_allclose(ok[:13], tf_formula(data[:13], (1, 2, 3)), rtol=1e-6, atol=1e-6)
+    assert np.isnan(ok[13, 1, 2, 0]) and np.isnan(ok).sum() == 1
+
+
+@pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning")  # dask's x * x
+def test_standardize_overflowing_values_raise(data):
+    huge = data * 1e300
+    for chunks in ({"image": 5}, {"image": 5, "y": 1}):
+        with pytest.raises(ValueError, match=r"too large for float64.*image at \{'image': \d+\}"):
+            bi.standardize(bi.from_array(huge, chunks=chunks)).compute()
+
+
+# ---------------------------------------------------------------- issue 14: hostile pass
+def test_wide_integers_are_centred_exactly():
+    """int32 around 1e9 (not exact in float32): fit and transform match float64 numpy."""
+    rng = np.random.default_rng(2)
+    x = (rng.normal(size=(500, 2, 2, 1)) * 3 + 1e9).astype("int32")
+    x[:, 1] += x[:, 0] - 1_000_000_000  # correlated features
+    stack = bi.from_array(x, chunks={"image": 128})
+    zca = bi.ZCA(1e-3).fit(stack)
+    mean, cov, _, w = numpy_zca(x.reshape(500, -1), 1e-3)
+    assert rel(zca.mean_, mean) < 1e-12 and rel(model_cov(zca), cov) < 1e-8  # was 1.0
+    out = zca.transform(stack)
+    assert out.dtype == np.float32
+    assert rel(out.values.reshape(500, -1), (x.reshape(500, -1) - mean) @ w) < 1e-5
+
+
+def test_huge_float32_values_fit_and_float64_overflow_raises():
+    x = correlated((200, 2, 2, 1), seed=6, scale=1e18).astype("float32")  # float32 squares overflow
+    zca = bi.ZCA().fit(bi.from_array(x, chunks={"image": 64}))
+    _, cov, evals, _ = numpy_zca(x.reshape(200, -1), 0)
+    assert np.isfinite(zca.whitening_).all()
+    assert rel(model_cov(zca), cov) < 1e-6 and rel(zca.explained_variance_, evals) < 1e-6
+    with pytest.raises(ValueError, match="too large for a float64 covariance"):
+        bi.ZCA().fit(bi.from_array(x.astype("float64") * 1e150))
+
+
+def test_eps0_numerically_singular_covariance_raises():
+    # a feature that is the sum of two others: the smallest eigenvalue is +1.7e-16, not 0
+    a = np.random.default_rng(0).normal(size=(50, 3))
+    x = np.concatenate([a, a[:, :1] + a[:, 1:2]], axis=1).reshape(50, 4, 1, 1)
+    with pytest.raises(ValueError, match=r"singular \(smallest eigenvalue .*linearly dependent"):
+        bi.ZCA(0.0).fit(bi.from_array(x))
+    assert np.isfinite(bi.ZCA(1e-6).fit(bi.from_array(x)).whitening_).all()
+
+
+def test_more_features_than_samples_and_constant_features_match_numpy(data):
+    few = data[:5].copy()  # 5 samples, 24 features: rank 4
+    few[:, 0, 0, 0] = 7.0  # a constant feature
+    zca = bi.ZCA(1e-2).fit(bi.from_array(few))
+    mean, cov, _, w = numpy_zca(few.reshape(5, -1), 1e-2)
+    assert rel(model_cov(zca), cov) < 1e-10 and rel(zca.whitening_, w) < 1e-8
+    out = zca.transform(bi.from_array(few)).values
+    np.testing.assert_allclose(out.reshape(5, -1), (few.reshape(5, -1) - mean) @ w, atol=1e-9)
+    with pytest.raises(ValueError, match="singular"):
+        bi.ZCA(0.0).fit(bi.from_array(few))
+    with pytest.raises(ValueError, match="singular"):
+        bi.ZCA(0.0).fit(bi.from_array(np.ones((10, 2, 2, 1))))
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bool", "uint16", "int64"])
+def test_other_input_dtypes_match_numpy(data, dtype):
+    x = (data * 100).astype(dtype) if dtype != "bool" else data > 0
+    zca = bi.ZCA(1e-2).fit(bi.from_array(x, chunks={"image": 32}))
+    mean, cov, _, w = numpy_zca(x.reshape(SHAPE[0], -1), 1e-2)
+    assert rel(zca.mean_, mean) < 1e-7 and rel(model_cov(zca), cov) < 1e-5
+    out = zca.transform(bi.from_array(x))
+    assert out.dtype == np.float32 and zca.dtype_ == np.dtype(dtype)
+    assert rel(out.values.reshape(SHAPE[0], -1), (x.reshape(SHAPE[0], -1) - mean) @ w) < 1e-4
+
+
+def test_inverse_transform_matches_sklearn(data):
+    from sklearn.decomposition import PCA
+
+    x2d = data.reshape(SHAPE[0], -1)
+    pca = PCA(whiten=True).fit(x2d)
+    zca = bi.ZCA(0.0).fit(bi.from_array(data, chunks={"image": 25}))
+    z = np.random.default_rng(3).normal(size=(SHAPE[0], x2d.shape[1]))  # whitened PCA scores
+    white = bi.from_array((z @ pca.components_).reshape(SHAPE))  # ... rotated back: ZCA space
+    back = zca.inverse_transform(white).values.reshape(SHAPE[0], -1)
+    np.testing.assert_allclose(back, pca.inverse_transform(z), rtol=1e-7, atol=1e-8)
+    np.testing.assert_allclose(
+        zca.inverse_transform(zca.transform(bi.from_array(data))).values, data, atol=1e-9
+    )
+
+
+def test_unknown_chunk_sizes_and_non_str_dims_are_refused(data):
+    arr = da.from_array(data, chunks=(10, 4, 3, 2))
+    unknown = xr.DataArray(arr[arr[:, 0, 0, 0] > -100], dims=("image", "y", "x", "band"))
+    with raise_if_dask_computes():
+        with pytest.raises(ValueError, match=r"stack has unknown chunk sizes along \['image'\]"):
+            bi.ZCA().fit(unknown)
+        with pytest.raises(ValueError, match=r"obj has unknown chunk sizes.*compute_chunk_sizes"):
+            bi.standardize(unknown)
+        int_dims = xr.DataArray(data, dims=("image", 1, 2, 3))
+        with pytest.raises(TypeError, match="stack's dims must be str"):
+            bi.ZCA().fit(int_dims)
+        with pytest.raises(TypeError, match="dims must be a str or a sequence of str, got None"):
+            bi.standardize(bi.from_array(data), dims=None)
+        with pytest.raises(TypeError, match="dims must be a str or a sequence of str, got 5"):
+            bi.standardize(bi.from_array(data), dims=5)
+
+
+def test_omit_with_all_nan_chunks_and_sample_dim_last(data):
+    bad = data.copy()
+    bad[0] = np.nan  # the first chunk (one sample) is empty after omitting
+    bad[89, 0, 0, 0] = np.nan
+    stack = bi.from_array(bad, chunks={"image": 1}).transpose("y", "x", "band", "image")
+    zca = bi.ZCA(1e-3, nan_policy="omit").fit(stack)
+    mean, _, _, w = numpy_zca(data[1:89].reshape(88, -1), 1e-3)
+    assert zca.n_samples_ == 88 and rel(zca.whitening_, w) < 1e-8
+    out = zca.transform(stack)
+    assert out.dims == ("y", "x", "band", "image")
+    flat = out.transpose("image", ...).values.reshape(SHAPE[0], -1)
+    assert np.isnan(flat[[0, 89]]).all()
+    assert rel(flat[1:89], (data[1:89].reshape(88, -1) - mean) @ w) < 1e-8
