@@ -23,7 +23,10 @@ import contextlib
 import json
 import math
 import numbers
+import os
 import threading
+import zipfile
+import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -33,6 +36,7 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
+from bigimg import files
 from bigimg.image import check_image, float_dtype, like
 from bigimg.pipeline import Params, register_op
 
@@ -42,6 +46,8 @@ MAX_FEATURES = 16_384
 _NAN_POLICIES = ("raise", "omit")
 _FORMAT = "bigimg.ZCA"
 _FORMAT_VERSION = 1
+_ARRAYS = ("mean", "components", "explained_variance", "whitening")
+_MAX_METADATA_CHARS = 2**16
 _GEMM_ROWS = 8192  # rows per BLAS product in fit and transform (fewer if features are many)
 _SCRATCH_BYTES = 128 * 2**20  # largest per-thread scratch array kept across tasks
 _TARGET_CHUNK_BYTES = 256 * 2**20
@@ -721,23 +727,45 @@ class ZCA:
         return feature_dims
 
     # ------------------------------------------------------------ persistence
-    def save(self, path: str | Path) -> Path:
+    def save(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
         """Write the fitted model to exactly ``path`` (an ``.npz`` archive).
 
         The archive holds ``mean``, ``components``, ``explained_variance``,
-        ``whitening`` and a JSON ``metadata`` string (eps, sample_dim,
-        nan_policy, feature dims and shape, dtype, n_samples); it never uses
-        pickle. An existing file is replaced.
+        ``whitening`` (float64, uncompressed) and a JSON ``metadata`` string
+        (format and format_version, eps, sample_dim, nan_policy, feature dims
+        and shape, dtype, n_samples); it never uses pickle. It is written
+        under a temporary name in the same folder and renamed to ``path``
+        when complete (:func:`bigimg.files.new_file`).
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The file to write, exactly (no suffix is added).
+        overwrite : bool, default False
+            Replace an existing file at ``path``.
 
         Returns
         -------
         pathlib.Path
+
+        Raises
+        ------
+        ValueError
+            This ZCA is not fitted.
+        TypeError
+            ``path`` is not a str or path.
+        FileExistsError
+            ``path`` exists and ``overwrite`` is false.
+        IsADirectoryError
+            ``path`` is a folder (never replaced).
+        FileNotFoundError
+            ``path``'s folder does not exist.
         """
         if not self.is_fitted:
             raise ValueError("this ZCA is not fitted yet; nothing to save")
+        path = _as_path(path, "path")
         from bigimg import __version__
 
-        path = Path(path)
         meta = {
             "format": _FORMAT,
             "format_version": _FORMAT_VERSION,
@@ -750,52 +778,82 @@ class ZCA:
             "dtype": self.dtype_.str,
             "n_samples": self.n_samples_,
         }
-        with path.open("wb") as fh:  # a file object: numpy appends no ".npz"
-            np.savez(
-                fh,
-                metadata=np.array(json.dumps(meta)),
-                mean=self.mean_,
-                components=self.components_,
-                explained_variance=self.explained_variance_,
-                whitening=self.whitening_,
-            )
+        with files.new_file(path, overwrite=overwrite, what="path") as tmp:
+            with tmp.open("wb") as fh:  # a file object: numpy appends no ".npz"
+                np.savez(
+                    fh,
+                    metadata=np.array(json.dumps(meta)),
+                    **{name: getattr(self, name + "_") for name in _ARRAYS},
+                )
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> ZCA:
+    def load(cls, path: str | os.PathLike[str]) -> ZCA:
         """Read a model written by :meth:`save` at exactly ``path``.
+
+        Every array's ``.npy`` header (dtype and shape) is checked against the
+        metadata before the array is read, so a damaged or hostile file never
+        makes this allocate more than the file holds, nor unpickle anything.
 
         Raises
         ------
+        TypeError
+            ``path`` is not a str or path.
         FileNotFoundError
             No such file.
+        IsADirectoryError
+            ``path`` is a folder.
         ValueError
-            The file is not a bigimg ZCA model.
+            The file is not a bigimg ZCA model (not a zip archive, truncated,
+            a member or metadata key missing or of the wrong type, shapes or
+            dtypes that disagree with the metadata, non-finite values, or a
+            ``format_version`` this bigimg does not read); the message names
+            the file and what is wrong.
         """
-        path = Path(path)
+        path = _as_path(path, "path")
+        if path.is_dir():
+            raise IsADirectoryError(f"path: {str(path)!r} is a folder, not a ZCA model file")
         if not path.is_file():
             raise FileNotFoundError(f"path: no such ZCA model file: {str(path)!r}")
         try:
-            with np.load(path, allow_pickle=False) as npz:
-                meta = json.loads(str(npz["metadata"]))
-                arrays = {
-                    k: npz[k] for k in ("mean", "components", "explained_variance", "whitening")
+            with zipfile.ZipFile(path) as zf:
+                text = _read_member(zf, path, "metadata", None, np.dtype("U"))
+                meta = _check_metadata(_parse_json(str(text)))
+                f = math.prod(meta["feature_shape"])
+                shapes = {
+                    "mean": (f,),
+                    "components": (f, f),
+                    "explained_variance": (f,),
+                    "whitening": (f, f),
                 }
-        except (OSError, ValueError, KeyError) as e:
-            raise ValueError(f"path: {str(path)!r} is not a bigimg ZCA model ({e})") from None
-        if meta.get("format") != _FORMAT or meta.get("format_version") != _FORMAT_VERSION:
+                arrays = {
+                    name: _read_member(zf, path, name, shapes[name], np.dtype(np.float64))
+                    for name in _ARRAYS
+                }
+        except zipfile.BadZipFile as e:
             raise ValueError(
-                f"path: {str(path)!r} is not a bigimg ZCA model (format {meta.get('format')!r})"
+                f"path: {str(path)!r} is not a bigimg ZCA model: not an .npz (zip) archive, "
+                f"or a truncated or damaged one ({e})"
+            ) from None
+        except (ValueError, EOFError, zlib.error, NotImplementedError) as e:
+            raise ValueError(f"path: {str(path)!r} is not a bigimg ZCA model: {e}") from None
+        for name, arr in arrays.items():
+            if not np.isfinite(arr).all():
+                raise ValueError(
+                    f"path: {str(path)!r} is not a usable ZCA model: {name!r} holds NaN or ±inf"
+                )
+        if (arrays["explained_variance"] < 0).any():
+            raise ValueError(
+                f"path: {str(path)!r} is not a usable ZCA model: "
+                "'explained_variance' holds negative values"
             )
         self = cls(meta["eps"], sample_dim=meta["sample_dim"], nan_policy=meta["nan_policy"])
-        self.mean_ = arrays["mean"]
-        self.components_ = arrays["components"]
-        self.explained_variance_ = arrays["explained_variance"]
-        self.whitening_ = arrays["whitening"]
-        self.n_samples_ = int(meta["n_samples"])
+        for name, arr in arrays.items():
+            setattr(self, name + "_", arr)
+        self.n_samples_ = meta["n_samples"]
         self.feature_dims_ = tuple(meta["feature_dims"])
-        self.feature_shape_ = tuple(int(s) for s in meta["feature_shape"])
-        self.dtype_ = np.dtype(meta["dtype"])
+        self.feature_shape_ = tuple(meta["feature_shape"])
+        self.dtype_ = meta["dtype"]
         return self
 
 
@@ -807,6 +865,133 @@ def _check_known_sizes(obj: xr.DataArray, name: str) -> None:
             f"{name} has unknown chunk sizes along {unknown!r}; "
             f"call {name}.copy(data={name}.data.compute_chunk_sizes()) first"
         )
+
+
+def _as_path(path: Any, what: str) -> Path:
+    """``path`` as a :class:`~pathlib.Path` with ``~`` expanded; ``TypeError`` naming ``what``."""
+    if not isinstance(path, str | os.PathLike):
+        raise TypeError(f"{what} must be a str or os.PathLike, got {type(path).__name__}")
+    return Path(os.path.expanduser(os.fspath(path)))
+
+
+def _read_member(
+    zf: zipfile.ZipFile,
+    path: Path,
+    name: str,
+    shape: tuple[int, ...] | None,
+    dtype: np.dtype,
+) -> np.ndarray:
+    """Array ``name`` of a model archive, after checking its ``.npy`` header.
+
+    ``shape`` ``None`` means a 0-d string (the metadata, at most
+    ``_MAX_METADATA_CHARS`` long). Raises ``ValueError`` (the reason only)
+    before anything is allocated when the member is missing, compressed,
+    larger than the file holds, or of another dtype or shape.
+    """
+    try:
+        info = zf.getinfo(name + ".npy")
+    except KeyError:
+        raise ValueError(f"it has no {name!r} array") from None
+    if info.compress_type != zipfile.ZIP_STORED:
+        raise ValueError(f"its {name!r} array is compressed (bigimg writes models uncompressed)")
+    if info.header_offset + info.compress_size > path.stat().st_size:
+        raise ValueError(f"its {name!r} array runs past the end of the file (truncated?)")
+    with zf.open(info) as fh:
+        version = np.lib.format.read_magic(fh)
+        if version == (1, 0):
+            got_shape, _, got_dtype = np.lib.format.read_array_header_1_0(fh)
+        elif version == (2, 0):
+            got_shape, _, got_dtype = np.lib.format.read_array_header_2_0(fh)
+        else:
+            raise ValueError(f"its {name!r} array has .npy format version {version}")
+        header_bytes = fh.tell()
+    if shape is None:  # the metadata: a 0-d unicode string
+        ok = (
+            got_dtype.kind == "U"
+            and got_shape == ()
+            and got_dtype.itemsize <= 4 * _MAX_METADATA_CHARS
+        )
+        want = f"a str of at most {_MAX_METADATA_CHARS} characters"
+    else:
+        ok = got_dtype.kind == dtype.kind and got_dtype.itemsize == dtype.itemsize
+        ok = ok and got_shape == shape
+        want = f"{dtype} of shape {shape} (from the metadata)"
+    if not ok:
+        raise ValueError(f"its {name!r} array is {got_dtype} of shape {got_shape}, expected {want}")
+    if info.file_size != header_bytes + math.prod(got_shape) * got_dtype.itemsize:
+        raise ValueError(f"its {name!r} array's size disagrees with its header")
+    with zf.open(info) as fh:
+        arr = np.lib.format.read_array(fh, allow_pickle=False)
+    return arr if shape is None else arr.astype(dtype, copy=False)
+
+
+def _check_metadata(meta: Any) -> dict[str, Any]:
+    """The model's metadata, validated and normalized; ``ValueError`` (the reason) otherwise."""
+    if not isinstance(meta, dict):
+        raise ValueError(f"its metadata is a JSON {type(meta).__name__}, not an object")
+    if meta.get("format") != _FORMAT:
+        raise ValueError(f"its metadata format is {meta.get('format')!r}, not {_FORMAT!r}")
+    version = meta.get("format_version")
+    if version != _FORMAT_VERSION or isinstance(version, bool):
+        newer = isinstance(version, int) and not isinstance(version, bool) and version > 1
+        hint = f" (written by bigimg {meta.get('bigimg_version')}; upgrade bigimg)" if newer else ""
+        raise ValueError(
+            f"its format_version is {version!r}{hint}; this bigimg reads format_version "
+            f"{_FORMAT_VERSION} only"
+        )
+    keys = (
+        "eps",
+        "sample_dim",
+        "nan_policy",
+        "feature_dims",
+        "feature_shape",
+        "dtype",
+        "n_samples",
+    )
+    missing = [k for k in keys if k not in meta]
+    if missing:
+        raise ValueError(f"its metadata lacks key(s) {missing}")
+    try:
+        ZCA(meta["eps"], sample_dim=meta["sample_dim"], nan_policy=meta["nan_policy"])
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"its metadata is invalid: {e}") from None
+    dims, shape, n = meta["feature_dims"], meta["feature_shape"], meta["n_samples"]
+    if not (isinstance(dims, list) and dims and all(isinstance(d, str) for d in dims)):
+        raise ValueError(f"its feature_dims must be a non-empty list of str, got {dims!r}")
+    if len(set(dims)) != len(dims) or meta["sample_dim"] in dims:
+        raise ValueError(
+            f"its feature_dims {dims!r} repeat a dim or hold sample_dim {meta['sample_dim']!r}"
+        )
+    if not (
+        isinstance(shape, list)
+        and len(shape) == len(dims)
+        and all(_is_int(s) and s >= 1 for s in shape)
+    ):
+        raise ValueError(
+            f"its feature_shape must be {len(dims)} positive int(s), one per feature dim, got {shape!r}"
+        )
+    if math.prod(shape) > MAX_FEATURES:
+        raise ValueError(f"its feature_shape {shape} has more than {MAX_FEATURES} features")
+    if not (_is_int(n) and n >= 2):
+        raise ValueError(f"its n_samples must be an int >= 2, got {n!r}")
+    try:
+        dtype = np.dtype(meta["dtype"]) if isinstance(meta["dtype"], str) else None
+    except TypeError:
+        dtype = None
+    if dtype is None or dtype.kind not in "biuf":
+        raise ValueError(f"its dtype must name a real numeric dtype, got {meta['dtype']!r}")
+    return {**meta, "feature_shape": [int(s) for s in shape], "dtype": dtype}
+
+
+def _parse_json(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError as e:
+        raise ValueError(f"its metadata is not JSON ({e})") from None
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
 
 
 def standardize(
@@ -916,11 +1101,23 @@ class ZcaFitParams(Params):
 
 @register_op("zca_fit", ZcaFitParams)
 def _zca_fit_op(
-    img: xr.DataArray, *, model: Path, eps: float, sample_dim: str, nan_policy: str, transform: bool
+    img: xr.DataArray,
+    *,
+    model: Path,
+    eps: float,
+    sample_dim: str,
+    nan_policy: str,
+    transform: bool,
+    overwrite: bool = False,
 ) -> xr.DataArray:
-    """Fit a ZCA on the step's input (computes), save it at ``model``, pass the data on."""
+    """Fit a ZCA on the step's input (computes), save it at ``model``, pass the data on.
+
+    ``overwrite`` (the run's ``--overwrite``, not a config key) lets ``model``
+    replace an existing file; a refused ``model`` fails before the fit.
+    """
+    files.check_new_file(model, overwrite=overwrite, what="model")
     zca = ZCA(eps, sample_dim=sample_dim, nan_policy=nan_policy).fit(img)  # type: ignore[arg-type]
-    zca.save(model)
+    zca.save(model, overwrite=overwrite)
     return zca.transform(img) if transform else img
 
 

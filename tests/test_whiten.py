@@ -535,6 +535,184 @@ def test_standardize_overflowing_values_raise(data):
             bi.standardize(bi.from_array(huge, chunks=chunks)).compute()
 
 
+# ---------------------------------------------------------------- issue 14: save refuses existing
+def test_save_refuses_an_existing_path_unless_overwrite(tmp_path, data):
+    zca = bi.ZCA().fit(bi.from_array(data))
+    path = tmp_path / "zarr.json"
+    path.write_text('{"precious": true}')
+    with pytest.raises(FileExistsError, match=r"path: .*zarr.json.*already exists.*overwrite"):
+        zca.save(path)
+    assert path.read_text() == '{"precious": true}'
+    assert zca.save(path, overwrite=True) == path
+    assert bi.ZCA.load(path).n_samples_ == SHAPE[0]
+    with pytest.raises(IsADirectoryError, match="is a folder"):
+        zca.save(tmp_path, overwrite=True)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        zca.save(tmp_path / "no" / "m.npz")
+    with pytest.raises(TypeError, match="path must be a str or os.PathLike, got int"):
+        zca.save(3)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["zarr.json"]  # no temporary left
+
+
+def test_zca_fit_op_overwrite_and_refuses_before_the_fit(tmp_path, data):
+    import inspect
+
+    from bigimg.whiten import _zca_fit_op
+
+    assert inspect.signature(_zca_fit_op).parameters["overwrite"].default is False
+    stack = bi.from_array(data, chunks={"image": 30})
+    model = tmp_path / "config.toml"
+    model.write_text("running config")
+    kw = dict(eps=1e-3, sample_dim="image", nan_policy="raise", transform=False)
+    with raise_if_dask_computes():  # refused before the expensive fit
+        with pytest.raises(FileExistsError, match=r"model: .*config.toml.*already exists"):
+            _zca_fit_op(stack, model=model, **kw)
+        with pytest.raises(IsADirectoryError, match="model: "):
+            _zca_fit_op(stack, model=tmp_path, overwrite=True, **kw)
+    assert model.read_text() == "running config"
+    assert _zca_fit_op(stack, model=model, overwrite=True, **kw) is stack
+    assert bi.ZCA.load(model).feature_shape_ == (4, 3, 2)
+
+
+# ---------------------------------------------------------------- issue 14: hostile model files
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory, data):
+    """``(metadata dict, arrays dict)`` of a model as :meth:`ZCA.save` writes it."""
+    path = tmp_path_factory.mktemp("model") / "m.npz"
+    bi.ZCA(1e-3).fit(bi.from_array(data[:, :2, :2, :1])).save(path)  # 4 features
+    with np.load(path, allow_pickle=False) as npz:
+        import json
+
+        return json.loads(str(npz["metadata"])), {k: npz[k] for k in npz.files if k != "metadata"}
+
+
+def write_model(path, meta, arrays, *, compressed=False):
+    import json
+
+    members = dict(arrays)
+    if meta is not None:
+        members["metadata"] = np.array(json.dumps(meta))
+    with open(path, "wb") as fh:
+        (np.savez_compressed if compressed else np.savez)(fh, **members)
+    return path
+
+
+def test_load_checks_each_header_against_the_metadata_before_reading(tmp_path, saved, monkeypatch):
+    meta, arrays = saved
+    read = []
+    real = np.lib.format.read_array
+    monkeypatch.setattr(
+        np.lib.format, "read_array", lambda fh, **kw: read.append(1) or real(fh, **kw)
+    )
+    # metadata claims 16,384 features: the 4-feature arrays are refused unread
+    path = write_model(tmp_path / "claim.npz", {**meta, "feature_shape": [16384, 1, 1]}, arrays)
+    with pytest.raises(
+        ValueError, match=r"'mean' array is float64 of shape \(4,\), expected .*16384"
+    ):
+        bi.ZCA.load(path)
+    assert len(read) == 1  # the metadata only
+    # a 2-GiB array declared by a few-kB file (a zip bomb) is refused unread
+    big = {**arrays, "components": np.zeros((2048, 2048))}
+    path = write_model(
+        tmp_path / "bomb.npz", {**meta, "feature_shape": [2048, 1, 1]}, big, compressed=True
+    )
+    assert path.stat().st_size < 100_000
+    read.clear()
+    with pytest.raises(ValueError, match="compressed"):
+        bi.ZCA.load(path)
+    assert read == []
+    # an .npy member shorter than its header says (a valid zip: CRCs match)
+    import zipfile
+
+    path = write_model(tmp_path / "short.npz", meta, arrays)
+    with zipfile.ZipFile(path) as zf:
+        members = {n: zf.read(n) for n in zf.namelist()}
+    members["components.npy"] = members["components.npy"][:-8]
+    with zipfile.ZipFile(path, "w") as zf:
+        for n, b in members.items():
+            zf.writestr(n, b)
+    read.clear()
+    with pytest.raises(ValueError, match="'components' array's size disagrees with its header"):
+        bi.ZCA.load(path)
+    assert len(read) == 2  # metadata and mean only
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        ({"drop": "whitening"}, "it has no 'whitening' array"),
+        ({"meta": None}, "it has no 'metadata' array"),
+        ({"meta": [1, 2]}, "metadata is a JSON list, not an object"),
+        ({"meta": 5}, "metadata is a JSON int"),
+        ({"meta_key": ("feature_shape", "abc")}, "feature_shape must be 3 positive int"),
+        ({"meta_key": ("feature_shape", [2, 2])}, "feature_shape must be 3 positive int"),
+        ({"meta_key": ("feature_shape", [2, -2, -1])}, "feature_shape must be 3 positive int"),
+        ({"meta_key": ("feature_dims", "yxb")}, "feature_dims must be a non-empty list"),
+        ({"meta_key": ("feature_dims", ["image", "x", "band"])}, "hold sample_dim 'image'"),
+        ({"meta_key": ("dtype", "O")}, "dtype must name a real numeric dtype, got 'O'"),
+        ({"meta_key": ("dtype", "nonsense")}, "dtype must name a real numeric dtype"),
+        ({"meta_key": ("dtype", 5)}, "dtype must name a real numeric dtype"),
+        ({"meta_key": ("eps", "1")}, "metadata is invalid: eps must be a number"),
+        ({"meta_key": ("eps", -1)}, "metadata is invalid: eps must be finite"),
+        ({"meta_key": ("nan_policy", "x")}, "metadata is invalid: nan_policy"),
+        ({"meta_key": ("sample_dim", 0)}, "metadata is invalid: sample_dim must be a str"),
+        ({"meta_key": ("n_samples", "20")}, "n_samples must be an int >= 2"),
+        ({"meta_key": ("format_version", 0)}, "format_version is 0; this bigimg reads .*1 only"),
+        ({"meta_key": ("format_version", 2)}, "format_version is 2 .*upgrade bigimg"),
+        ({"meta_key": ("format_version", True)}, "format_version is True"),
+        ({"meta_key": ("format", "x")}, "metadata format is 'x'"),
+        ({"meta_del": "eps"}, r"metadata lacks key\(s\) \['eps'\]"),
+        ({"meta_del": "feature_dims"}, r"metadata lacks key\(s\) \['feature_dims'\]"),
+        ({"array": ("mean", np.array([None] * 4, dtype=object))}, "'mean' array is object"),
+        ({"array": ("mean", np.zeros(4, np.float32))}, "'mean' array is float32"),
+        ({"array": ("whitening", np.full((4, 4), np.nan))}, "'whitening' holds NaN or ±inf"),
+        ({"array": ("explained_variance", -np.ones(4))}, "explained_variance' holds negative"),
+        ({"array": ("metadata", np.arange(3))}, "'metadata' array is int64 of shape"),
+        ({"array": ("metadata", np.array("{not json"))}, "metadata is not JSON"),
+        ({"array": ("metadata", np.array("x" * 70_000))}, "at most 65536 characters"),
+    ],
+)
+def test_load_rejects_broken_models_naming_the_file(tmp_path, saved, change, match):
+    meta, arrays = dict(saved[0]), dict(saved[1])
+    if "drop" in change:
+        del arrays[change["drop"]]
+    if "meta" in change:
+        meta = change["meta"]
+    if "meta_key" in change:
+        meta[change["meta_key"][0]] = change["meta_key"][1]
+    if "meta_del" in change:
+        del meta[change["meta_del"]]
+    if "array" in change:
+        name, value = change["array"]
+        arrays[name] = value
+        if name == "metadata":
+            meta = None
+    path = write_model(tmp_path / "bad.model", meta, arrays)
+    with pytest.raises(ValueError, match=f"path: '{path}' is not a .*ZCA model.*{match}"):
+        bi.ZCA.load(path)
+
+
+def test_load_rejects_files_that_are_no_model(tmp_path, saved):
+    good = write_model(tmp_path / "good.npz", *saved)
+    assert bi.ZCA.load(good).feature_shape_ == (2, 2, 1)
+    blob = good.read_bytes()
+    np.save(tmp_path / "plain.npy", np.zeros(3))
+    (tmp_path / "empty").write_bytes(b"")
+    (tmp_path / "truncated").write_bytes(blob[: len(blob) // 2])
+    corrupt = bytearray(blob)
+    corrupt[400] ^= 0xFF
+    (tmp_path / "corrupt").write_bytes(bytes(corrupt))
+    for name in ("plain.npy", "empty", "truncated", "corrupt"):
+        with pytest.raises(ValueError, match=f"'{tmp_path / name}' is not a bigimg ZCA model"):
+            bi.ZCA.load(tmp_path / name)
+    with pytest.raises(IsADirectoryError, match="is a folder"):
+        bi.ZCA.load(tmp_path)
+    with pytest.raises(FileNotFoundError, match="no such ZCA model file"):
+        bi.ZCA.load(tmp_path / "missing")
+    with pytest.raises(TypeError, match="path must be a str or os.PathLike"):
+        bi.ZCA.load(None)
+
+
 # ---------------------------------------------------------------- issue 14: hostile pass
 def test_wide_integers_are_centred_exactly():
     """int32 around 1e9 (not exact in float32): fit and transform match float64 numpy."""
