@@ -810,11 +810,16 @@ class ZCA:
             ``format_version`` this bigimg does not read); the message names
             the file and what is wrong.
         """
-        path = _as_path(path, "path")
+        return cls._load(path, what="path")
+
+    @classmethod
+    def _load(cls, path: Any, *, what: str) -> ZCA:
+        """:meth:`load`, errors naming the argument or config key ``what``."""
+        path = _as_path(path, what)
         if path.is_dir():
-            raise IsADirectoryError(f"path: {str(path)!r} is a folder, not a ZCA model file")
+            raise IsADirectoryError(f"{what}: {str(path)!r} is a folder, not a ZCA model file")
         if not path.is_file():
-            raise FileNotFoundError(f"path: no such ZCA model file: {str(path)!r}")
+            raise FileNotFoundError(f"{what}: no such ZCA model file: {str(path)!r}")
         try:
             with zipfile.ZipFile(path) as zf:
                 text = _read_member(zf, path, "metadata", None, np.dtype("U"))
@@ -832,19 +837,19 @@ class ZCA:
                 }
         except zipfile.BadZipFile as e:
             raise ValueError(
-                f"path: {str(path)!r} is not a bigimg ZCA model: not an .npz (zip) archive, "
+                f"{what}: {str(path)!r} is not a bigimg ZCA model: not an .npz (zip) archive, "
                 f"or a truncated or damaged one ({e})"
             ) from None
         except (ValueError, EOFError, zlib.error, NotImplementedError) as e:
-            raise ValueError(f"path: {str(path)!r} is not a bigimg ZCA model: {e}") from None
+            raise ValueError(f"{what}: {str(path)!r} is not a bigimg ZCA model: {e}") from None
         for name, arr in arrays.items():
             if not np.isfinite(arr).all():
                 raise ValueError(
-                    f"path: {str(path)!r} is not a usable ZCA model: {name!r} holds NaN or ±inf"
+                    f"{what}: {str(path)!r} is not a usable ZCA model: {name!r} holds NaN or ±inf"
                 )
         if (arrays["explained_variance"] < 0).any():
             raise ValueError(
-                f"path: {str(path)!r} is not a usable ZCA model: "
+                f"{what}: {str(path)!r} is not a usable ZCA model: "
                 "'explained_variance' holds negative values"
             )
         self = cls(meta["eps"], sample_dim=meta["sample_dim"], nan_policy=meta["nan_policy"])
@@ -1129,5 +1134,5 @@ class ZcaTransformParams(Params):
 @register_op("zca_transform", ZcaTransformParams)
 def _zca_transform_op(img: xr.DataArray, *, model: Path, inverse: bool) -> xr.DataArray:
     """Whiten (or un-whiten) with a model saved by ``zca_fit`` or :meth:`ZCA.save`."""
-    zca = ZCA.load(model)
+    zca = ZCA._load(model, what="model")
     return zca.inverse_transform(img) if inverse else zca.transform(img)

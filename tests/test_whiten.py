@@ -817,3 +817,19 @@ def test_omit_with_all_nan_chunks_and_sample_dim_last(data):
     flat = out.transpose("image", ...).values.reshape(SHAPE[0], -1)
     assert np.isnan(flat[[0, 89]]).all()
     assert rel(flat[1:89], (data[1:89].reshape(88, -1) - mean) @ w) < 1e-8
+
+
+def test_zca_transform_op_errors_name_the_model_key(tmp_path, saved):
+    from bigimg.whiten import _zca_transform_op
+
+    img = bi.from_array(np.zeros((3, 2, 2, 1)))
+    with pytest.raises(FileNotFoundError, match="model: no such ZCA model file"):
+        _zca_transform_op(img, model=tmp_path / "missing.npz", inverse=False)
+    with pytest.raises(IsADirectoryError, match="model: .* is a folder"):
+        _zca_transform_op(img, model=tmp_path, inverse=False)
+    bad = write_model(tmp_path / "bad.npz", [1], saved[1])
+    with pytest.raises(ValueError, match="model: .*bad.npz' is not a bigimg ZCA model"):
+        _zca_transform_op(img, model=bad, inverse=True)
+    good = write_model(tmp_path / "good.npz", *saved)
+    out = _zca_transform_op(img, model=good, inverse=False)
+    assert out.dims == img.dims and np.isfinite(out.values).all()
