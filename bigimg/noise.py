@@ -66,7 +66,8 @@ def _white_noise(
     nblocks = -(-(x0 + nx) // _PIXELS_PER_BLOCK) - b0
     row_shape = tuple(int(size[i]) for i in others)
     raw = np.empty((*row_shape, 4 * nblocks), np.uint64)
-    bitgen = np.random.Philox(key=[seed, _KEY_TAG])
+    # a uint64 array: numpy turns a list holding a seed near 2**64 into float64 (seed -> 0)
+    bitgen = np.random.Philox(key=np.array([seed, _KEY_TAG], np.uint64))
     state = bitgen.state
     key = state["state"]["key"]
     state["buffer_pos"] = 4  # empty buffer: the next draw computes a fresh block
@@ -371,13 +372,28 @@ def _check_number(
 
 
 def _check_dtype(dtype: Any) -> np.dtype:
+    if dtype is None:  # np.dtype(None) would silently be float64
+        raise TypeError("dtype must be 'float32' or 'float64', got None")
     try:
         out = np.dtype(dtype)
     except TypeError:
         raise TypeError(f"dtype must be 'float32' or 'float64', got {dtype!r}") from None
     if out not in (np.float32, np.float64):
-        raise ValueError(f"dtype must be a floating dtype, 'float32' or 'float64', got {dtype!r}")
+        raise ValueError(
+            "dtype must be a floating dtype, 'float32' or 'float64' in native byte order, "
+            f"got {dtype!r}"
+        )
     return out
+
+
+def _check_range(mean: float, std: float, dtype: np.dtype) -> None:
+    """Refuse a ``mean``/``std`` whose values would overflow ``dtype`` to inf."""
+    biggest = float(np.finfo(dtype).max)
+    if abs(mean) + 8 * std > biggest:  # normals stay within ~6.8 sigma (32-bit uniforms)
+        raise ValueError(
+            f"mean={mean!r} and std={std!r} overflow {dtype.name} (|mean| + 8 * std must be "
+            f"<= {biggest:.4g}); use smaller values or float64 (dtype='float64')"
+        )
 
 
 def _check_seed(seed: Any) -> int:
@@ -443,7 +459,10 @@ def correlated_noise(
         A size, seed or number of the wrong type, or an unknown dtype.
     ValueError
         A non-positive size, length scale, truncate or chunk, a negative
-        ``std``, unknown dims, or a dtype that is not floating.
+        ``std``, unknown dims, or a dtype that is not floating; a ``mean`` or
+        ``std`` that overflows ``dtype``; more than 2**20 chunks (or tiles);
+        a kernel radius (``truncate * length_scale``) making one task's tile
+        with its halo larger than 2 GiB. All checked before building the graph.
 
     Notes
     -----
@@ -494,6 +513,7 @@ def correlated_noise(
     std = _check_number(std, "std", nonnegative=True)
     truncate = _check_number(truncate, "truncate", positive=True)
     out_dtype = _check_dtype(dtype)
+    _check_range(mean, std, out_dtype)
     _check_graph_size(shape_t, dims, scales, truncate, out_dtype, chunks)
     params = {"seed": seed, "scales": scales, "truncate": truncate, "mean": mean, "std": std}
     data = _correlated_dask(shape_t, dims, out_dtype, **params)
@@ -552,6 +572,8 @@ def add_noise(
     (('y', 'x', 'band'), dtype('float64'), True)
     """
     check_image(img)
+    if img.dtype.kind not in "biuf":
+        raise TypeError(f"img must have a real numeric dtype (bool, int or float), got {img.dtype}")
     unknown = [d for d in img.dims if d not in _NOISE_DIMS]
     if unknown:
         raise ValueError(

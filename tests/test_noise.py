@@ -6,6 +6,7 @@ Statistical tests use fixed seeds (deterministic) and tolerances of about
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -471,3 +472,59 @@ def test_cli_huge_length_scale_leaves_no_store(tmp_path, capsys):
     assert exit_info.value.code == 2
     assert "length_scale" in capsys.readouterr().err
     assert not out.exists()
+
+
+# ---------------------------------------------------------------- issue 14: hostile pass
+def test_seed_near_2_64_is_its_own_key():
+    """numpy turned the key list [2**64 - 1, tag] into float64, so the seed became 0."""
+    top = _white_noise(2**64 - 1, ("y", "x"), (0, 0), (2, 8))
+    assert not np.array_equal(top, _white_noise(0, ("y", "x"), (0, 0), (2, 8)))
+    assert not np.array_equal(top, _white_noise(2**64 - 2, ("y", "x"), (0, 0), (2, 8)))
+    np.testing.assert_array_equal(
+        correlated_noise((3, 4), length_scale=1, seed=2**64 - 1).values,
+        correlated_noise((3, 4), length_scale=1, seed=np.uint64(2**64 - 1)).values,
+    )
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"dtype": None}, TypeError, "dtype must be 'float32' or 'float64', got None"),
+        ({"dtype": ">f4"}, ValueError, "native byte order, got '>f4'"),
+        ({"mean": 1e300}, ValueError, r"mean=1e\+300 and std=1.0 overflow float32"),
+        ({"std": 1e39}, ValueError, "overflow float32"),
+        ({"std": 1e308, "dtype": "float64"}, ValueError, "overflow float64"),
+    ],
+)
+def test_dtype_and_range_validation(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        correlated_noise((8, 8), length_scale=2.0, **kwargs)
+
+
+def test_large_mean_fits_float64():
+    out = correlated_noise((4, 4), length_scale=2.0, mean=1e300, std=1e290, dtype="float64")
+    assert np.isfinite(out.values).all()
+
+
+@pytest.mark.parametrize("dtype", ["complex128", "<U1", "object", "datetime64[s]"])
+def test_add_noise_refuses_non_real_images(dtype):
+    img = xr.DataArray(np.zeros((2, 2)).astype(dtype), dims=("y", "x"))
+    with pytest.raises(
+        TypeError, match=f"img must have a real numeric dtype.*got {re.escape(dtype)}"
+    ):
+        add_noise(img, length_scale=2)
+
+
+def test_add_noise_on_swapped_dims_and_numpy_data():
+    """(x, y) order and in-memory data: the noise follows the dims by name."""
+    a = np.zeros((5, 4), np.float32)
+    out = add_noise(xr.DataArray(a, dims=("x", "y")), length_scale=1.5, seed=4)
+    assert out.dims == ("x", "y")
+    expected = correlated_noise({"x": 5, "y": 4}, length_scale=1.5, seed=4)
+    np.testing.assert_array_equal(out.values, expected.values)
+    np.testing.assert_allclose(  # same field; the FFTs run in another axis order
+        out.transpose("y", "x").values,
+        correlated_noise((4, 5), length_scale=1.5, seed=4).values,
+        rtol=1e-5,
+        atol=1e-6,
+    )
