@@ -43,6 +43,8 @@ MAX_INT_BINS = 2**24
 # Most bins per histogram: every chunk's partial counts and the result hold
 # 8 bytes per bin and histogram, so 2**24 bins are 128 MiB per histogram.
 MAX_BINS = 2**24
+# Most counts over all histograms (int64: 1 GiB), e.g. one histogram per pixel with dims="band".
+MAX_COUNTS = 2**27
 
 __all__ = ["equalize_hist", "histogram", "plot_histogram"]
 
@@ -93,10 +95,9 @@ def _pieces(shape: tuple[int, ...], size: int = 1 << 16) -> Iterator[tuple[Any, 
 
 def _excluded(values: np.ndarray, exclude: tuple[Any, ...]) -> np.ndarray:
     """Boolean mask of the values equal to one of ``exclude`` (NaN is not included)."""
-    bad = np.zeros(values.shape, dtype=bool)
-    for v in exclude:
-        bad |= values == v
-    return bad
+    if not exclude:
+        return np.zeros(values.shape, dtype=bool)
+    return np.isin(values, np.array(exclude, dtype=values.dtype))  # sorts a long exclude
 
 
 def _valid_values(values: np.ndarray, exclude: tuple[Any, ...]) -> np.ndarray:
@@ -161,9 +162,8 @@ def _count_window_kernel(
     for idx, sl in _rows(block.shape, kept):
         vals = _valid_values(block[sl], exclude)
         vals = vals[(vals >= low) & (vals <= high)]
-        out[_partial_index(block.ndim, kept, idx)] = np.bincount(
-            (vals.astype(np.int64) - np.int64(low)).ravel(), minlength=n
-        )
+        offsets = (vals - block.dtype.type(low)).astype(np.intp)  # in [0, n): no overflow
+        out[_partial_index(block.ndim, kept, idx)] = np.bincount(offsets.ravel(), minlength=n)
     return out
 
 
@@ -230,7 +230,8 @@ def _lut_window_kernel(
     for idx, sl in _rows(block.shape, kept):
         sub = block[sl]
         row = lut[idx]
-        j = np.clip(sub.astype(np.int64) - np.int64(low), 0, row.size - 1)
+        low_t = block.dtype.type(low)
+        j = (np.clip(sub, low_t, block.dtype.type(low + row.size - 1)) - low_t).astype(np.intp)
         res = row[j]
         bad = _excluded(sub, exclude)
         res[bad] = sub[bad]
@@ -405,7 +406,7 @@ def _setup(img: Any, bins: Any, exclude: Any, dims: Any) -> _Setup:
     kept = tuple(i for i, d in enumerate(img.dims) if d not in reduce_dims)
     arr = img.data if isinstance(img.data, da.Array) else da.asarray(img.data)
     given = _check_exclude(exclude)
-    return _Setup(
+    s = _Setup(
         arr=arr,
         kept=kept,
         kept_dims=tuple(img.dims[a] for a in kept),
@@ -413,6 +414,13 @@ def _setup(img: Any, bins: Any, exclude: Any, dims: Any) -> _Setup:
         exclude_given=given,
         bins=_check_bins(bins),
     )
+    if isinstance(s.bins, np.ndarray):
+        _check_size(img, s, s.bins.size - 1)
+    elif _small_int(img.dtype):
+        _check_size(img, s, 1 << (8 * img.dtype.itemsize))
+    elif img.dtype.kind == "f":
+        _check_size(img, s, s.bins)
+    return s
 
 
 def _check_bins(bins: Any) -> int | np.ndarray:
@@ -428,9 +436,13 @@ def _check_bins(bins: Any) -> int | np.ndarray:
     if isinstance(bins, (str, bytes, bool)) or not isinstance(bins, (Sequence, np.ndarray)):
         raise TypeError(f"bins must be an int or a sequence of bin edges, got {bins!r}")
     try:
-        edges = np.asarray(bins, dtype=np.float64)
-    except (TypeError, ValueError):
+        raw = np.asarray(bins)
+    except (TypeError, ValueError):  # ragged
         raise TypeError(f"bins edges must be numbers, got {bins!r}") from None
+    mixed_bool = raw.dtype.kind == "f" and any(isinstance(v, (bool, np.bool_)) for v in bins)
+    if raw.dtype.kind not in "iuf" or mixed_bool:  # strings, bools, None: numpy converts some
+        raise TypeError(f"bins edges must be numbers, got {bins!r} (dtype {raw.dtype})")
+    edges = raw.astype(np.float64)
     if edges.ndim != 1 or edges.size < 2:
         raise ValueError(f"bins edges must be a 1-D sequence of at least 2 values, got {bins!r}")
     if edges.size - 1 > MAX_BINS:
@@ -499,9 +511,13 @@ def _cast_exclude(values: tuple[Any, ...], dtype: np.dtype) -> tuple[Any, ...]:
     out: list[Any] = []
     for v in values:
         if dtype.kind == "f":
-            if math.isnan(v) or (math.isfinite(v) and abs(v) > np.finfo(dtype).max):
+            try:
+                f = float(v)
+            except OverflowError:  # a Python int beyond any float: no pixel equals it
                 continue
-            out.append(dtype.type(v))
+            if math.isnan(f) or (math.isfinite(f) and abs(f) > float(np.finfo(dtype).max)):
+                continue
+            out.append(dtype.type(f))
         else:
             info = np.iinfo(dtype)
             if isinstance(v, numbers.Integral) or float(v).is_integer():
@@ -531,6 +547,34 @@ def _check_nonempty(img: xr.DataArray, s: _Setup, empty: np.ndarray, what: str) 
 
 def _check_counts(img: xr.DataArray, s: _Setup, counts: np.ndarray, what: str) -> None:
     _check_nonempty(img, s, counts.sum(axis=-1) == 0, what)
+
+
+def _check_size(img: xr.DataArray, s: _Setup, n: int) -> None:
+    """Refuse more than ``MAX_COUNTS`` counts in all (before any compute where ``n`` is known)."""
+    k = math.prod(_kept_shape(img, s))
+    if k * n > MAX_COUNTS:
+        raise ValueError(
+            f"{k} histograms (one per index of {s.kept_dims!r}, the dims not in dims=) of {n} "
+            f"bins are {k * n} counts, more than the {MAX_COUNTS} (1 GiB) bigimg holds; "
+            "pass dims= naming more dims, or fewer bins"
+        )
+
+
+def _checked_edges(
+    img: xr.DataArray, s: _Setup, idx: tuple[int, ...] | None, first: Any, last: Any
+) -> np.ndarray:
+    """:func:`_uniform_edges`, refusing a range numpy cannot cut into ``bins`` finite, distinct edges."""
+    n = s.bins
+    try:
+        with np.errstate(over="ignore", invalid="ignore"):  # numpy raises below for those
+            return _uniform_edges(s.arr.dtype, n, first, last)  # type: ignore[arg-type]
+    except ValueError:
+        where = "range" if idx is None else f"the valid range of {_label(img, s.kept_dims, idx)}"
+        raise ValueError(
+            f"bins={n} equal-width bins cannot be made over {where} [{first}, {last}] in "
+            f"{s.arr.dtype} (too narrow or too wide for the dtype); pass fewer bins, another "
+            "range= or explicit bin edges"
+        ) from None
 
 
 # ---------------------------------------------------------------- counting
@@ -575,6 +619,7 @@ def _int_counts(
             f"img's integer values span {n} distinct values ({lo}..{hi}), more than the {MAX_INT_BINS} "
             "counted exactly; pass a narrower range= or cast img to float to use bins="
         )
+    _check_size(img, s, n)
     part = _blockwise(
         _count_window_kernel,
         s.arr,
@@ -740,27 +785,33 @@ def histogram(
     if isinstance(s.bins, np.ndarray):
         counts = _edges_counts(s, s.bins)
         lower, upper = s.bins[:-1], s.bins[1:]
+        given = None  # range is ignored
     elif dt.kind in "iu":
         counts, low = _int_counts(img, s, given)
-        values = np.arange(low, low + counts.shape[-1], dtype=np.int64)
+        values = np.arange(counts.shape[-1], dtype=dt) + dt.type(low)  # uint64 may pass int64
         lower, upper = values - 0.5, values + 0.5
     elif given is not None:
+        edges = _checked_edges(img, s, None, *given)
         counts = _uniform_counts(s, None, s.bins, fixed=given)
-        edges = _uniform_edges(dt, s.bins, *given)
         lower, upper = edges[:-1], edges[1:]
     else:
         mins, maxs = _float_ranges(img, s)  # scalars of img's dtype, as numpy's a.min()
-        if rng == "shared" or math.prod(kshape) == 1:
+        shared = rng == "shared" or math.prod(kshape) == 1
+        if shared:
             mins, maxs = np.full_like(mins, mins.min()), np.full_like(maxs, maxs.max())
         ranges = np.stack([mins, maxs], axis=-1).reshape((*kshape, 2))
+        edges = np.stack(
+            [_checked_edges(img, s, i, *ranges[i]) for i in np.ndindex(kshape)]
+        ).reshape((*kshape, s.bins + 1))  # type: ignore[operator]
         counts = _uniform_counts(s, ranges, s.bins)
-        edges = np.stack([_uniform_edges(dt, s.bins, *ranges[i]) for i in np.ndindex(kshape)])
-        if rng == "shared" or math.prod(kshape) == 1:
-            edges = edges[0]
-        else:
-            edges = edges.reshape((*kshape, s.bins + 1))
+        if shared:
+            edges = edges[(0,) * len(kshape)]
         lower, upper = edges[..., :-1], edges[..., 1:]
-    _check_counts(img, s, counts, "after exclusion" if given is None else f"inside range={rng!r}")
+    if isinstance(s.bins, np.ndarray):
+        what = "inside bins"
+    else:
+        what = "after exclusion" if given is None else f"inside range={rng!r}"
+    _check_counts(img, s, counts, what)
     coords: dict[Hashable, Any] = {
         name: c for name, c in img.coords.items() if set(c.dims) <= set(s.kept_dims)
     }
@@ -887,11 +938,11 @@ def equalize_hist(
     else:
         mins, maxs = _float_ranges(img, s)
         ranges = np.stack([mins, maxs], axis=-1).reshape((*kshape, 2))
-        counts = _uniform_counts(s, ranges, s.bins)
-        xp = np.empty(counts.shape, dtype=np.float64)
+        xp = np.empty((*kshape, s.bins), dtype=np.float64)  # type: ignore[misc]
         for idx in np.ndindex(*kshape):
-            edges = _uniform_edges(dt, s.bins, *ranges[idx])
+            edges = _checked_edges(img, s, idx, *ranges[idx])
             xp[idx] = (edges[:-1] + edges[1:]) / 2.0  # in the edges' dtype, as skimage
+        counts = _uniform_counts(s, ranges, s.bins)
         data = _blockwise(
             _interp_kernel, s.arr, s.kept, [xp, scaled_cdf(counts, "after exclusion")],
             dtype=out_dt, exclude=s.exclude, uniform=True, out_dtype=out_dt,
@@ -907,9 +958,14 @@ def _check_out_range(out_range: Any) -> tuple[float, float]:
         or not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in out_range)
     ):
         raise TypeError(f"out_range must be a pair of numbers (min, max), got {out_range!r}")
-    lo, hi = float(out_range[0]), float(out_range[1])
-    if not (math.isfinite(lo) and math.isfinite(hi)) or lo >= hi:
-        raise ValueError(f"out_range must be finite with min < max, got {out_range!r}")
+    try:
+        lo, hi = float(out_range[0]), float(out_range[1])
+    except OverflowError:  # a Python int beyond any float
+        lo, hi = math.nan, math.nan
+    if not (math.isfinite(lo) and math.isfinite(hi) and math.isfinite(hi - lo)) or lo >= hi:
+        raise ValueError(
+            f"out_range must be finite with min < max and a finite max - min, got {out_range!r}"
+        )
     return lo, hi
 
 
@@ -949,7 +1005,7 @@ def plot_histogram(
     Raises
     ------
     TypeError
-        ``hist`` is not a DataArray with a ``bin`` dim.
+        ``hist`` is not a DataArray with a ``bin`` dim; ``overwrite`` not a bool.
     ValueError
         ``hist`` has no bin.
     FileExistsError
@@ -971,6 +1027,8 @@ def plot_histogram(
         raise TypeError(
             f"hist must be a DataArray with a 'bin' dim (from bi.histogram), got {type(hist).__name__}"
         )
+    if not isinstance(overwrite, bool):
+        raise TypeError(f"overwrite must be a bool, got {overwrite!r}")
     n = hist.sizes["bin"]
     if n == 0:
         raise ValueError("hist must have at least one bin, got an empty 'bin' dim")

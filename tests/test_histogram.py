@@ -590,3 +590,92 @@ def test_plot_histogram_draws_each_bands_own_bins(tmp_path, monkeypatch):
             ref, ref_edges = np.histogram(band[_valid(band)], bins=8, range=rng)
             np.testing.assert_array_equal(values, ref)
             np.testing.assert_array_equal(edges, ref_edges.astype(np.float64))
+
+
+# ---------------------------------------------------------------- hostile pass (issue 14)
+@pytest.mark.parametrize("chunks", [1, 2, -1])
+def test_uint64_and_int64_extremes_count_exactly(chunks):
+    top = np.array([[2**64 - 1, 2**64 - 2, 2**64 - 2, 2**64 - 4]], dtype="u8")
+    h = bi.histogram(bi.from_array(top, chunks=chunks))
+    assert h["bin"].values.tolist() == [2**64 - 4, 2**64 - 3, 2**64 - 2, 2**64 - 1]
+    assert h.values.tolist() == [[1, 0, 2, 1]]
+    out = bi.equalize_hist(bi.from_array(top, chunks=chunks)).values.ravel()
+    np.testing.assert_allclose(out, [1.0, 0.75, 0.75, 0.25])
+    bottom = np.array([[-(2**63), -(2**63) + 2, 9]], dtype="i8")
+    h = bi.histogram(bi.from_array(bottom, chunks=chunks), exclude=9)
+    assert h.values.tolist() == [[1, 0, 1]] and h["bin"].values[0] == -(2**63)
+    out = bi.equalize_hist(bi.from_array(bottom, chunks=chunks), exclude=9).values.ravel()
+    np.testing.assert_array_equal(out, [0.5, 1.0, 9.0])
+
+
+@pytest.mark.parametrize(
+    ("values", "kwargs"),
+    [
+        ([1.0, np.nextafter(1.0, 2.0)], {"bins": 4}),  # narrower than 4 float64 steps
+        ([-3.4e38, 0.0, 3.4e38], {"bins": 2}),  # max - min overflows float32
+    ],
+)
+def test_ranges_numpy_cannot_bin_are_refused_by_name(values, kwargs):
+    a = np.array([values], dtype="float32" if abs(values[0]) > 1e30 else "float64")
+    with np.errstate(all="ignore"), pytest.raises(ValueError, match="Too many bins"):
+        np.histogram(a, **kwargs)  # numpy refuses too, with a less helpful message
+    img = bi.from_array(a, chunks=1).assign_coords(band=["nir"])
+    for func in (bi.histogram, bi.equalize_hist):
+        with raise_if_dask_computes(max_computes=1):  # the range pass only: no counting
+            with pytest.raises(ValueError, match=r"bins=\d+ equal-width bins .* band='nir'"):
+                func(img, **kwargs)
+    with raise_if_dask_computes(), pytest.raises(ValueError, match=r"bins=3 .* over range"):
+        bi.histogram(bi.from_array(_float_with_nan_border()), bins=3, range=(-1e308, 1e308))
+
+
+def test_too_many_histograms_refused_before_compute():
+    big = bi.from_array(da.zeros((1000, 1000, 2), dtype="float32", chunks=500))
+    with raise_if_dask_computes(), pytest.raises(ValueError, match=r"1000000 histograms .* dims="):
+        bi.histogram(big, dims="band")  # one 256-bin histogram per pixel
+    small = bi.from_array(da.zeros((100, 100, 2), dtype="uint16", chunks=50))
+    with raise_if_dask_computes(), pytest.raises(ValueError, match="65536 bins"):
+        bi.equalize_hist(small, dims="band")
+
+
+@pytest.mark.parametrize(
+    ("func", "kwargs", "exc", "match"),
+    [
+        (bi.histogram, {"bins": ["0", "1"]}, TypeError, "bins edges must be numbers"),
+        (bi.histogram, {"bins": [0.0, True]}, TypeError, "bins edges must be numbers"),
+        (bi.histogram, {"bins": [[0.0, 1.0], [2.0]]}, TypeError, "bins edges must be numbers"),
+        (bi.histogram, {"range": "auto"}, ValueError, "range must be None, 'shared'"),
+        (bi.histogram, {"range": np.array(1.0)}, TypeError, "range must be"),
+        (bi.histogram, {"range": (0, 2**2000)}, ValueError, "range must be finite"),
+        (bi.equalize_hist, {"out_range": (-1e308, 1e308)}, ValueError, "finite max - min"),
+        (bi.equalize_hist, {"out_range": (0, 2**2000)}, ValueError, "out_range must be finite"),
+    ],
+)
+def test_more_bad_arguments_are_named(func, kwargs, exc, match):
+    img = bi.from_array(_float_with_nan_border(), chunks=16)
+    with raise_if_dask_computes(), pytest.raises(exc, match=match):
+        func(img, **kwargs)
+
+
+def test_odd_exclusions_and_edges():
+    a = _float_with_nan_border()
+    ok = _valid(a)
+    h = bi.histogram(bi.from_array(a, chunks=7), bins=3, exclude=[2**2000, np.nan, -1e300])
+    for b in range(2):
+        np.testing.assert_array_equal(
+            h.isel(band=b).values, np.histogram(a[..., b][ok[..., b]], 3)[0]
+        )
+    with pytest.raises(ValueError, match="no valid pixels at band=0 inside bins"):
+        bi.histogram(bi.from_array(a), bins=[50.0, 60.0])
+    many = np.linspace(0, 1, 5000)  # a long exclude list is one sorted lookup, not 5000 passes
+    h = bi.histogram(bi.from_array(a, chunks=16), bins=4, exclude=many)
+    assert int(h.sum()) == (ok & ~np.isin(a, many.astype("float32"))).sum()
+
+
+def test_plot_histogram_overwrite_must_be_a_bool(tmp_path):
+    h = bi.histogram(bi.from_array(_float_with_nan_border()), bins=4)
+    (tmp_path / "h.png").write_bytes(b"keep")
+    with pytest.raises(TypeError, match="overwrite must be a bool"):
+        bi.plot_histogram(h, tmp_path / "h.png", overwrite="no")
+    assert (tmp_path / "h.png").read_bytes() == b"keep"
+    with pytest.raises(ValueError, match="at least one bin"):
+        bi.plot_histogram(h.isel(bin=slice(0, 0)), tmp_path / "empty.png")
