@@ -66,9 +66,11 @@ def coarsen_mean(obj: xr.DataArray, factor: int | Mapping[Hashable, int] = 2) ->
     Raises
     ------
     TypeError
-        ``obj`` is not a DataArray, or ``factor`` is neither int nor dict.
+        ``obj`` is not a DataArray or not real numbers, or ``factor`` is
+        neither int nor dict.
     ValueError
-        A factor is not a positive integer, or names an unknown dim.
+        A factor is not a positive integer, names an unknown dim, or would
+        average a non-numeric coord (such as band names).
 
     Notes
     -----
@@ -85,8 +87,11 @@ def coarsen_mean(obj: xr.DataArray, factor: int | Mapping[Hashable, int] = 2) ->
     array([[2., 5.]], dtype=float32)
     """
     check_image(obj, "obj")
+    if obj.dtype.kind not in "biuf":
+        raise TypeError(f"obj must have a real numeric dtype (bool, int or float), got {obj.dtype}")
     factors = _factors(obj, factor)
     windows = {d: f for d, f in factors.items() if f > 1}
+    _check_coords(obj, windows)
     data = obj.astype(float_dtype(obj.dtype))
     if not windows:
         return data
@@ -301,6 +306,18 @@ def _factors(obj: xr.DataArray, factor: Any) -> dict[Hashable, int]:
         # of the whole dim is the same result, without padding to the factor
         out[d] = min(int(v), obj.sizes[d])
     return out
+
+
+def _check_coords(obj: xr.DataArray, windows: Mapping[Hashable, int]) -> None:
+    """Refuse coarsening a dim whose coords cannot be averaged (block means of labels)."""
+    for name, coord in obj.coords.items():
+        coarsened = [d for d in coord.dims if d in windows]
+        if coarsened and coord.dtype.kind not in "biufmM":
+            raise ValueError(
+                f"factor[{coarsened[0]!r}]={windows[coarsened[0]]} would average the coord "
+                f"{name!r} of dtype {coord.dtype}, which has no mean; drop it first "
+                f"(obj.drop_vars({name!r})) or leave {coarsened[0]!r} out of factor"
+            )
 
 
 def _level_path(k: int) -> str:

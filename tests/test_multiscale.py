@@ -303,3 +303,31 @@ def test_coarsen_mean_factor_beyond_one_dim_only() -> None:
     a = np.arange(10.0).reshape(1, 10)
     out = coarsen_mean(bi.from_array(a), 4)
     np.testing.assert_allclose(out.values[:, :, 0], block_nanmean(a, 4, 4))
+
+
+# ---------------------------------------------------------------- issue 14: hostile pass
+def test_coarsen_mean_refuses_averaging_label_coords() -> None:
+    img = bi.from_array(np.ones((4, 4, 3))).assign_coords(band=["r", "g", "b"])
+    assert list(coarsen_mean(img, 2).band.values) == ["r", "g", "b"]  # band untouched
+    with raise_if_dask_computes(), pytest.raises(ValueError, match=r"factor\['band'\]=2 .*'band'"):
+        coarsen_mean(img, {"band": 2})
+    out = coarsen_mean(img.drop_vars("band"), {"band": 2})
+    xr.testing.assert_allclose(
+        out, img.drop_vars("band").coarsen(band=2, boundary="pad").mean().astype("float32")
+    )
+
+
+@pytest.mark.parametrize("dtype", ["complex128", "datetime64[s]", "<U1", "object"])
+def test_coarsen_mean_refuses_non_real_data(dtype: str) -> None:
+    img = xr.DataArray(np.zeros((4, 4)).astype(dtype), dims=("y", "x"))
+    with pytest.raises(TypeError, match="obj must have a real numeric dtype"):
+        coarsen_mean(img, 2)
+
+
+def test_coarsen_mean_of_ragged_chunks_and_swapped_dims_matches_xarray() -> None:
+    a = np.random.default_rng(1).random((7, 9)).astype(np.float32)
+    a[2, 3] = np.nan
+    img = xr.DataArray(a, dims=("x", "y"), coords={"x": np.arange(7.0), "y": np.arange(9.0)})
+    img = img.chunk({"x": (1, 5, 1), "y": (2, 7)})
+    out = coarsen_mean(img, {"x": 3, "y": 4})
+    xr.testing.assert_allclose(out, img.coarsen(x=3, y=4, boundary="pad").mean())
