@@ -123,6 +123,8 @@ def run_demo(
     FileExistsError
         One of the outputs exists and ``overwrite`` is false (all are checked
         before anything is written).
+    TypeError
+        ``overwrite`` is not a bool.
     ValueError
         ``out`` is a file, an output path is not what bigimg would replace
         (e.g. a non-store folder), or ``size`` is too small.
@@ -132,6 +134,8 @@ def run_demo(
     from bigimg.pipeline import parse_config
     from bigimg.quicklook import quicklook
 
+    if not isinstance(overwrite, bool):
+        raise TypeError(f"overwrite must be True or False, got {overwrite!r}")
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"out: {str(out)!r} is a file, not a folder")

@@ -51,8 +51,9 @@ def quicklook(
         Image with dims ``y``, ``x`` and optionally ``band``. Other dims must
         have length 1 (select one image of a stack first).
     path : path-like, optional
-        Where to write the PNG: RGBA for three bands, grey + alpha for one;
-        NoData pixels (NaN in any shown band) are fully transparent.
+        Where to write the PNG (ending in ``.png``): RGBA for three bands,
+        grey + alpha for one; NoData pixels (NaN in any shown band) are
+        fully transparent.
     max_size : int, default 2048
         Longest side of the preview, in pixels.
     bands : sequence of int, optional
@@ -75,10 +76,12 @@ def quicklook(
     Raises
     ------
     TypeError
-        ``obj`` is not a DataArray; ``max_size`` or a band is not an int.
+        ``obj`` is not a DataArray or not real numbers; ``max_size`` or a
+        band is not an int; ``overwrite`` is not a bool.
     ValueError
         Missing ``y``/``x`` dims, a stack of several images, bad ``bands``,
-        ``stretch`` or ``max_size``, ``path``'s folder does not exist, or
+        ``stretch`` or ``max_size``, ``path``'s folder does not exist or its
+        suffix is not ``.png``, or
         ``path`` overlaps the file or store ``obj`` was read from (known from
         ``obj.encoding["source"]`` or ``obj.attrs["bigimg_source"]``).
     FileExistsError
@@ -126,7 +129,8 @@ def quicklook(
     limits = _band_limits(
         img, vmin.values.astype(np.float64), vmax.values.astype(np.float64), (lo, hi)
     )
-    p0 = xr.DataArray(limits[:, 0], dims="band")
+    # a band without finite pixels (NaN limits) still shows -inf black and +inf white
+    p0 = xr.DataArray(np.nan_to_num(limits[:, 0], nan=0.0), dims="band")
     scale = xr.DataArray(
         np.where(limits[:, 1] > limits[:, 0], limits[:, 1] - limits[:, 0], 1.0), dims="band"
     )
@@ -153,7 +157,7 @@ def write_png(rgb: np.ndarray, path: str | os.PathLike[str], *, overwrite: bool 
     rgb : numpy.ndarray
         ``(y, x, 1 or 3)`` values in [0, 1] (clipped), NaN for transparent.
     path : path-like
-        The PNG to write.
+        The PNG to write (ending in ``.png``).
     overwrite : bool, default False
         Replace an existing file at ``path``.
 
@@ -165,7 +169,9 @@ def write_png(rgb: np.ndarray, path: str | os.PathLike[str], *, overwrite: bool 
     Raises
     ------
     ValueError
-        ``rgb`` has the wrong shape.
+        ``rgb`` has the wrong shape, or ``path`` does not end in ``.png``.
+    TypeError
+        ``overwrite`` is not a bool.
     FileExistsError
         ``path`` exists and ``overwrite`` is false.
     IsADirectoryError, FileNotFoundError
@@ -184,7 +190,9 @@ def write_png(rgb: np.ndarray, path: str | os.PathLike[str], *, overwrite: bool 
     rgb = np.asarray(rgb, dtype=np.float32)
     if rgb.ndim != 3 or rgb.shape[2] not in (1, 3) or rgb.size == 0:
         raise ValueError(f"rgb must have shape (y, x, 1 or 3), got {rgb.shape}")
+    _check_overwrite(overwrite)
     check_new_file(path, overwrite=overwrite, what="path")  # before the work
+    _check_suffix(path)
     alpha = np.all(np.isfinite(rgb), axis=2)
     pix = np.round(np.clip(np.nan_to_num(rgb, nan=0.0), 0.0, 1.0) * 255).astype(np.uint8)
     pix[~alpha] = 0
@@ -222,11 +230,27 @@ def open_for_quicklook(path: str | os.PathLike[str], max_size: int) -> xr.DataAr
 # ---------------------------------------------------------------- validation
 def _check_png_path(path: str | os.PathLike[str], obj: xr.DataArray, overwrite: bool) -> Path:
     """The PNG path, refused before any compute if it exists or overlaps ``obj``'s source."""
+    _check_overwrite(overwrite)
     path = Path(path)
     if not path.parent.is_dir():
         raise ValueError(f"path: folder {str(path.parent)!r} does not exist")
     check_disjoint(path, _source_paths(obj), what="path")
-    return check_new_file(path, overwrite=overwrite, what="path")
+    check_new_file(path, overwrite=overwrite, what="path")
+    _check_suffix(path)
+    return path
+
+
+def _check_overwrite(overwrite: object) -> None:
+    if not isinstance(overwrite, bool | np.bool_):
+        raise TypeError(f"overwrite must be True or False, got {overwrite!r}")
+
+
+def _check_suffix(path: Path) -> None:
+    if path.suffix.lower() != ".png":
+        raise ValueError(
+            f"path: {str(path)!r} must end in '.png' (the file written is a PNG), "
+            f"got suffix {path.suffix or '(none)'!r}"
+        )
 
 
 def _source_paths(obj: xr.DataArray) -> list[str]:
@@ -291,7 +315,9 @@ def _band_limits(
     gets the full ``_HIST_BINS`` resolution whatever the others' ranges.
     """
     limits = np.full((len(vmin), 2), np.nan)
-    has = np.flatnonzero(np.isfinite(vmin))  # bands with valid pixels
+    constant = np.isfinite(vmin) & (vmin == vmax)  # every percentile is that value
+    limits[constant] = vmin[constant, None]
+    has = np.flatnonzero(np.isfinite(vmin) & ~constant)  # bands with a histogram to build
     if has.size == 0:
         return limits
     sel, lo, hi = img.isel(band=has), vmin[has], vmax[has]

@@ -11,6 +11,7 @@ import dask.array as da
 import numpy as np
 import PIL.Image
 import pytest
+import xarray as xr
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from skimage import data
@@ -359,11 +360,17 @@ def test_quicklook_refuses_an_existing_file_before_computing(tmp_path: Path) -> 
     img = bi.from_array(da.zeros((20, 20), chunks=10))
     with raise_if_dask_computes(), pytest.raises(FileExistsError, match="overwrite=True"):
         quicklook(img, target)
+    with raise_if_dask_computes(), pytest.raises(ValueError, match="must end in '.png'"):
+        quicklook(img, target, overwrite=True)
     assert target.read_text() == "my notes"
-    quicklook(img, target, overwrite=True)
-    with PIL.Image.open(target) as im:
+    old = tmp_path / "old.png"
+    old.write_text("an old preview")
+    with raise_if_dask_computes(), pytest.raises(FileExistsError, match="old.png"):
+        quicklook(img, old)
+    quicklook(img, old, overwrite=True)
+    with PIL.Image.open(old) as im:
         assert im.format == "PNG" and im.size == (20, 20)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]  # no temporary left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "old.png"]  # no temporary
 
 
 def test_quicklook_refuses_a_folder(tmp_path: Path) -> None:
@@ -445,3 +452,72 @@ def test_run_demo_refuses_existing_outputs_before_any_work(tmp_path: Path) -> No
             run_demo(out, size=64, progress=False)
         run_demo(out, size=64, progress=False, overwrite=True)
     assert sorted(p.name for p in out.iterdir()) == ["mosaic.zarr", "output.zarr", "quicklook.png"]
+
+
+# ---------------------------------------------------------------- issue 14: hostile pass
+@pytest.mark.parametrize("dtype", ["uint16", "int8", "float32", "bool"])
+def test_constant_image_has_exact_limits(dtype: str) -> None:
+    """A constant integer image crashed (histogram range (7, 7)); floats were off by a bin."""
+    value = 1 if dtype == "bool" else 7
+    img = bi.from_array(np.full((6, 5, 2), value, dtype), chunks=3)
+    out = quicklook(img, bands=[1])
+    assert out.attrs["bigimg_quicklook_limits"] == [[value, value]]
+    assert (out.values == 0).all()  # as numpy's percentiles: the value itself, mapped to black
+
+
+def test_constant_bands_beside_a_varying_one() -> None:
+    a = np.zeros((8, 8, 3), np.uint8)
+    a[..., 0], a[..., 2] = 7, 200
+    a[..., 1] = np.arange(64).reshape(8, 8)
+    out = quicklook(bi.from_array(a))
+    limits = np.array(out.attrs["bigimg_quicklook_limits"])
+    np.testing.assert_array_equal(limits[[0, 2]], [[7, 7], [200, 200]])
+    expected = np.percentile(a[..., 1], [2, 98], method="inverted_cdf")
+    np.testing.assert_array_equal(limits[1], expected)
+
+
+def test_infinite_only_band_is_black_and_white_not_transparent() -> None:
+    a = np.array([[np.inf, -np.inf], [np.nan, np.inf]], np.float32)
+    out = quicklook(bi.from_array(a))
+    assert np.isnan(out.attrs["bigimg_quicklook_limits"][0]).all()
+    np.testing.assert_array_equal(out.values[:, :, 0], [[1.0, 0.0], [np.nan, 1.0]])
+
+
+@pytest.mark.parametrize("overwrite", ["no", 0, None])
+def test_overwrite_must_be_a_bool(tmp_path: Path, overwrite: object) -> None:
+    target = tmp_path / "q.png"
+    target.write_text("keep")
+    img = bi.from_array(np.zeros((4, 4)))
+    with raise_if_dask_computes(), pytest.raises(TypeError, match="overwrite must be True or"):
+        quicklook(img, target, overwrite=overwrite)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="overwrite must be True or False"):
+        write_png(np.zeros((2, 2, 1)), target, overwrite=overwrite)  # type: ignore[arg-type]
+    assert target.read_text() == "keep"
+
+
+@pytest.mark.parametrize("name", ["q.jpg", "q.tif", "q"])
+def test_png_path_must_end_in_png(tmp_path: Path, name: str) -> None:
+    with raise_if_dask_computes(), pytest.raises(ValueError, match="must end in '.png'"):
+        quicklook(bi.from_array(np.zeros((4, 4))), tmp_path / name)
+    with pytest.raises(ValueError, match="must end in '.png'"):
+        write_png(np.zeros((2, 2, 1)), tmp_path / name)
+    assert list(tmp_path.iterdir()) == []
+    write_png(np.zeros((2, 2, 1)), tmp_path / "UPPER.PNG")
+
+
+@pytest.mark.parametrize("shape", [(1, 5000), (5000, 1), (1, 1)])
+def test_one_pixel_wide_images(shape: tuple[int, int]) -> None:
+    a = np.arange(math.prod(shape), dtype=np.float64).reshape(shape)
+    out = quicklook(bi.from_array(a, chunks=700), max_size=100)
+    f = out.attrs["bigimg_quicklook_factor"]
+    assert out.shape[:2] == tuple(-(-n // f) for n in shape)
+    if a.size > 1:
+        np.testing.assert_allclose(
+            out.values[:, :, 0], reference_preview(a[:, :, None], f, (2, 98))[:, :, 0], atol=1e-3
+        )
+
+
+def test_non_real_images_are_refused_before_computing() -> None:
+    img = xr.DataArray(np.ones((4, 4), complex), dims=("y", "x"))
+    with raise_if_dask_computes(), pytest.raises(TypeError, match="real numeric dtype"):
+        quicklook(img)
