@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 import time
 from pathlib import Path
 from typing import Any
@@ -36,8 +37,13 @@ def synthetic_mosaic(
     >>> m.dims, m.shape, m.dtype.name
     (('y', 'x', 'band'), (256, 256, 3), 'uint8')
     """
+    for name, value in {"size": size, "bands": bands, "chunks": chunks}.items():
+        if not isinstance(value, numbers.Integral) or isinstance(value, bool):
+            raise TypeError(f"{name} must be an int, got {value!r}")
     if size < 16:
         raise ValueError(f"size must be at least 16, got {size!r}")
+    if bands < 1 or chunks < 1:
+        raise ValueError(f"bands and chunks must be >= 1, got bands={bands!r}, chunks={chunks!r}")
     dt = np.dtype(dtype)
     chunk = min(chunks, size)
     template = da.empty((size, size, bands), chunks=(chunk, chunk, bands), dtype=dt)

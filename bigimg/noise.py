@@ -350,10 +350,16 @@ def _check_graph_size(
             n_chunks *= -(-n // t)
     if n_chunks > _MAX_CHUNKS:
         raise ValueError(
-            f"chunks={chunks!r} splits shape {dict(zip(dims, shape, strict=True))} into "
+            f"chunks={_short(chunks)} splits shape {dict(zip(dims, shape, strict=True))} into "
             f"{n_chunks:,} chunks, more than the limit of {_MAX_CHUNKS:,} a dask graph can "
             "hold in bounded memory; use larger chunks"
         )
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    """``repr(value)``, cut to ``limit`` characters (chunks taken from an image can be huge)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 5] + " ...)"
 
 
 def _check_number(

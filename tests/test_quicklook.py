@@ -521,3 +521,30 @@ def test_non_real_images_are_refused_before_computing() -> None:
     img = xr.DataArray(np.ones((4, 4), complex), dims=("y", "x"))
     with raise_if_dask_computes(), pytest.raises(TypeError, match="real numeric dtype"):
         quicklook(img)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "err", "match"),
+    [
+        ({"size": 64.0}, TypeError, "size must be an int, got 64.0"),
+        ({"size": 64, "chunks": "32"}, TypeError, "chunks must be an int"),
+        ({"size": 64, "bands": 0}, ValueError, "bands and chunks must be >= 1"),
+    ],
+)
+def test_synthetic_mosaic_validation(kwargs: dict, err: type, match: str) -> None:
+    from bigimg.demo import synthetic_mosaic
+
+    with pytest.raises(err, match=match):
+        synthetic_mosaic(**kwargs)
+
+
+def test_run_demo_refuses_a_file_and_a_bad_overwrite(tmp_path: Path) -> None:
+    from bigimg.demo import run_demo
+
+    target = tmp_path / "afile"
+    target.write_text("x")
+    with pytest.raises(ValueError, match="is a file, not a folder"):
+        run_demo(target, size=64, progress=False)
+    with pytest.raises(TypeError, match="overwrite must be True or False"):
+        run_demo(tmp_path / "d", size=64, overwrite="no", progress=False)  # type: ignore[arg-type]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
