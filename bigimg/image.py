@@ -8,9 +8,12 @@ turn per-dim options (``{"y": 2, "x": 2}``) into per-axis tuples.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import numbers
+import os
+import warnings
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -155,10 +158,7 @@ def open_image(
     elif suffix == ".npy":
         obj = np.load(path, mmap_mode="r")  # chunked lazily by from_array
     elif suffix in _PLAIN_SUFFIXES:
-        import PIL.Image
-
-        with PIL.Image.open(path) as im:
-            obj = np.asarray(im)
+        obj = _open_plain(path)
     else:
         raise ValueError(
             f"path: unknown image format {suffix or '(no suffix)'!r} for {str(path)!r}; "
@@ -350,9 +350,14 @@ def _zarr_array(node: Any) -> tuple[da.Array, Callable[[Any], da.Array]]:
 
 
 def _open_tiff(path: Path) -> tuple[Any, Callable[[Any], da.Array] | None]:
-    """A TIFF tile by tile (through tifffile's zarr store), or a GeoTIFF through rioxarray."""
+    """A TIFF tile by tile (tifffile), or a GeoTIFF through rioxarray.
+
+    tifffile's zarr view of a TIFF holds an open file and a lock, which cannot
+    be sent to a worker; each task opens the file by path instead (once per
+    worker process, see :func:`_tiff_node`), so the graph pickles for any
+    ``distributed`` cluster.
+    """
     import tifffile
-    import zarr
 
     with tifffile.TiffFile(path) as tif:
         geo = tif.is_geotiff
@@ -361,11 +366,80 @@ def _open_tiff(path: Path) -> tuple[Any, Callable[[Any], da.Array] | None]:
             return _open_geotiff(path), None
         except ImportError:  # the optional `geo` extra is not installed
             pass
-    store = tifffile.imread(path, aszarr=True)
-    node = zarr.open(store, mode="r")
-    if not isinstance(node, zarr.Array):  # pyramidal TIFF: level 0
-        node = node["0"]
-    return _zarr_array(node)
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+    node = _tiff_node(*key)
+    dtype = np.dtype(node.dtype)
+
+    def read(chunks: tuple[tuple[int, ...], ...]) -> da.Array:
+        data = da.map_blocks(
+            _read_tiff_block,
+            dtype=dtype,
+            chunks=chunks[: node.ndim],
+            meta=np.empty((0,) * node.ndim, dtype),
+            key=key,
+        )
+        return data[..., np.newaxis] if len(chunks) > node.ndim else data  # from_array's band
+
+    return read(tuple(da.core.normalize_chunks(node.chunks, node.shape))), read
+
+
+@functools.lru_cache(maxsize=16)
+def _tiff_node(path: str, mtime_ns: int, size: int) -> Any:
+    """The TIFF's level-0 image as a read-only zarr array (cached per process and file version)."""
+    import tifffile
+    import zarr
+
+    node = zarr.open(tifffile.imread(path, aszarr=True), mode="r")
+    return node if isinstance(node, zarr.Array) else node["0"]  # pyramidal TIFF: level 0
+
+
+def _read_tiff_block(block_info: Any = None, *, key: tuple[str, int, int]) -> np.ndarray:
+    path, mtime_ns, size = key
+    stat = os.stat(path)
+    if (stat.st_mtime_ns, stat.st_size) != (mtime_ns, size):
+        raise OSError(f"input {path!r} changed while it was being read; run again")
+    region = tuple(slice(a, b) for a, b in block_info[None]["array-location"])
+    return np.asarray(_tiff_node(*key)[region])
+
+
+_PLAIN_MAX_BYTES = 4 * 2**30
+
+
+def _open_plain(path: Path) -> np.ndarray:
+    """A PNG/JPEG read whole (these formats cannot be read by region).
+
+    Pillow's decompression-bomb guard (about 180 Mpixels) is meant for images
+    from untrusted web uploads; here a large PNG is a legitimate local input,
+    so it is read when its decoded size is at most 4 GiB, and refused with a
+    way forward above that.
+    """
+    import PIL
+    import PIL.Image
+
+    limit = PIL.Image.MAX_IMAGE_PIXELS
+    PIL.Image.MAX_IMAGE_PIXELS = None
+    try:
+        with PIL.Image.open(path) as im:
+            bands = len(im.getbands())
+            nbytes = (
+                im.width
+                * im.height
+                * bands
+                * (2 if im.mode.startswith("I;16") else 4 if im.mode in ("I", "F") else 1)
+            )
+            if nbytes > _PLAIN_MAX_BYTES:
+                raise ValueError(
+                    f"path: {str(path)!r} is {im.width} x {im.height} x {bands} "
+                    f"({nbytes / 2**30:.1f} GiB decoded); PNG/JPEG must be read whole, so bigimg "
+                    "reads them up to 4 GiB: convert it to a tiled TIFF or Zarr first "
+                    "(e.g. `gdal_translate -co TILED=YES -co BIGTIFF=YES in.png out.tif`)"
+                )
+            return np.asarray(im)
+    except PIL.UnidentifiedImageError as e:
+        raise ValueError(f"path: {str(path)!r} is not a readable PNG/JPEG ({e})") from None
+    finally:
+        PIL.Image.MAX_IMAGE_PIXELS = limit
 
 
 def _open_geotiff(path: Path) -> xr.DataArray:
@@ -376,7 +450,9 @@ def _open_geotiff(path: Path) -> xr.DataArray:
     """
     import rioxarray
 
-    obj = rioxarray.open_rasterio(path, chunks=True, lock=False, mask_and_scale=False)
+    with warnings.catch_warnings():  # rioxarray's own chunks=True uses a deprecated form
+        warnings.simplefilter("ignore", FutureWarning)
+        obj = rioxarray.open_rasterio(path, chunks=True, lock=False, mask_and_scale=False)
     obj = obj.transpose("y", "x", "band").assign_coords(band=np.arange(obj.sizes["band"]))
     obj.attrs = {
         k: v for k, v in obj.attrs.items() if k not in ("_FillValue", "scale_factor", "add_offset")

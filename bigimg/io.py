@@ -11,6 +11,7 @@ Every chunk carries a CRC32C checksum, so a damaged chunk fails to decode.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import os
@@ -18,7 +19,7 @@ import shutil
 import sys
 import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ import dask
 import numpy as np
 import xarray as xr
 
+from bigimg.files import check_disjoint
 from bigimg.image import read_in_chunks
 
 VAR = "image"
@@ -63,6 +65,7 @@ def to_zarr(
     source: str | None = None,
     progress: bool | None = None,
     pyramid: bool = False,
+    inputs: Mapping[str, Any] | None = None,
 ) -> WriteResult:
     """Compute ``obj`` and write it to a Zarr store (computes).
 
@@ -84,7 +87,12 @@ def to_zarr(
         Show a progress bar on stderr; default: only when stderr is a TTY.
     pyramid : bool, default False
         Also write coarsened levels (OME-NGFF ``multiscales``) into the
-        store, see :func:`bigimg.write_pyramid`.
+        store, see :func:`bigimg.write_pyramid`. The store is marked
+        complete only once every level is.
+    inputs : mapping, optional
+        How the input was opened (``{"nodata": 0, "chunks": ...}``), recorded
+        in the store's fingerprint so that a resume with other options is
+        refused.
 
     Returns
     -------
@@ -95,14 +103,20 @@ def to_zarr(
     FileExistsError
         The store exists and neither ``overwrite`` nor ``resume`` was given.
     ValueError
-        The path is a file or a non-Zarr directory, or ``resume`` found a store
-        of another shape, dtype, chunking or config.
+        The path is a file or a non-Zarr directory, it overlaps the input
+        (``obj.attrs["bigimg_source"]``, whatever ``overwrite`` says), or
+        ``resume`` found a store written from another computation (its
+        fingerprint differs: the message names what).
 
     Notes
     -----
     Group attrs ``bigimg_version``, ``bigimg_source``, ``bigimg_config`` and
     ``bigimg_complete`` record provenance; ``bigimg_complete`` becomes true
     last, after every chunk is written, and the metadata is re-consolidated.
+    ``bigimg_fingerprint`` records everything that determines the output
+    (the input's identity: a file's size and mtime, or a store's metadata
+    digest; the input options; the steps; the bigimg version); ``resume``
+    refuses a store whose fingerprint differs, complete or not.
 
     Examples
     --------
@@ -120,10 +134,15 @@ def to_zarr(
         raise TypeError(f"obj must be an xarray.DataArray, got {type(obj).__name__}")
     path = Path(store)
     config_json = json.dumps(config if config is not None else obj.attrs.get("bigimg_config"))
+    source = str(source or obj.attrs.get("bigimg_source", ""))
+    sources = {obj.attrs.get("bigimg_source"), source} - {None, ""}
+    check_disjoint(path, [s for s in sources if Path(s).exists()], what="store")
+    fingerprint = _fingerprint(source, inputs, config_json)
     attrs = {
         "bigimg_version": __version__,
-        "bigimg_source": str(source or obj.attrs.get("bigimg_source", "")),
+        "bigimg_source": source,
         "bigimg_config": config_json,
+        "bigimg_fingerprint": fingerprint,
         "bigimg_complete": False,
     }
     ds = _as_dataset(obj)
@@ -142,17 +161,20 @@ def to_zarr(
                 encoding=_encoding(ds),
             )
     else:
+        _check_resumable(path, ds, fingerprint)
         complete = bool(_read_attrs(path).get("bigimg_complete"))
         if not complete:
-            _check_resumable(path, ds, config_json)
+            for name in ds.variables:
+                _clean_partials(path / str(name))
     written, skipped = (
         (0, 0) if not fresh and complete else _write_chunks(ds, path, progress=progress)
     )
-    _mark_complete(path)
     if pyramid:
         from bigimg.multiscale import write_pyramid
 
-        write_pyramid(path, progress=progress)  # resumes too: complete levels are skipped
+        # resumes too: complete levels are skipped; the root stays incomplete until all are done
+        write_pyramid(path, progress=progress, root_pending=True)
+    _mark_complete(path)
     return WriteResult(path, written, skipped, time.perf_counter() - start)
 
 
@@ -214,12 +236,12 @@ def _checked_dataset(
     store: str | os.PathLike[str], *, allow_incomplete: bool
 ) -> tuple[Path, xr.Dataset]:
     """The store's path and lazy Dataset; clear errors unless it is a (complete) bigimg store."""
-    path = Path(store)
-    if not path.exists():
-        raise FileNotFoundError(f"store: no such Zarr store: {str(path)!r}")
-    if not is_zarr_store(path):
-        raise ValueError(f"store: {str(path)!r} is not a Zarr store")
-    ds = xr.open_zarr(path, consolidated=True, chunks={})
+    path = _existing_store(store)
+    try:
+        with _quiet_zarr():
+            ds = xr.open_zarr(path, consolidated=None, chunks={})
+    except Exception as e:
+        raise CorruptStoreError(_unreadable_metadata(path, e)) from e
     if VAR not in ds.variables:
         raise ValueError(
             f"store: {str(path)!r} has no {VAR!r} variable (found {list(ds.data_vars)!r}); "
@@ -239,41 +261,57 @@ def _stored_image(path: Path, ds: xr.Dataset) -> tuple[xr.DataArray, Callable[[A
     coords = {k: c for k, c in ds.coords.items() if k != VAR and set(c.dims) <= set(var.dims)}
     if _STACK_LABELS in coords:  # a stack's `image` labels, stored aside (see _as_dataset)
         coords[VAR] = coords.pop(_STACK_LABELS).rename(VAR)
+    complete = bool(ds.attrs.get("bigimg_complete"))
     out = xr.DataArray(
-        _checked_read(path, VAR, var, var.chunks),
+        _checked_read(path, VAR, var, var.chunks, complete=complete),
         dims=var.dims,
         coords=coords,
         name=VAR,
         attrs={**var.attrs, **ds.attrs},
     )
-    return out, lambda chunks: _checked_read(path, VAR, var, chunks)
+    return out, lambda chunks: _checked_read(path, VAR, var, chunks, complete=complete)
 
 
 def store_info(store: str | os.PathLike[str]) -> dict[str, Any]:
-    """Describe a store without reading its chunks: dims, chunks, completeness, provenance."""
-    path = Path(store)
-    if not path.exists():
-        raise FileNotFoundError(f"store: no such Zarr store: {str(path)!r}")
-    if not is_zarr_store(path):
-        raise ValueError(f"store: {str(path)!r} is not a Zarr store")
+    """Describe a store without reading its chunks: dims, chunks, completeness, provenance.
+
+    Reads metadata and lists chunk files only: it never modifies the store, so
+    it is safe to run on a store that is being written. ``damaged`` names
+    what is wrong with a store marked complete (missing chunks, interrupted
+    pyramid levels), or is None.
+    """
     import zarr
 
-    group = zarr.open_group(str(path), mode="r", use_consolidated=False)
-    attrs = dict(group.attrs)
-    if VAR not in group:
+    path = _existing_store(store)
+    try:
+        group = zarr.open_group(str(path), mode="r", use_consolidated=False)
+        attrs = dict(group.attrs)
+        arr = group[VAR] if VAR in group else None
+    except Exception as e:
+        raise CorruptStoreError(_unreadable_metadata(path, e)) from e
+    if arr is None:
         raise ValueError(f"store: {str(path)!r} has no {VAR!r} array; not a bigimg store")
-    arr = group[VAR]
     stored = len(_stored_chunks(path / VAR))
     total = int(np.prod([len(range(0, s, c)) for s, c in zip(arr.shape, arr.chunks, strict=True)]))
+    complete = bool(attrs.get("bigimg_complete", False))
+    problems = []
+    if complete and stored < total:
+        problems.append(f"{total - stored} of {total} chunks missing from a store marked complete")
+    levels = _level_states(path)
+    pending = [k for k, done in levels.items() if not done]
+    if pending:
+        problems.append(f"pyramid level(s) {pending} interrupted")
     return {
         "path": str(path),
         "dims": list(arr.metadata.dimension_names or ()),
         "shape": list(arr.shape),
         "chunks": list(arr.chunks),
         "dtype": str(arr.dtype),
-        "complete": bool(attrs.get("bigimg_complete", False)),
+        "complete": complete,
+        "damaged": "; ".join(problems) or None,
         "chunks_stored": stored,
         "chunks_total": total,
+        "levels": [k for k, done in levels.items() if done],
         "bigimg_version": attrs.get("bigimg_version"),
         "bigimg_source": attrs.get("bigimg_source"),
         "bigimg_config": attrs.get("bigimg_config"),
@@ -289,8 +327,14 @@ def _quiet_zarr() -> Iterator[None]:
         yield
 
 
-def _checked_read(path: Path, name: str, var: xr.DataArray, chunks: Any) -> Any:
-    """The variable in ``chunks`` as a dask array whose read errors name the chunk."""
+def _checked_read(
+    path: Path, name: str, var: xr.DataArray, chunks: Any, *, complete: bool = False
+) -> Any:
+    """The variable in ``chunks`` as a dask array whose read errors name the chunk.
+
+    From a ``complete`` store every chunk must be present: zarr would read a
+    missing one as the fill value, so each task checks its chunks' keys first.
+    """
     import dask.array as da
 
     dtype = np.dtype(var.dtype)
@@ -301,10 +345,13 @@ def _checked_read(path: Path, name: str, var: xr.DataArray, chunks: Any) -> Any:
         meta=np.empty((0,) * var.ndim, dtype),
         store=str(path),
         var=name,
+        complete=complete,
     )
 
 
-def _read_chunk(block_info: Any = None, *, store: str, var: str) -> np.ndarray:
+def _read_chunk(
+    block_info: Any = None, *, store: str, var: str, complete: bool = False
+) -> np.ndarray:
     import zarr
 
     info = block_info[None]
@@ -312,7 +359,11 @@ def _read_chunk(block_info: Any = None, *, store: str, var: str) -> np.ndarray:
     arr = None
     try:
         arr = zarr.open_array(store, path=var, mode="r")
+        if complete:
+            _check_present(arr, store, var, region)
         return np.asarray(arr[region])
+    except CorruptStoreError:
+        raise
     except Exception as e:
         found = _first_unreadable_chunk(arr, region) if arr is not None else None
         index, error = found or (info["chunk-location"], e)
@@ -322,14 +373,32 @@ def _read_chunk(block_info: Any = None, *, store: str, var: str) -> np.ndarray:
         ) from e
 
 
+def _region_chunks(arr: Any, region: tuple[slice, ...]) -> Iterator[tuple[int, ...]]:
+    """Indices of the store chunks that ``region`` touches."""
+    ranges = [range(r.start // c, -(-r.stop // c)) for r, c in zip(region, arr.chunks, strict=True)]
+    return itertools.product(*ranges)
+
+
+def _check_present(arr: Any, store: str, var: str, region: tuple[slice, ...]) -> None:
+    """Raise naming the first chunk of ``region`` missing from a complete store."""
+    from zarr.core.sync import sync
+
+    for index in _region_chunks(arr, region):
+        key = f"{var}/{arr.metadata.encode_chunk_key(index)}"
+        if not sync(arr.store.exists(key)):
+            raise CorruptStoreError(
+                f"{store}: array {var!r} chunk {index} is missing (key {key!r}) from a store "
+                "marked complete; the store is damaged"
+            )
+
+
 def _first_unreadable_chunk(arr: Any, region: tuple[slice, ...]) -> Any:
     """``(index, error)`` of the first store chunk in ``region`` that fails to read, or None.
 
     A task may read several store chunks (see :func:`bigimg.image.read_in_chunks`);
     on failure each is read alone, so the error names the damaged one.
     """
-    ranges = [range(r.start // c, -(-r.stop // c)) for r, c in zip(region, arr.chunks, strict=True)]
-    for index in itertools.product(*ranges):
+    for index in _region_chunks(arr, region):
         try:
             arr.get_block_selection(index)
         except Exception as e:
@@ -371,13 +440,19 @@ def _encoding(ds: xr.Dataset) -> dict[str, Any]:
 
 
 def check_output(
-    store: str | os.PathLike[str], *, overwrite: bool = False, resume: bool = False
+    store: str | os.PathLike[str],
+    *,
+    overwrite: bool = False,
+    resume: bool = False,
+    inputs: Iterable[str | os.PathLike[str] | None] = (),
 ) -> str:
     """Check that ``store`` may be written, without touching it.
 
     Returns what :func:`to_zarr` will do: ``"create"``, ``"replace"``
     (overwrite an existing store) or ``"resume"``. Call it before expensive
-    work so that a refused output fails fast.
+    work so that a refused output fails fast. A store that overlaps one of
+    ``inputs`` (the same path, inside it, or holding it) is refused whatever
+    the flags.
 
     Raises
     ------
@@ -385,6 +460,7 @@ def check_output(
         As :func:`to_zarr` would.
     """
     path = Path(store)
+    check_disjoint(path, inputs, what="store")
     if overwrite and resume:
         raise ValueError("overwrite and resume are exclusive: pass one of them")
     if not path.exists():
@@ -428,14 +504,27 @@ def _read_attrs(path: Path) -> dict[str, Any]:
     return dict(zarr.open_group(str(path), mode="r", use_consolidated=False).attrs)
 
 
-def _check_resumable(path: Path, ds: xr.Dataset, config_json: str) -> None:
+def _check_resumable(path: Path, ds: xr.Dataset, fingerprint: dict[str, Any]) -> None:
+    """Refuse to resume a store written from another computation, naming what differs."""
     import zarr
 
     group = zarr.open_group(str(path), mode="r", use_consolidated=False)
-    if group.attrs.get("bigimg_config") != config_json:
+    stored = group.attrs.get("bigimg_fingerprint")
+    if not isinstance(stored, dict):
         raise ValueError(
-            f"resume: {str(path)!r} was started with another config "
-            f"({group.attrs.get('bigimg_config')}); use overwrite to start again"
+            f"resume: {str(path)!r} has no bigimg fingerprint (not written by this bigimg); "
+            "use overwrite to start again"
+        )
+    differs = [
+        k for k in sorted(set(stored) | set(fingerprint)) if stored.get(k) != fingerprint.get(k)
+    ]
+    if differs:
+        what = "; ".join(
+            f"{k}: stored {stored.get(k)!r}, now {fingerprint.get(k)!r}" for k in differs
+        )
+        raise ValueError(
+            f"resume: {str(path)!r} was written from another config or input ({what}); "
+            "use overwrite to start again"
         )
     for name, var in ds.variables.items():
         if var.chunks is None:
@@ -452,8 +541,55 @@ def _check_resumable(path: Path, ds: xr.Dataset, config_json: str) -> None:
             )
 
 
+def _fingerprint(source: str, inputs: Mapping[str, Any] | None, config_json: str) -> dict[str, Any]:
+    """Everything that determines a store's content, as JSON-able values."""
+    from bigimg import __version__
+
+    return {
+        "bigimg_version": __version__,
+        "source": source,
+        "source_identity": _identity(source),
+        "inputs": json.loads(json.dumps(dict(inputs or {}), default=str)),
+        "steps": config_json,
+    }
+
+
+def _identity(source: str) -> str | None:
+    """A cheap identity of an input path: a file's size and mtime, a store's metadata digest.
+
+    Chunks are not read (that would cost a full pass), so an edit that
+    changes only chunk files of a Zarr input goes unnoticed; any rewrite
+    through zarr or bigimg changes the metadata (a bigimg store records its
+    own fingerprint and completeness there).
+    """
+    if not source:
+        return None
+    p = Path(source)
+    try:
+        if p.is_file():
+            st = p.stat()
+            return f"file size={st.st_size} mtime_ns={st.st_mtime_ns}"
+        if p.is_dir():
+            digest = hashlib.sha256()
+            metas = [
+                m
+                for pattern in ("zarr.json", ".z*")
+                for m in (*p.glob(pattern), *p.glob(f"*/{pattern}"))
+            ]
+            for meta in sorted(metas):  # the root's and its arrays' metadata, not the chunks'
+                digest.update(str(meta.relative_to(p)).encode() + b"\0" + meta.read_bytes())
+            return f"store metadata sha256={digest.hexdigest()}"
+    except OSError:
+        return None
+    return None
+
+
 def _stored_chunks(array_path: Path) -> set[tuple[int, ...]]:
-    """Block indices of chunk files present (complete: zarr writes atomically)."""
+    """Block indices of chunk files present (complete: zarr writes atomically).
+
+    Read-only: a ``*.partial`` file (a chunk being written, or one whose
+    write was killed) is skipped, never removed here; see :func:`_clean_partials`.
+    """
     root = array_path / "c"
     found: set[tuple[int, ...]] = set()
     if not root.exists():
@@ -461,11 +597,49 @@ def _stored_chunks(array_path: Path) -> set[tuple[int, ...]]:
     for dirpath, _dirs, files in os.walk(root):
         rel = Path(dirpath).relative_to(root).parts
         for f in files:
-            if f.endswith(".partial"):  # a write killed mid-way: never a chunk
-                (Path(dirpath) / f).unlink(missing_ok=True)
-                continue
-            found.add(tuple(int(p) for p in (*rel, f)))
+            if not f.endswith(".partial"):
+                found.add(tuple(int(p) for p in (*rel, f)))
     return found
+
+
+def _clean_partials(array_path: Path) -> None:
+    """Remove the temporaries of killed chunk writes; only the writer resuming a store calls it."""
+    for partial in array_path.glob("c/**/*.partial"):
+        partial.unlink(missing_ok=True)
+
+
+def _existing_store(store: str | os.PathLike[str]) -> Path:
+    path = Path(store)
+    if not path.exists():
+        raise FileNotFoundError(f"store: no such Zarr store: {str(path)!r}")
+    if not is_zarr_store(path):
+        raise ValueError(f"store: {str(path)!r} is not a Zarr store")
+    return path
+
+
+def _unreadable_metadata(path: Path, error: Exception) -> str:
+    return (
+        f"store: {str(path)!r}: its metadata cannot be read ({type(error).__name__}: "
+        f"{str(error).splitlines()[0] if str(error) else ''}); the store is damaged"
+    )
+
+
+def _level_states(path: Path) -> dict[int, bool]:
+    """Pyramid levels found under ``levels/``: level -> complete (read-only)."""
+    import zarr
+
+    out: dict[int, bool] = {}
+    levels = path / "levels"
+    if not levels.is_dir():
+        return out
+    for child in levels.iterdir():
+        if child.name.isdigit() and is_zarr_store(child):
+            try:
+                attrs = zarr.open_group(str(child), mode="r", use_consolidated=False).attrs
+                out[int(child.name)] = bool(attrs.get("bigimg_complete"))
+            except Exception:
+                out[int(child.name)] = False
+    return dict(sorted(out.items()))
 
 
 def _write_block(block: np.ndarray, store: str, name: str, region: tuple[slice, ...]) -> int:

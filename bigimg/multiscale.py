@@ -114,6 +114,7 @@ def write_pyramid(
     *,
     max_size: int = 1024,
     progress: bool | None = None,
+    root_pending: bool = False,
 ) -> list[Path]:
     """Add coarsened levels to a complete bigimg store (computes).
 
@@ -132,6 +133,11 @@ def write_pyramid(
         The coarsest level's longest side is at most this many pixels.
     progress : bool, optional
         Progress bar on stderr; default: only when stderr is a TTY.
+    root_pending : bool, default False
+        The root's own chunks are all written but it is not yet marked
+        complete: :func:`bigimg.to_zarr` with ``pyramid=True`` marks it
+        complete only after the last level, so a killed pyramid write never
+        leaves a store that says complete.
 
     Returns
     -------
@@ -166,7 +172,7 @@ def write_pyramid(
     """
     _check_size(max_size, "max_size")
     root = Path(store)
-    base = open_zarr(root)  # validates: exists, bigimg store, complete
+    base = open_zarr(root, allow_incomplete=root_pending)  # validates: exists, bigimg store
     chunks = {d: c[0] for d, c in zip(base.dims, base.chunks or (), strict=True)}
     _ensure_levels_group(root)
     paths: list[Path] = []
