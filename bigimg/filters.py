@@ -59,6 +59,10 @@ FFT_RADIUS = {np.dtype("float32"): 48, np.dtype("float64"): 24}
 # recomputed in float64 when the block went through a float32 FFT.
 _MIN_WEIGHT_FP32_FFT = 0.05
 _CV2_MAX_CHANNELS = 512
+# Largest kernel radius accepted. Each output block is filtered with a halo
+# of the radius on both sides: at 16384 px a 2-D block is already over 1e9
+# samples per band, so anything larger is a mistake, not a filter.
+MAX_RADIUS = 16384
 
 
 # ---------------------------------------------------------------- kernels
@@ -67,6 +71,23 @@ def _radius(sigma: float, truncate: float) -> int:
     if sigma <= 1e-15:  # scipy skips these axes
         return 0
     return int(truncate * sigma + 0.5)
+
+
+def _checked_radii(
+    dims: Sequence[Hashable], sigmas: Sequence[float], truncate: float
+) -> tuple[int, ...]:
+    """The radius per dim; ValueError naming ``sigma``/``truncate`` if one is absurd."""
+    radii = []
+    for dim, s in zip(dims, sigmas, strict=True):
+        reach = truncate * s + 0.5 if s > 1e-15 else 0.0
+        if not math.isfinite(reach) or int(reach) > MAX_RADIUS:  # inf: the product overflowed
+            raise ValueError(
+                f"sigma[{dim!r}]={s!r} with truncate={truncate!r} gives a kernel radius of "
+                f"{reach:.4g} px on dim {dim!r}; the radius int(truncate * sigma + 0.5) must be "
+                f"at most {MAX_RADIUS} px: use a smaller sigma or truncate"
+            )
+        radii.append(_radius(s, truncate))
+    return tuple(radii)
 
 
 def _weights(sigma: float, radius: int) -> np.ndarray:
@@ -160,32 +181,129 @@ def _cv2_valid(
     return out.reshape(*lead, h - 2 * ry, w - 2 * rx, *trail)
 
 
+def _fft_tile(radius: int) -> int:
+    """Output length of one FFT segment along an axis filtered with ``radius``.
+
+    Segments are aligned on multiples of this length in *global* image
+    coordinates, so each output pixel comes from the same FFT whatever the
+    chunking. A power of two (chunks usually are), at least ``4 * radius``
+    (so at least two thirds of each transform is output), at most 2048 unless
+    the radius needs more.
+    """
+    return max(256, 1 << min((4 * radius - 1).bit_length(), max(11, (2 * radius).bit_length())))
+
+
+def _fft_axis(a: np.ndarray, w: np.ndarray, axis: int, tile: int) -> np.ndarray:
+    """Valid 1-D correlation along ``axis`` by overlap-save real FFTs.
+
+    The valid output (``a.shape[axis] - 2 r`` samples) is cut into segments
+    of ``tile`` samples starting at index 0; segment ``j`` is the FFT
+    convolution of input ``[j tile, (j + 1) tile + 2 r)`` alone, so its
+    values do not depend on the rest of the block. Outputs whose whole
+    window is zero are set to exactly 0 (an FFT leaves ~1e-18 there).
+    """
+    k = len(w)
+    r = (k - 1) // 2
+    m = a.shape[axis]
+    n_out = m - 2 * r
+    n_tiles = -(-n_out // tile)
+    seg = tile + 2 * r
+    size = scipy.fft.next_fast_len(seg, real=True)
+    before, after = a.shape[:axis], a.shape[axis + 1 :]
+    src = a
+    if n_tiles * tile + 2 * r > m:  # a last partial segment: zero input past the end
+        tail = np.zeros((*before, n_tiles * tile + 2 * r - m, *after), a.dtype)
+        src = np.concatenate([a, tail], axis=axis)
+    st = src.strides
+    segments = np.lib.stride_tricks.as_strided(  # (..., n_tiles, seg, ...), overlapping views
+        src,
+        (*before, n_tiles, seg, *after),
+        (*st[:axis], tile * st[axis], st[axis], *st[axis + 1 :]),
+        writeable=False,
+    )
+    kernel = np.zeros(size, dtype=a.dtype)
+    kernel[:k] = w[::-1]  # convolution with the flipped weights == correlation
+    spec = scipy.fft.rfft(kernel).reshape((-1,) + (1,) * len(after))
+    # each segment minus its central sample: the FFT's rounding then scales
+    # with the data's spread, not its level, and its bias on the level (the
+    # DC gain, off by ~3e-8 in float32) is gone; the weights sum to 1, so
+    # the level comes back unchanged
+    centre = (slice(None),) * (axis + 1) + (slice(seg // 2, seg // 2 + 1),)
+    level = segments[centre]
+    f = scipy.fft.rfft(segments - level, n=size, axis=axis + 1)
+    f *= spec
+    full = scipy.fft.irfft(f, n=size, axis=axis + 1)
+    valid = full[(slice(None),) * (axis + 1) + (slice(k - 1, k - 1 + tile),)]
+    out = np.add(valid, level).reshape(*before, n_tiles * tile, *after)  # C order: no copy
+    if n_tiles * tile > n_out:
+        out = out[(slice(None),) * axis + (slice(0, n_out),)]
+    if np.count_nonzero(a) < a.size:  # exact zeros beyond the reach of any nonzero sample
+        reach = _dilate_valid(a != 0, [r if i == axis else 0 for i in range(a.ndim)])
+        out[~reach] = 0
+    return out
+
+
 def _fft_valid(a: np.ndarray, weights: Sequence[np.ndarray | None]) -> np.ndarray:
-    """Separable correlation by real FFT along each filtered axis (valid part)."""
+    """Separable correlation by tiled real FFTs along each filtered axis (valid part).
+
+    Non-finite samples are left out of the transforms (one ``inf`` would
+    spread over the whole segment) and put back as scipy's direct sum has
+    them: NaN wherever the kernel footprint holds a NaN or both infinities,
+    ``+inf``/``-inf`` wherever it holds only that infinity.
+    """
     dtype = a.dtype
-    for ax, w in enumerate(weights):
-        if w is None:
-            continue
-        n, k = a.shape[ax], len(w)
-        size = scipy.fft.next_fast_len(n, real=True)
-        kernel = np.zeros(size, dtype=dtype)
-        kernel[:k] = w[::-1]  # convolution with the flipped weights == correlation
-        spec = scipy.fft.rfft(kernel)
-        shape = [1] * a.ndim
-        shape[ax] = -1
-        f = scipy.fft.rfft(a, n=size, axis=ax)
-        f *= spec.reshape(shape)
-        full = scipy.fft.irfft(f, n=size, axis=ax)
-        a = full[tuple(slice(k - 1, n) if i == ax else slice(None) for i in range(a.ndim))]
-    return np.ascontiguousarray(a, dtype=dtype)
+    radii = [0 if w is None else (len(w) - 1) // 2 for w in weights]
+    marks = None
+    with np.errstate(all="ignore"):
+        total = a.sum()
+    if not np.isfinite(total):  # cheap test first: a finite sum means finite samples
+        bad = ~np.isfinite(a)
+        if bad.any():
+            pos, neg = (_dilate_valid(a == v, radii) for v in (np.inf, -np.inf))
+            marks = (pos, neg, _dilate_valid(np.isnan(a), radii) | (pos & neg))
+            a = np.where(bad, 0, a)
+    # filtered axes last (e.g. (band, y, x)): every elementwise step then runs
+    # along long rows, not along the few bands
+    filtered = [ax for ax, w in enumerate(weights) if w is not None]
+    order = [ax for ax, w in enumerate(weights) if w is None] + filtered
+    a = np.ascontiguousarray(a.transpose(order))
+    first = a.ndim - len(filtered)
+    for i, ax in enumerate(filtered):
+        a = _fft_axis(a, weights[ax], first + i, _fft_tile(radii[ax]))  # type: ignore[arg-type]
+    out = np.ascontiguousarray(a.transpose(np.argsort(order)), dtype=dtype)
+    if marks is not None:
+        out[marks[0]], out[marks[1]], out[marks[2]] = np.inf, -np.inf, np.nan
+    return out
 
 
 def _convolve_valid(
     a: np.ndarray, weights: Sequence[np.ndarray | None], yx: tuple[int, int] | None, method: str
 ) -> np.ndarray:
+    weights = [None if w is None else _dtype_weights(w, a.dtype) for w in weights]
     if method == "fft":
         return _fft_valid(a, weights)
     return _direct_valid(a, weights, yx)
+
+
+def _dtype_weights(w: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """``w`` in ``dtype``, nudged by ulps (symmetrically) so they still sum to 1.
+
+    Rounding float64 weights to float32 leaves a sum off by up to ~2e-8,
+    which biases every output by as much (sigma 1: +2e-8 per axis). Each
+    weight moves by at most 1e-6 of itself (rounded to its float32 ulp).
+    """
+    out = w.astype(dtype)
+    if out.dtype == w.dtype:
+        return out
+    r = (len(w) - 1) // 2
+    for d in range(r + 1):  # largest weights first: they absorb the most, relatively least
+        residual = 1.0 - out.astype(np.float64).sum()
+        if residual == 0:
+            break
+        share = residual / (1 if d == 0 else 2)  # the pair of weights at distance d
+        share = min(max(share, -1e-6 * w[r + d]), 1e-6 * w[r + d])  # keep the shape
+        out[r + d] = out[r - d] = out.dtype.type(float(out[r + d]) + share)
+    return out
 
 
 def _choose_method(radii: Sequence[int], dtype: np.dtype) -> str:
@@ -209,6 +327,11 @@ def _gaussian_block(
     ``scipy.ndimage.gaussian_filter(whole, sigmas, mode=mode, truncate=...)``
     on the corresponding pixels. ``overwrite_input=True`` lets the NaN paths
     zero the NaN samples of ``padded`` in place (saves one block of memory).
+
+    With ``method="fft"`` the valid part is computed in segments of
+    ``_fft_tile(radius)`` samples per axis starting at its first sample; the
+    chunked builder lets that sample fall on a multiple of the segment
+    length in the image, so every pixel's value is independent of the chunking.
     """
     weights = [_weights(s, r) if r > 0 else None for s, r in zip(sigmas, radii, strict=True)]
     inner = tuple(slice(r, n - r) for r, n in zip(radii, padded.shape, strict=True))
@@ -216,20 +339,8 @@ def _gaussian_block(
         return padded[inner].copy()
     method = method or _choose_method(radii, padded.dtype)
     nan = np.isnan(padded)
-    has_nan = bool(nan.any())
-    if method == "fft" and (has_nan or not np.isfinite(padded).all()) and np.isinf(padded).any():
-        method = "direct"  # an FFT would spread inf over the whole block
-    if not has_nan:
+    if nan_policy == "propagate" or not nan.any():  # NaN spreads as in scipy
         return _convolve_valid(padded, weights, yx, method)
-    if nan_policy == "propagate":
-        if method == "direct":
-            return _convolve_valid(padded, weights, yx, method)  # NaN spreads as in scipy
-        # FFT of the finite part, then NaN wherever the kernel footprint holds one
-        finite = padded if overwrite_input else padded.copy()
-        finite[nan] = 0
-        out = _convolve_valid(finite, weights, yx, method)
-        out[_dilate_valid(nan, radii)] = np.nan
-        return out
     # normalized convolution G*(v m) / G*m over the valid samples m
     num_in = padded if overwrite_input else padded.copy()
     num_in[nan] = 0  # the valid samples keep their values
@@ -240,15 +351,18 @@ def _gaussian_block(
         _convolve_valid(den_in, weights, yx, method),
     )
     nan_inner = nan[inner]
-    if method == "fft" and padded.dtype == np.float32:
-        if np.any((den < _MIN_WEIGHT_FP32_FFT) & ~nan_inner):  # float32 FFT error / small weight
-            num = _convolve_valid(num_in.astype(np.float64), weights, yx, method)
-            den = _convolve_valid(den_in.astype(np.float64), weights, yx, method)
     with np.errstate(invalid="ignore", divide="ignore"):
-        if num.dtype == padded.dtype and num.flags.writeable:
-            out = np.divide(num, den, out=num)
-        else:
-            out = np.divide(num, den, dtype=padded.dtype)
+        out = np.divide(num, den, out=num)
+        if method == "fft" and padded.dtype == np.float32:
+            # a small weight amplifies the float32 FFT's absolute error: those
+            # pixels (a per-pixel test, so the result does not depend on the
+            # chunking) are recomputed in float64
+            low = (den < _MIN_WEIGHT_FP32_FFT) & ~nan_inner
+            if low.any():
+                num64 = _convolve_valid(num_in.astype(np.float64), weights, yx, method)
+                den64 = _convolve_valid(den_in.astype(np.float64), weights, yx, method)
+                out[low] = (num64 / den64)[low]
+                den = np.where(low, den64, den)
     if method == "fft":  # a direct sum always keeps the pixel's own positive weight
         fix = ~(den > 0) & ~nan_inner  # a valid pixel with no weight at all keeps its own value
         if fix.any():
@@ -279,10 +393,14 @@ def _dilate_valid(mask: np.ndarray, radii: Sequence[int]) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- chunked builder
-def _axis_pieces(chunks: Sequence[int], n: int, r: int, mode: str) -> list[list[tuple[Any, ...]]]:
+def _axis_pieces(
+    chunks: Sequence[int], n: int, r: int, mode: str, tile: int = 1
+) -> list[list[tuple[Any, ...]]]:
     """For each output chunk along one axis, the pieces of its haloed extent.
 
-    A piece is ``(chunk_id, local_index)`` with ``local_index`` a slice or an
+    The haloed extent of chunk ``[a, b)`` is ``[a0 - r, b0 + r)``, with
+    ``a0``/``b0`` the multiples of ``tile`` at or around ``a``/``b`` (the FFT
+    segments; ``tile=1``: the chunk itself). A piece is ``(chunk_id, local_index)`` with ``local_index`` a slice or an
     index array into input chunk ``chunk_id``, or ``(None, length)`` for a run
     of constant samples.
     """
@@ -290,7 +408,8 @@ def _axis_pieces(chunks: Sequence[int], n: int, r: int, mode: str) -> list[list[
     owner = np.repeat(np.arange(len(chunks)), chunks)
     out = []
     for k in range(len(chunks)):
-        src = _source_index(np.arange(bounds[k] - r, bounds[k + 1] + r), n, mode)
+        a0, b0 = _tile_bounds(bounds[k], bounds[k + 1], tile)
+        src = _source_index(np.arange(a0 - r, b0 + r), n, mode)
         pieces: list[tuple[Any, ...]] = []
         i = 0
         while i < len(src):
@@ -324,6 +443,11 @@ def _axis_pieces(chunks: Sequence[int], n: int, r: int, mode: str) -> list[list[
     return out
 
 
+def _tile_bounds(a: int, b: int, tile: int) -> tuple[int, int]:
+    """``[a, b)`` widened to multiples of ``tile``."""
+    return a - a % tile, b + (-b) % tile
+
+
 def _piece_len(piece: tuple[Any, ...], chunk_len: int) -> int:
     c, index = piece
     if c is None:
@@ -348,6 +472,7 @@ def _assemble_and_filter(
     shapes: list[tuple[int, ...]],
     offsets: list[tuple[int, ...]],
     padded_shape: tuple[int, ...],
+    crop: tuple[slice, ...],
     dtype: np.dtype,
     cval: float,
     **kwargs: Any,
@@ -356,7 +481,9 @@ def _assemble_and_filter(
     for part, shape, off in zip(parts, shapes, offsets, strict=True):
         where = tuple(slice(o, o + s) for o, s in zip(off, shape, strict=True))
         padded[where] = cval if part is None else part
-    return _gaussian_block(padded, overwrite_input=True, **kwargs)
+    out = _gaussian_block(padded, overwrite_input=True, **kwargs)
+    full = all(c.stop - c.start == n for c, n in zip(crop, out.shape, strict=True))
+    return out if full else np.ascontiguousarray(out[crop])
 
 
 def _halo_rechunk(x: da.Array, radii: Sequence[int]) -> da.Array:
@@ -422,14 +549,19 @@ def _gaussian_filter_dask(
     input block waits in memory for a neighbour to be scheduled: whatever the
     order the scheduler sweeps the image in, memory holds the blocks being
     filtered and thin halo strips, never rows of blocks. The price is a
-    second read of each block.
+    second read of each block. On the FFT path each block's extent is also
+    widened to multiples of the FFT segment length (``_fft_tile``), so its
+    segments are the image's and the values do not depend on the chunking.
     """
     x = _halo_rechunk(x, radii)
     method = _choose_method(radii, out_dtype)
+    # FFT segments aligned on the image grid, so the chunking never changes a value
+    tiles = [_fft_tile(r) if method == "fft" and r > 0 else 1 for r in radii]
     axis_pieces = [
-        _axis_pieces(c, n, r, mode) if r > 0 else [[(k, slice(None))] for k in range(len(c))]
-        for c, n, r in zip(x.chunks, x.shape, radii, strict=True)
+        _axis_pieces(c, n, r, mode, t) if r > 0 else [[(k, slice(None))] for k in range(len(c))]
+        for c, n, r, t in zip(x.chunks, x.shape, radii, tiles, strict=True)
     ]
+    bounds = [np.cumsum((0, *c)).tolist() for c in x.chunks]
     token = tokenize(x, sigmas, radii, mode, cval, nan_policy, yx, out_dtype, method)
     name = f"gaussian_filter-{token}"
     halo_name = f"gaussian_filter-halo-{token}"
@@ -471,9 +603,11 @@ def _gaussian_filter_dask(
                 parts.append((_take, (x.name, *block), index))
             else:
                 parts.append(piece_of(block, index))
-        padded_shape = tuple(
-            x.chunks[ax][k] + 2 * r for ax, (k, r) in enumerate(zip(out_idx, radii, strict=True))
-        )
+        padded_shape = tuple(int(sum(lens)) for lens in lengths)
+        crop = []
+        for ax, k in enumerate(out_idx):  # the block inside the valid part of its extent
+            a0 = _tile_bounds(bounds[ax][k], bounds[ax][k + 1], tiles[ax])[0]
+            crop.append(slice(bounds[ax][k] - a0, bounds[ax][k + 1] - a0))
         dsk[(name, *out_idx)] = (
             _apply_kwargs,
             _assemble_and_filter,
@@ -482,6 +616,7 @@ def _gaussian_filter_dask(
                 shapes=shapes,
                 offsets=offsets,
                 padded_shape=padded_shape,
+                crop=tuple(crop),
                 dtype=out_dtype,
                 cval=cval,
                 **kwargs,
@@ -555,8 +690,9 @@ def gaussian_filter(
         ``img`` is not a DataArray, or ``sigma`` is neither a number nor a dict.
     ValueError
         ``sigma`` names a dim ``img`` lacks or is negative/non-finite;
-        ``truncate`` is not a positive finite number; unknown ``mode`` or
-        ``nan_policy``.
+        ``truncate`` is not a positive finite number; the kernel radius
+        ``int(truncate * sigma + 0.5)`` on a dim exceeds ``MAX_RADIUS``
+        (16384 px); unknown ``mode`` or ``nan_policy``.
 
     Notes
     -----
@@ -573,12 +709,22 @@ def gaussian_filter(
     input block twice.
 
     Blocks are filtered with OpenCV's separable float32/float64 filter
-    (within ~1e-6 relative of scipy) or, when the radius exceeds
-    ``FFT_RADIUS`` (48 px for float32), by real FFTs along each axis, whose
-    cost per pixel does not grow with sigma (within ~1e-6 absolute of scipy
-    for data of unit scale). Under ``"omit"``, blocks without NaN take the
-    plain single-convolution path; with NaN, the weights ``G*m`` are computed
-    once for all bands when every band has the same NoData footprint.
+    (within ~1e-6 relative of scipy; the float32 weights are nudged to sum
+    to 1, so there is no bias: scipy's float32 ramp test keeps its sum) or,
+    when the radius exceeds ``FFT_RADIUS`` (48 px for float32, 24 for
+    float64), by real FFTs along each axis, whose cost per pixel does not
+    grow with sigma. The FFTs run on segments of a fixed length aligned on
+    the image grid (overlap-save), so the FFT path gives bit-identical
+    results for any chunking; pixels beyond the kernel's reach of any
+    nonzero sample are exactly 0, NaN and ``inf`` spread as in scipy, and
+    each segment is centred on one of its samples before the transform, so
+    the float32 FFT error follows the data's local spread, not its level:
+    measured against float64 scipy on uniform [0, 1) noise, mean error
+    ~1e-10 (no bias), largest 8e-8; on scipy's float32 ramp test (sum 5e7)
+    the sum is off by at most 1.8 for sigma 13 to 40. Under ``"omit"``,
+    blocks without NaN take the plain single-convolution path; with NaN, the
+    weights ``G*m`` are computed once for all bands when every band has the
+    same NoData footprint.
 
     Examples
     --------
@@ -602,7 +748,7 @@ def gaussian_filter(
         raise ValueError(f"nan_policy must be one of {{'omit', 'propagate'}}, got {nan_policy!r}")
     if not isinstance(cval, numbers.Real) or isinstance(cval, bool):
         raise TypeError(f"cval must be a number, got {cval!r}")
-    radii = tuple(_radius(s, truncate) for s in sigmas)
+    radii = _checked_radii(img.dims, sigmas, truncate)
     out_dtype = float_dtype(img.dtype)
     data = img.data if isinstance(img.data, da.Array) else da.from_array(img.data, chunks=-1)
     yx = (img.get_axis_num("y"), img.get_axis_num("x"))

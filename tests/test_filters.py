@@ -380,3 +380,135 @@ def test_halo_recompute_keeps_shared_statistics_and_persisted_data():
     np.testing.assert_allclose(
         out.values, ndi.gaussian_filter(persisted.values, (1.5, 1.5, 0)), rtol=1e-5, atol=1e-6
     )
+
+
+# ---------------------------------------------------------------- issue 14: FFT path
+def _patch_image(shape=(160, 150, 2), dtype="float32"):
+    """Zero except a small patch (one band has its own sign)."""
+    a = np.zeros(shape, dtype)
+    a[70:74, 60:65, 0] = 1.0
+    a[70:74, 60:65, 1] = -3.0
+    return a
+
+
+FFT_CHUNKINGS = [
+    {"y": -1, "x": -1},
+    {"y": 40, "x": 75},
+    {"y": (13, 90, 57), "x": (64, 1, 85)},
+    {"y": 64, "x": 64},
+]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("policy", ["omit", "propagate"])
+@pytest.mark.parametrize("chunks", FFT_CHUNKINGS)
+def test_fft_path_exact_zero_beyond_the_kernel_reach(dtype, policy, chunks):
+    """Pixels farther than the radius from any nonzero pixel are exactly 0.0, as in scipy."""
+    a = _patch_image(dtype=dtype)
+    sigma, truncate = 20.0, 2.5  # radius 50: the FFT path for both dtypes
+    r = 50
+    out = gaussian_filter(
+        bi.from_array(a, chunks=chunks), sigma, truncate=truncate, nan_policy=policy
+    ).values
+    reach = np.zeros(a.shape, bool)
+    reach[70 - r : 74 + r, 60 - r : 65 + r] = True
+    assert np.all(out[~reach] == 0.0)
+    ref = ndi.gaussian_filter(a.astype(np.float64), (sigma, sigma, 0), truncate=truncate)
+    assert np.all(ref[~reach] == 0.0)
+    np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("policy", ["omit", "propagate"])
+@pytest.mark.parametrize("mode", ["reflect", "wrap", "constant"])
+def test_fft_path_is_bit_identical_across_chunkings(dtype, policy, mode):
+    """The FFT segments sit on the image grid: any chunking gives the very same bits."""
+    a = _rand((160, 150, 2), dtype, seed=7)
+    a[:12] = np.nan
+    a[100:110, 50:60, 1] = np.nan
+    a[130:, 120:] = np.nan
+    sigma = 16.0 if dtype == "float32" else 8.0  # radius 64 > 48, 32 > 24
+    outs = [
+        gaussian_filter(bi.from_array(a, chunks=c), sigma, mode=mode, nan_policy=policy).values
+        for c in FFT_CHUNKINGS
+    ]
+    for out in outs[1:]:
+        np.testing.assert_array_equal(out, outs[0])
+    if policy == "propagate":
+        ref = ndi.gaussian_filter(a.astype(np.float64), (sigma, sigma, 0), mode=mode)
+        np.testing.assert_allclose(outs[0], ref, rtol=1e-5, atol=1e-6)
+
+
+@settings(max_examples=10, deadline=None)
+@given(data=st.data(), sigma=st.sampled_from([13.0, 30.0]))
+def test_fft_path_bit_identical_for_drawn_chunkings(data, sigma):
+    a = _rand((97, 83, 1), seed=11)
+    a[40:45, :30] = np.nan
+    whole = gaussian_filter(bi.from_array(a, chunks={"y": -1, "x": -1}), sigma).values
+    chunks = {"y": data.draw(_chunking(97)), "x": data.draw(_chunking(83))}
+    out = gaussian_filter(bi.from_array(a, chunks=chunks), sigma).values
+    np.testing.assert_array_equal(out, whole)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_fft_path_infinities_as_scipy_and_chunk_invariant(dtype):
+    """An inf no longer switches a block to the direct path: same values whatever the chunks."""
+    a = _rand((160, 150, 1), "float64", seed=2)
+    a[50, 60] = np.inf
+    a[140, 40] = -np.inf
+    a[120, 100], a[130, 100] = np.inf, -np.inf  # both within one footprint: NaN
+    a[10, 140] = np.nan
+    ref = ndi.gaussian_filter(a, (16, 16, 0), mode="reflect")
+    outs = [
+        gaussian_filter(
+            bi.from_array(a.astype(dtype), chunks=c), 16.0, nan_policy="propagate"
+        ).values
+        for c in FFT_CHUNKINGS
+    ]
+    for out in outs:
+        np.testing.assert_array_equal(out, outs[0])
+    np.testing.assert_array_equal(np.isnan(outs[0]), np.isnan(ref))
+    np.testing.assert_array_equal(np.isposinf(outs[0]), np.isposinf(ref))
+    np.testing.assert_array_equal(np.isneginf(outs[0]), np.isneginf(ref))
+    np.testing.assert_allclose(outs[0], ref, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("chunks", [50, 100, 37])
+def test_float32_sum_is_kept_as_in_scipy_gauss03(chunks):
+    """scipy's test_gauss03: the filtered float32 ramp keeps its sum within 1.5 (was +1.65)."""
+    a = np.arange(100 * 100).astype(np.float32).reshape(100, 100)
+    out = gaussian_filter(bi.from_array(a, chunks=chunks), 1.0).values
+    assert out.dtype == np.float32
+    assert abs(out.sum(dtype="d") - a.sum(dtype="d")) < 1.5
+
+
+@pytest.mark.parametrize("sigma", [1.0, 2.0, 5.0, 20.0])
+def test_float32_paths_have_no_bias(sigma):
+    """Mean error against float64 scipy: far below the float32 rounding of the values."""
+    a = _rand((256, 240, 1), seed=3)
+    ref = ndi.gaussian_filter(a.astype(np.float64), (sigma, sigma, 0))
+    out = gaussian_filter(bi.from_array(a, chunks=100), sigma).values
+    assert abs(float(np.mean(out - ref))) < 5e-9
+
+
+def test_float32_weights_sum_to_one():
+    from bigimg.filters import _dtype_weights, _weights
+
+    for sigma in [0.5, 1.0, 2.0, 3.3, 13.0, 30.0, 200.0]:
+        w = _weights(sigma, int(4 * sigma + 0.5))
+        w32 = _dtype_weights(w, np.dtype("float32"))
+        assert w32.dtype == np.float32
+        plain = abs(w.astype(np.float32).astype(np.float64).sum() - 1)  # up to 2e-8
+        assert abs(w32.astype(np.float64).sum() - 1) <= min(plain, 1e-8)
+        np.testing.assert_array_equal(w32, w32[::-1])  # still symmetric
+        np.testing.assert_allclose(w32, w, rtol=2e-6)
+
+
+@pytest.mark.parametrize(
+    ("sigma", "truncate"),
+    [(1e300, 4.0), ({"y": 1e300}, 4.0), (1.0, 1e300), (1e300, 1e10), (5000.0, 4.0)],
+)
+def test_absurd_radius_refused_before_compute(sigma, truncate):
+    img = bi.from_array(_rand((16, 16, 3)), chunks=8)
+    with raise_if_dask_computes(), pytest.raises(ValueError, match=r"sigma\['y'\].*truncate"):
+        gaussian_filter(img, sigma, truncate=truncate)
