@@ -186,11 +186,10 @@ def _fft_tile(radius: int) -> int:
 
     Segments are aligned on multiples of this length in *global* image
     coordinates, so each output pixel comes from the same FFT whatever the
-    chunking. A power of two (chunks usually are), at least ``4 * radius``
-    (so at least two thirds of each transform is output), at most 2048 unless
-    the radius needs more.
+    chunking. A power of two (chunks usually are), at least ``6 * radius``
+    (three quarters of each transform or more is output) within [256, 2048].
     """
-    return max(256, 1 << min((4 * radius - 1).bit_length(), max(11, (2 * radius).bit_length())))
+    return min(max(256, 1 << (6 * radius - 1).bit_length()), 2048)
 
 
 def _fft_axis(a: np.ndarray, w: np.ndarray, axis: int, tile: int) -> np.ndarray:
@@ -199,8 +198,7 @@ def _fft_axis(a: np.ndarray, w: np.ndarray, axis: int, tile: int) -> np.ndarray:
     The valid output (``a.shape[axis] - 2 r`` samples) is cut into segments
     of ``tile`` samples starting at index 0; segment ``j`` is the FFT
     convolution of input ``[j tile, (j + 1) tile + 2 r)`` alone, so its
-    values do not depend on the rest of the block. Outputs whose whole
-    window is zero are set to exactly 0 (an FFT leaves ~1e-18 there).
+    values do not depend on the rest of the block.
     """
     k = len(w)
     r = (k - 1) // 2
@@ -237,30 +235,36 @@ def _fft_axis(a: np.ndarray, w: np.ndarray, axis: int, tile: int) -> np.ndarray:
     out = np.add(valid, level).reshape(*before, n_tiles * tile, *after)  # C order: no copy
     if n_tiles * tile > n_out:
         out = out[(slice(None),) * axis + (slice(0, n_out),)]
-    if np.count_nonzero(a) < a.size:  # exact zeros beyond the reach of any nonzero sample
-        reach = _dilate_valid(a != 0, [r if i == axis else 0 for i in range(a.ndim)])
-        out[~reach] = 0
     return out
 
 
-def _fft_valid(a: np.ndarray, weights: Sequence[np.ndarray | None]) -> np.ndarray:
+def _fft_valid(
+    a: np.ndarray, weights: Sequence[np.ndarray | None], exact_zeros: bool = True
+) -> np.ndarray:
     """Separable correlation by tiled real FFTs along each filtered axis (valid part).
 
     Non-finite samples are left out of the transforms (one ``inf`` would
     spread over the whole segment) and put back as scipy's direct sum has
     them: NaN wherever the kernel footprint holds a NaN or both infinities,
-    ``+inf``/``-inf`` wherever it holds only that infinity.
+    ``+inf``/``-inf`` wherever it holds only that infinity. With
+    ``exact_zeros``, outputs whose footprint holds only zeros are exactly 0
+    (an FFT leaves ~1e-18 there), as in a direct sum.
     """
     dtype = a.dtype
     radii = [0 if w is None else (len(w) - 1) // 2 for w in weights]
+    reach = None
+    if exact_zeros and np.count_nonzero(a) < a.size:  # NaN counts as nonzero: it marks
+        reach = _dilate_valid(a != 0, radii)
     marks = None
     with np.errstate(all="ignore"):
         total = a.sum()
     if not np.isfinite(total):  # cheap test first: a finite sum means finite samples
         bad = ~np.isfinite(a)
         if bad.any():
-            pos, neg = (_dilate_valid(a == v, radii) for v in (np.inf, -np.inf))
-            marks = (pos, neg, _dilate_valid(np.isnan(a), radii) | (pos & neg))
+            marks = [(np.nan, _dilate_valid(np.isnan(a), radii))]
+            if np.isinf(a).any():
+                pos, neg = (_dilate_valid(a == v, radii) for v in (np.inf, -np.inf))
+                marks = [(np.inf, pos), (-np.inf, neg), (np.nan, marks[0][1] | (pos & neg))]
             a = np.where(bad, 0, a)
     # filtered axes last (e.g. (band, y, x)): every elementwise step then runs
     # along long rows, not along the few bands
@@ -271,17 +275,23 @@ def _fft_valid(a: np.ndarray, weights: Sequence[np.ndarray | None]) -> np.ndarra
     for i, ax in enumerate(filtered):
         a = _fft_axis(a, weights[ax], first + i, _fft_tile(radii[ax]))  # type: ignore[arg-type]
     out = np.ascontiguousarray(a.transpose(np.argsort(order)), dtype=dtype)
-    if marks is not None:
-        out[marks[0]], out[marks[1]], out[marks[2]] = np.inf, -np.inf, np.nan
+    if reach is not None:
+        out[~reach] = 0
+    for value, where in marks or ():
+        out[where] = value
     return out
 
 
 def _convolve_valid(
-    a: np.ndarray, weights: Sequence[np.ndarray | None], yx: tuple[int, int] | None, method: str
+    a: np.ndarray,
+    weights: Sequence[np.ndarray | None],
+    yx: tuple[int, int] | None,
+    method: str,
+    exact_zeros: bool = True,
 ) -> np.ndarray:
     weights = [None if w is None else _dtype_weights(w, a.dtype) for w in weights]
     if method == "fft":
-        return _fft_valid(a, weights)
+        return _fft_valid(a, weights, exact_zeros)
     return _direct_valid(a, weights, yx)
 
 
@@ -341,14 +351,17 @@ def _gaussian_block(
     nan = np.isnan(padded)
     if nan_policy == "propagate" or not nan.any():  # NaN spreads as in scipy
         return _convolve_valid(padded, weights, yx, method)
-    # normalized convolution G*(v m) / G*m over the valid samples m
+    # normalized convolution G*(v m) / G*m over the valid samples m; exact
+    # zeros matter in the numerator only, and only if the data has zeros (a
+    # valid pixel is in its own footprint, the others become NaN)
+    zeros = np.count_nonzero(padded) < padded.size  # NaN counts as nonzero
     num_in = padded if overwrite_input else padded.copy()
     num_in[nan] = 0  # the valid samples keep their values
     shared = _shared_mask(nan, weights)  # e.g. the same NoData footprint in every band
     den_in = np.logical_not(nan if shared is None else shared).astype(padded.dtype)
     num, den = (
-        _convolve_valid(num_in, weights, yx, method),
-        _convolve_valid(den_in, weights, yx, method),
+        _convolve_valid(num_in, weights, yx, method, zeros),
+        _convolve_valid(den_in, weights, yx, method, False),
     )
     nan_inner = nan[inner]
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -359,8 +372,8 @@ def _gaussian_block(
             # chunking) are recomputed in float64
             low = (den < _MIN_WEIGHT_FP32_FFT) & ~nan_inner
             if low.any():
-                num64 = _convolve_valid(num_in.astype(np.float64), weights, yx, method)
-                den64 = _convolve_valid(den_in.astype(np.float64), weights, yx, method)
+                num64 = _convolve_valid(num_in.astype(np.float64), weights, yx, method, zeros)
+                den64 = _convolve_valid(den_in.astype(np.float64), weights, yx, method, False)
                 out[low] = (num64 / den64)[low]
                 den = np.where(low, den64, den)
     if method == "fft":  # a direct sum always keeps the pixel's own positive weight
