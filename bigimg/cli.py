@@ -14,6 +14,8 @@ from typing import Any
 import click
 
 EXIT_BAD_INPUT = 2
+EXIT_BUG = 1
+EXIT_INTERRUPTED = 130
 # errors that mean "the user's input is wrong": reported in one line, exit 2
 # (OSError covers missing files, permissions and an unreachable scheduler)
 _USER_ERRORS = (ValueError, TypeError, OSError)
@@ -124,11 +126,10 @@ def run(
     pyramid: bool | None,
 ) -> None:
     """Run the pipeline described by CONFIG (TOML)."""
-    from bigimg.io import check_output
     from bigimg.pipeline import load_config
 
     pipeline = load_config(config)  # validated before any cluster starts
-    check_output(pipeline.output.path, overwrite=overwrite, resume=resume)
+    pipeline.check(overwrite=overwrite, resume=resume)
     with _cluster(scheduler, scheduler_file, workers, memory_limit):
         result = pipeline.run(
             overwrite=overwrite, resume=resume, progress=_progress(quiet), pyramid=pyramid or None
@@ -150,10 +151,17 @@ def run(
     help="Also compute the global histogram and draw it with its CDF to this PNG.",
 )
 @click.option("--exclude", default=None, help="With --hist: values not counted, e.g. 0,255.")
-def info(store: str, as_json: bool, hist_png: str | None, exclude: str | None) -> None:
-    """Describe STORE: dims, chunks, dtype, completeness, provenance."""
+@click.option("--overwrite", is_flag=True, help="With --hist: replace an existing PNG.")
+def info(
+    store: str, as_json: bool, hist_png: str | None, exclude: str | None, overwrite: bool
+) -> None:
+    """Describe STORE: dims, chunks, dtype, completeness, provenance (never modifies it)."""
+    from bigimg.files import check_disjoint, check_new_file
     from bigimg.io import store_info
 
+    if hist_png is not None:  # refuse before reading anything
+        check_disjoint(hist_png, [store], what="--hist")
+        check_new_file(hist_png, overwrite=overwrite, what="--hist")
     desc = store_info(store)
     if as_json:
         click.echo(json.dumps(desc, indent=2))
@@ -166,7 +174,10 @@ def info(store: str, as_json: bool, hist_png: str | None, exclude: str | None) -
 
         excluded = [] if exclude is None else _number_list(exclude, "--exclude", float)
         plot_histogram(
-            histogram(open_zarr(store), exclude=excluded), hist_png, title=Path(store).name
+            histogram(open_zarr(store), exclude=excluded),
+            hist_png,
+            title=Path(store).name,
+            overwrite=overwrite,
         )
         click.echo(f"histogram: {hist_png}", err=as_json)
 
@@ -186,10 +197,12 @@ def info(store: str, as_json: bool, hist_png: str | None, exclude: str | None) -
     type=click.Path(),
     help="Folder for the outputs.",
 )
+@click.option("--overwrite", is_flag=True, help="Replace the outputs of an earlier demo.")
 @cluster_options
 def demo(
     size: int,
     out: str,
+    overwrite: bool,
     scheduler: str | None,
     scheduler_file: str | None,
     workers: int | None,
@@ -202,7 +215,7 @@ def demo(
     t0 = time.perf_counter()
     with _cluster(scheduler, scheduler_file, workers, memory_limit) as client:
         click.echo(f"cluster: {client.dashboard_link}")
-        timings = run_demo(out, size=size, progress=_progress(quiet))
+        timings = run_demo(out, size=size, overwrite=overwrite, progress=_progress(quiet))
     for stage, secs in timings.items():
         click.echo(f"{stage:>14}: {secs:7.1f} s")
     click.echo(f"{'total':>14}: {time.perf_counter() - t0:7.1f} s")
@@ -255,6 +268,9 @@ def _parse_shape(ctx: click.Context, param: click.Parameter, value: str) -> tupl
     "--dtype", default="float32", show_default=True, type=click.Choice(["float32", "float64"])
 )
 @click.option("--overwrite", is_flag=True, help="Replace an existing output store.")
+@click.option(
+    "--resume", is_flag=True, help="Finish an interrupted output without recomputing stored chunks."
+)
 @cluster_options
 def noise(
     out: str,
@@ -267,6 +283,7 @@ def noise(
     truncate: float,
     dtype: str,
     overwrite: bool,
+    resume: bool,
     scheduler: str | None,
     scheduler_file: str | None,
     workers: int | None,
@@ -274,7 +291,7 @@ def noise(
     quiet: bool,
 ) -> None:
     """Write spatially correlated Gaussian noise to the Zarr store OUT."""
-    from bigimg.io import check_output, to_zarr
+    from bigimg.io import check_fingerprint, check_output, fingerprint, to_zarr
     from bigimg.noise import correlated_noise
 
     field = correlated_noise(
@@ -299,11 +316,22 @@ def noise(
             "dtype": dtype,
         }
     ]
-    check_output(out, overwrite=overwrite)  # refuse before starting a cluster
+    # refuse before starting a cluster
+    if check_output(out, overwrite=overwrite, resume=resume) == "resume":
+        check_fingerprint(out, fingerprint("correlated_noise", None, config))
     with _cluster(scheduler, scheduler_file, workers, memory_limit):
-        result = to_zarr(field, out, overwrite=overwrite, config=config, progress=_progress(quiet))
+        result = to_zarr(
+            field,
+            out,
+            overwrite=overwrite,
+            resume=resume,
+            config=config,
+            source="correlated_noise",
+            progress=_progress(quiet),
+        )
     click.echo(
-        f"wrote {result.path} ({result.chunks_written} chunks, {field.nbytes / 2**30:.2f} GiB) "
+        f"wrote {result.path} ({result.chunks_written} chunks written, {result.chunks_skipped} "
+        f"already stored, {field.nbytes / 2**30:.2f} GiB) "
         f"in {result.seconds:.1f} s"
     )
 
@@ -335,6 +363,7 @@ def _number_list(text: str, option: str, cast: Callable[[str], Any]) -> list[Any
 @click.option(
     "--stretch", default="2,98", show_default=True, help="Percentiles mapped to black and white."
 )
+@click.option("--overwrite", is_flag=True, help="Replace an existing PNG.")
 @cluster_options
 def quicklook_cmd(
     store: str,
@@ -342,6 +371,7 @@ def quicklook_cmd(
     max_size: int,
     bands: str | None,
     stretch: str,
+    overwrite: bool,
     scheduler: str | None,
     scheduler_file: str | None,
     workers: int | None,
@@ -352,8 +382,11 @@ def quicklook_cmd(
 
     From a store with a pyramid, reads the coarsest level at least --max-size pixels wide.
     """
+    from bigimg.files import check_disjoint, check_new_file
     from bigimg.quicklook import open_for_quicklook, quicklook
 
+    check_disjoint(out, [store], what="OUT")
+    check_new_file(out, overwrite=overwrite, what="OUT")
     band_list = None if bands is None else _number_list(bands, "--bands", int)
     limits = _number_list(stretch, "--stretch", float)
     if len(limits) != 2:
@@ -363,28 +396,71 @@ def quicklook_cmd(
     img = open_for_quicklook(store, max_size)
     with _cluster(scheduler, scheduler_file, workers, memory_limit):
         preview = quicklook(
-            img, out, max_size=max_size, bands=band_list, stretch=(limits[0], limits[1])
+            img,
+            out,
+            max_size=max_size,
+            bands=band_list,
+            stretch=(limits[0], limits[1]),
+            overwrite=overwrite,
         )
     click.echo(f"wrote {out} ({preview.sizes['x']} x {preview.sizes['y']} px)")
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: run the CLI, turning bad input into one line and exit code 2."""
-    if os.environ.get("BIGIMG_DEBUG"):  # full tracebacks for bug reports
+    """Entry point: run the CLI, turning every error into one line.
+
+    Bad input, and errors raised inside tasks on the workers (a damaged
+    chunk, a full or read-only disk), exit 2; Ctrl-C exits 130; anything
+    else is a bug in bigimg and exits 1, still in one line. The workers' own
+    logs are silenced; ``BIGIMG_DEBUG=1`` shows them and full tracebacks.
+    """
+    if os.environ.get("BIGIMG_DEBUG"):  # full tracebacks and worker logs for bug reports
         cli.main(args=argv, prog_name="bigimg", standalone_mode=False)
         return
+    _quiet_dask()
     try:
         cli.main(args=argv, prog_name="bigimg", standalone_mode=False)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
-    except click.Abort:
-        click.echo("bigimg: aborted", err=True)
-        sys.exit(1)
+    except (click.Abort, KeyboardInterrupt):
+        _fail("interrupted", EXIT_INTERRUPTED)
     except click.ClickException as e:
-        click.echo(f"bigimg: error: {e.format_message()}", err=True)
-        sys.exit(EXIT_BAD_INPUT)
+        _fail(f"error: {e.format_message()}", EXIT_BAD_INPUT)
     except _USER_ERRORS as e:
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        click.echo(f"bigimg: error: {msg}", err=True)
-        sys.exit(EXIT_BAD_INPUT)
+        _fail(f"error: {_first_line(e)}", EXIT_BAD_INPUT)
+    except Exception as e:
+        if type(e).__name__ == "KilledWorker":  # distributed.scheduler.KilledWorker
+            _fail(
+                f"error: a worker died repeatedly while running a task ({_first_line(e)}); "
+                "it may need more memory: raise --memory-limit or use smaller chunks",
+                EXIT_BAD_INPUT,
+            )
+        _fail(
+            f"internal error: {type(e).__name__}: {_first_line(e)} "
+            "(this is a bug in bigimg; BIGIMG_DEBUG=1 shows the traceback)",
+            EXIT_BUG,
+        )
     sys.exit(0)
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"bigimg: {message}", err=True)
+    sys.exit(code)
+
+
+def _quiet_dask() -> None:
+    """Silence distributed's logs and worker warnings (in this process and its workers)."""
+    import logging
+
+    os.environ["DASK_LOGGING__DISTRIBUTED"] = "critical"  # read by every worker process
+    os.environ.setdefault("PYTHONWARNINGS", "ignore")
+    import distributed  # noqa: F401  (configures its loggers; then quiet them here too)
+
+    for name in list(logging.root.manager.loggerDict):
+        if name == "distributed" or name.startswith("distributed."):
+            logging.getLogger(name).setLevel(logging.CRITICAL)

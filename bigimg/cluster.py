@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
+import threading
 from types import TracebackType
 from typing import Any
+
+# below this a worker cannot even start: the nanny restarts it forever
+MIN_MEMORY_LIMIT = 256 * 2**20
+CONNECT_TIMEOUT = 30.0  # seconds to reach and hear back from an existing scheduler
 
 
 class Cluster:
@@ -28,6 +35,20 @@ class Cluster:
     security : distributed.Security, optional
         TLS settings used when connecting to an existing cluster; default:
         dask's ``distributed.comm.tls`` configuration.
+    connect_timeout : float, default 30
+        Seconds allowed to reach an existing scheduler and get its answer.
+
+    Raises
+    ------
+    ValueError
+        Both ``address`` and ``scheduler_file``; a scheduler file that is not
+        the JSON ``dask scheduler --scheduler-file`` writes; a memory limit that
+        is not a size of at least 256 MiB; a bad ``n_workers``.
+    FileNotFoundError
+        No such scheduler file.
+    TimeoutError, OSError
+        (on entering) The scheduler cannot be reached or does not answer
+        within ``connect_timeout`` seconds.
 
     Examples
     --------
@@ -45,13 +66,17 @@ class Cluster:
         memory_limit: str | int | None = None,
         threads_per_worker: int | None = None,
         security: Any = None,
+        connect_timeout: float = CONNECT_TIMEOUT,
     ) -> None:
         if address is not None and scheduler_file is not None:
             raise ValueError("pass either address or scheduler_file, not both")
-        if scheduler_file is not None and not os.path.exists(scheduler_file):
-            raise FileNotFoundError(f"scheduler_file: no such file: {scheduler_file!r}")
+        if scheduler_file is not None:
+            _scheduler_file_address(scheduler_file)
         if n_workers is not None and (not isinstance(n_workers, int) or n_workers < 1):
             raise ValueError(f"n_workers must be a positive int, got {n_workers!r}")
+        if memory_limit is not None:
+            _check_memory_limit(memory_limit)
+        self.connect_timeout = connect_timeout
         self.address = address
         self.scheduler_file = scheduler_file
         self.n_workers = n_workers
@@ -81,6 +106,8 @@ class Cluster:
             kwargs: dict[str, Any] = {"set_as_default": True}
             if self.security is not None:
                 kwargs["security"] = self.security
+            address = self.address or _scheduler_file_address(self.scheduler_file or "")
+            _probe(address, self.security, self.connect_timeout)
             if self.scheduler_file is not None:
                 kwargs["scheduler_file"] = self.scheduler_file
                 self.client = Client(**kwargs)
@@ -99,3 +126,83 @@ class Cluster:
         if self._cluster is not None:
             self._cluster.close()
         self.client = self._cluster = None
+
+
+def _scheduler_file_address(path: str) -> str:
+    """The scheduler address a ``--scheduler-file`` holds; clear errors otherwise."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"scheduler_file: no such file: {path!r}")
+    try:
+        with open(path) as fh:
+            info = json.load(fh)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(
+            f"scheduler_file: {path!r} is not the JSON a Dask scheduler writes ({e})"
+        ) from None
+    address = info.get("address") if isinstance(info, dict) else None
+    if not isinstance(address, str) or "://" not in address:
+        raise ValueError(f"scheduler_file: {path!r} holds no scheduler 'address'")
+    return address
+
+
+def _check_memory_limit(limit: str | int) -> None:
+    from dask.utils import parse_bytes
+
+    try:
+        nbytes = limit if isinstance(limit, int) and not isinstance(limit, bool) else None
+        if nbytes is None:
+            if not isinstance(limit, str):
+                raise ValueError
+            nbytes = parse_bytes(limit) if limit.strip().lower() != "auto" else MIN_MEMORY_LIMIT
+    except (ValueError, TypeError):
+        raise ValueError(
+            f"memory_limit must be a size such as '4GB' or 'auto', got {limit!r}"
+        ) from None
+    if nbytes < MIN_MEMORY_LIMIT:
+        raise ValueError(
+            f"memory_limit must be at least 256MiB per worker (a worker needs that much to "
+            f"start), got {limit!r}"
+        )
+
+
+def _probe(address: str, security: Any, timeout: float) -> None:
+    """Reach the scheduler at ``address`` and hear it answer within ``timeout`` seconds.
+
+    distributed's ``Client`` waits forever on a port that accepts a connection
+    but never answers (its ``timeout`` does not cover the handshake); this
+    probe gives a one-line error instead. It runs in its own thread, so it
+    works when the caller already runs an event loop (a notebook).
+    """
+    from distributed import Security
+    from distributed.comm import connect
+
+    args = (security or Security()).get_connection_args("client")  # dask's TLS config by default
+
+    async def ask() -> Any:
+        comm = await connect(address, timeout=timeout, **args)
+        try:
+            await comm.write({"op": "identity", "reply": True})
+            return await comm.read()
+        finally:
+            await comm.close()
+
+    outcome: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            asyncio.run(asyncio.wait_for(ask(), timeout))
+            outcome.append(None)
+        except BaseException as e:  # reported in the caller's thread
+            outcome.append(e)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout + 5)
+    error = outcome[0] if outcome else TimeoutError()
+    if isinstance(error, asyncio.TimeoutError | TimeoutError):
+        raise TimeoutError(
+            f"scheduler: no answer from {address} within {timeout:.0f} s; is a Dask scheduler "
+            "listening there?"
+        )
+    if error is not None:
+        raise OSError(f"scheduler: cannot reach {address} ({error})") from None

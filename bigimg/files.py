@@ -17,6 +17,7 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 PathLike = str | os.PathLike[str]
 
@@ -106,3 +107,31 @@ def new_file(path: PathLike, *, overwrite: bool = False, what: str = "path") -> 
         os.replace(tmp, p)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+# dask layer name -> the path its tasks read; filled by the readers, consulted by writers
+_READS: dict[str, str] = {}
+
+
+def note_read(layer: str, path: PathLike) -> str:
+    """Record that the dask layer ``layer`` reads ``path``; returns ``layer``.
+
+    Writers call :func:`read_paths` on the graph they are about to compute, so
+    an output that overlaps any input it reads is refused, however the data
+    was transformed in between (attrs and encodings do not survive every
+    xarray operation; graph layers do).
+    """
+    _READS[layer] = os.fspath(path)
+    return layer
+
+
+def read_paths(graph: Any) -> set[str]:
+    """The paths read by the layers of ``graph`` (a dask collection or HighLevelGraph)."""
+    graph = graph.__dask_graph__() if hasattr(graph, "__dask_graph__") else graph
+    layers = getattr(graph, "layers", None)
+    names = (
+        layers.keys()
+        if layers is not None
+        else {k[0] if isinstance(k, tuple) else k for k in graph}
+    )
+    return {_READS[n] for n in names if n in _READS}

@@ -21,6 +21,10 @@ from typing import Any
 import dask.array as da
 import numpy as np
 import xarray as xr
+from dask.base import tokenize
+
+from bigimg.errors import unreadable_metadata
+from bigimg.files import note_read
 
 IMAGE_DIMS = ("y", "x", "band")
 STACK_DIMS = ("image", "y", "x", "band")
@@ -319,7 +323,10 @@ def _open_zarr_input(path: Path) -> tuple[Any, Callable[[Any], da.Array]]:
     """The array of a Zarr store (lazy, in its chunks), and how to read it in other chunks."""
     import zarr
 
-    node = zarr.open(str(path), mode="r")
+    try:
+        node = zarr.open(str(path), mode="r")
+    except Exception as e:
+        raise unreadable_metadata(path, e) from e
     if (
         not isinstance(node, zarr.Array)
         and "image" in node
@@ -336,17 +343,19 @@ def _open_zarr_input(path: Path) -> tuple[Any, Callable[[Any], da.Array]]:
                 "store (an 'image' variable) or a group with exactly one array"
             )
         node = node[arrays[0]]
-    return _zarr_array(node)
+    return _zarr_array(node, path)
 
 
-def _zarr_array(node: Any) -> tuple[da.Array, Callable[[Any], da.Array]]:
+def _zarr_array(node: Any, path: Path) -> tuple[da.Array, Callable[[Any], da.Array]]:
     """A zarr array as dask (its chunks) and how to read it in other chunks."""
 
-    def read(chunks: tuple[tuple[int, ...], ...]) -> da.Array:
-        data = da.from_zarr(node, chunks=chunks[: node.ndim])
-        return data[..., np.newaxis] if len(chunks) > node.ndim else data  # from_array's band
+    def read(chunks: tuple[tuple[int, ...], ...] | None) -> da.Array:
+        spec = node.chunks if chunks is None else chunks[: node.ndim]
+        name = note_read(f"read-zarr-{tokenize(str(path), node.path, spec)}", path)
+        data = da.from_zarr(node, chunks=spec, name=name)
+        return data[..., np.newaxis] if chunks and len(chunks) > node.ndim else data  # band
 
-    return da.from_zarr(node), read
+    return read(None), read
 
 
 def _open_tiff(path: Path) -> tuple[Any, Callable[[Any], da.Array] | None]:
@@ -377,6 +386,7 @@ def _open_tiff(path: Path) -> tuple[Any, Callable[[Any], da.Array] | None]:
             dtype=dtype,
             chunks=chunks[: node.ndim],
             meta=np.empty((0,) * node.ndim, dtype),
+            name=note_read(f"read-tiff-{tokenize(key, chunks)}", path),
             key=key,
         )
         return data[..., np.newaxis] if len(chunks) > node.ndim else data  # from_array's band
@@ -458,4 +468,5 @@ def _open_geotiff(path: Path) -> xr.DataArray:
         k: v for k, v in obj.attrs.items() if k not in ("_FillValue", "scale_factor", "add_offset")
     }
     obj.encoding = {}
+    note_read(obj.data.name, path)
     return obj

@@ -29,16 +29,13 @@ import dask
 import numpy as np
 import xarray as xr
 
-from bigimg.files import check_disjoint
+from bigimg.errors import CorruptStoreError, unreadable_metadata
+from bigimg.files import check_disjoint, note_read, read_paths
 from bigimg.image import read_in_chunks
 
 VAR = "image"
 _STACK_LABELS = "image_label"
 _MARKERS = ("zarr.json", ".zgroup", ".zarray")
-
-
-class CorruptStoreError(ValueError):
-    """A stored chunk fails its checksum or cannot be decoded."""
 
 
 @dataclass(frozen=True)
@@ -135,8 +132,15 @@ def to_zarr(
     path = Path(store)
     config_json = json.dumps(config if config is not None else obj.attrs.get("bigimg_config"))
     source = str(source or obj.attrs.get("bigimg_source", ""))
-    sources = {obj.attrs.get("bigimg_source"), source} - {None, ""}
-    check_disjoint(path, [s for s in sources if Path(s).exists()], what="store")
+    sources = {obj.attrs.get("bigimg_source"), obj.encoding.get("source"), source} - {None, ""}
+    for v in obj.coords.variables.values():
+        if v.chunks is not None:
+            sources |= read_paths(v.data)
+    if obj.chunks is not None:
+        sources |= read_paths(obj.data)
+    check_disjoint(
+        path, [s for s in sources if Path(s).exists() and not _is_level_of(path, s)], what="store"
+    )
     fingerprint = _fingerprint(source, inputs, config_json)
     attrs = {
         "bigimg_version": __version__,
@@ -224,6 +228,7 @@ def open_zarr(
 
         return open_level(path, level, chunks=chunks)
     out, read = _stored_image(path, ds)
+    out.encoding["source"] = str(path)  # what to_zarr must never overwrite
     if chunks is None:
         return out
     if not isinstance(chunks, Mapping):
@@ -241,7 +246,7 @@ def _checked_dataset(
         with _quiet_zarr():
             ds = xr.open_zarr(path, consolidated=None, chunks={})
     except Exception as e:
-        raise CorruptStoreError(_unreadable_metadata(path, e)) from e
+        raise unreadable_metadata(path, e) from e
     if VAR not in ds.variables:
         raise ValueError(
             f"store: {str(path)!r} has no {VAR!r} variable (found {list(ds.data_vars)!r}); "
@@ -288,7 +293,7 @@ def store_info(store: str | os.PathLike[str]) -> dict[str, Any]:
         attrs = dict(group.attrs)
         arr = group[VAR] if VAR in group else None
     except Exception as e:
-        raise CorruptStoreError(_unreadable_metadata(path, e)) from e
+        raise unreadable_metadata(path, e) from e
     if arr is None:
         raise ValueError(f"store: {str(path)!r} has no {VAR!r} array; not a bigimg store")
     stored = len(_stored_chunks(path / VAR))
@@ -336,13 +341,16 @@ def _checked_read(
     missing one as the fill value, so each task checks its chunks' keys first.
     """
     import dask.array as da
+    from dask.base import tokenize
 
     dtype = np.dtype(var.dtype)
+    layer = note_read(f"read-zarr-{tokenize(str(path), name, chunks, complete)}", path)
     return da.map_blocks(
         _read_chunk,
         dtype=dtype,
         chunks=chunks,
         meta=np.empty((0,) * var.ndim, dtype),
+        name=layer,
         store=str(path),
         var=name,
         complete=complete,
@@ -508,7 +516,36 @@ def _check_resumable(path: Path, ds: xr.Dataset, fingerprint: dict[str, Any]) ->
     """Refuse to resume a store written from another computation, naming what differs."""
     import zarr
 
+    check_fingerprint(path, fingerprint)
     group = zarr.open_group(str(path), mode="r", use_consolidated=False)
+    for name, var in ds.variables.items():
+        if var.chunks is None:
+            continue
+        if name not in group:
+            raise ValueError(f"resume: {str(path)!r} has no array {name!r}")
+        arr = group[name]
+        want = (tuple(var.shape), tuple(c[0] for c in var.chunks), np.dtype(var.dtype))
+        have = (tuple(arr.shape), tuple(arr.chunks), np.dtype(arr.dtype))
+        if want != have:
+            raise ValueError(
+                f"resume: {name!r} in {str(path)!r} has (shape, chunks, dtype) {have}, "
+                f"the computation gives {want}"
+            )
+
+
+def check_fingerprint(store: str | os.PathLike[str], fingerprint: dict[str, Any]) -> None:
+    """Refuse to resume ``store`` unless it was written from the same computation.
+
+    ``fingerprint`` is :func:`fingerprint`'s value for the computation about to
+    resume; the message names every part that differs.
+    """
+    import zarr
+
+    path = Path(store)
+    try:
+        group = zarr.open_group(str(path), mode="r", use_consolidated=False)
+    except Exception as e:
+        raise unreadable_metadata(path, e) from e
     stored = group.attrs.get("bigimg_fingerprint")
     if not isinstance(stored, dict):
         raise ValueError(
@@ -526,23 +563,18 @@ def _check_resumable(path: Path, ds: xr.Dataset, fingerprint: dict[str, Any]) ->
             f"resume: {str(path)!r} was written from another config or input ({what}); "
             "use overwrite to start again"
         )
-    for name, var in ds.variables.items():
-        if var.chunks is None:
-            continue
-        if name not in group:
-            raise ValueError(f"resume: {str(path)!r} has no array {name!r}")
-        arr = group[name]
-        want = (tuple(var.shape), tuple(c[0] for c in var.chunks), np.dtype(var.dtype))
-        have = (tuple(arr.shape), tuple(arr.chunks), np.dtype(arr.dtype))
-        if want != have:
-            raise ValueError(
-                f"resume: {name!r} in {str(path)!r} has (shape, chunks, dtype) {have}, "
-                f"the computation gives {want}"
-            )
+
+
+def fingerprint(source: str, inputs: Mapping[str, Any] | None, config: Any) -> dict[str, Any]:
+    """Everything that determines a store's content, as JSON-able values.
+
+    ``source`` is the input (a path, or a source name), ``inputs`` the options
+    it was opened with, ``config`` the steps (recorded as ``bigimg_config``).
+    """
+    return _fingerprint(source, inputs, json.dumps(config))
 
 
 def _fingerprint(source: str, inputs: Mapping[str, Any] | None, config_json: str) -> dict[str, Any]:
-    """Everything that determines a store's content, as JSON-able values."""
     from bigimg import __version__
 
     return {
@@ -559,8 +591,8 @@ def _identity(source: str) -> str | None:
 
     Chunks are not read (that would cost a full pass), so an edit that
     changes only chunk files of a Zarr input goes unnoticed; any rewrite
-    through zarr or bigimg changes the metadata (a bigimg store records its
-    own fingerprint and completeness there).
+    through zarr or bigimg rewrites the metadata, whose bytes and mtimes are
+    digested.
     """
     if not source:
         return None
@@ -577,7 +609,8 @@ def _identity(source: str) -> str | None:
                 for m in (*p.glob(pattern), *p.glob(f"*/{pattern}"))
             ]
             for meta in sorted(metas):  # the root's and its arrays' metadata, not the chunks'
-                digest.update(str(meta.relative_to(p)).encode() + b"\0" + meta.read_bytes())
+                stamp = f"{meta.relative_to(p)}\0{meta.stat().st_mtime_ns}\0".encode()
+                digest.update(stamp + meta.read_bytes())
             return f"store metadata sha256={digest.hexdigest()}"
     except OSError:
         return None
@@ -608,6 +641,18 @@ def _clean_partials(array_path: Path) -> None:
         partial.unlink(missing_ok=True)
 
 
+def _is_level_of(path: Path, source: str) -> bool:
+    """True when ``path`` is a pyramid level (``<root>/levels/<k>``) of the store ``source``
+    or of a coarser level's source: levels are written inside the store they summarise."""
+    real, src = Path(os.path.realpath(path)), Path(os.path.realpath(source))
+    root = real.parent.parent
+    return (
+        real.parent.name == "levels"
+        and real.name.isdigit()
+        and (src == root or (src.parent == real.parent and src.name.isdigit()))
+    )
+
+
 def _existing_store(store: str | os.PathLike[str]) -> Path:
     path = Path(store)
     if not path.exists():
@@ -615,13 +660,6 @@ def _existing_store(store: str | os.PathLike[str]) -> Path:
     if not is_zarr_store(path):
         raise ValueError(f"store: {str(path)!r} is not a Zarr store")
     return path
-
-
-def _unreadable_metadata(path: Path, error: Exception) -> str:
-    return (
-        f"store: {str(path)!r}: its metadata cannot be read ({type(error).__name__}: "
-        f"{str(error).splitlines()[0] if str(error) else ''}); the store is damaged"
-    )
 
 
 def _level_states(path: Path) -> dict[int, bool]:

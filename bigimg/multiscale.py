@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from bigimg.errors import unreadable_metadata
 from bigimg.image import check_image, float_dtype, per_dim
 from bigimg.io import VAR, open_zarr, to_zarr
 from bigimg.pipeline import Params, register_op
@@ -261,7 +262,10 @@ def pyramid_levels(store: str | os.PathLike[str]) -> list[int]:
     """
     import zarr
 
-    group = zarr.open_group(str(store), mode="r", use_consolidated=False)
+    try:
+        group = zarr.open_group(str(store), mode="r", use_consolidated=False)
+    except Exception as e:
+        raise unreadable_metadata(store, e) from e
     ome = group.attrs.get("ome", {})
     multiscales = ome.get("multiscales", []) if isinstance(ome, dict) else []
     if not multiscales:

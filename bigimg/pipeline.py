@@ -9,6 +9,7 @@ own ops with :func:`register_op`, so adding an op touches one place.
 
 from __future__ import annotations
 
+import dataclasses
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ class Op:
     name: str
     func: Callable[..., xr.DataArray]
     params: type[Params]
+    writes: tuple[str, ...] = ()  # Path params naming files the op writes (gets ``overwrite=``)
 
 
 @dataclass(frozen=True)
@@ -48,16 +50,19 @@ SOURCES: dict[str, Source] = {}
 
 
 def register_op(
-    name: str, params: type[Params]
+    name: str, params: type[Params], *, writes: tuple[str, ...] = ()
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register ``func(img, **params) -> DataArray`` as pipeline op ``name``.
 
     Fields typed ``pathlib.Path`` in ``params`` are resolved against the
-    config file's folder before the call.
+    config file's folder before the call. Those named in ``writes`` are files
+    the op writes: the pipeline refuses them when they exist (unless
+    ``overwrite``) or overlap any input or output, and calls the op with
+    ``overwrite=``; every other Path field is an input.
     """
 
     def deco(func: Callable[..., Any]) -> Callable[..., Any]:
-        OPS[name] = Op(name, func, params)
+        OPS[name] = Op(name, func, params, writes)
         return func
 
     return deco
@@ -108,9 +113,63 @@ class Pipeline:
     source_name: str | None
     source_params: Params | None
     raw_steps: tuple[dict[str, Any], ...]
+    config_path: Path | None = None
 
-    def build(self) -> xr.DataArray:
-        """The lazy output image (may compute global statistics some ops need)."""
+    def paths(self) -> tuple[list[Path], list[tuple[str, Path]]]:
+        """``(reads, writes)``: every path the run reads, and ``(key, path)`` of every one it writes."""
+        reads = [p for p in (self.input.path, self.config_path) if p is not None]
+        writes: list[tuple[str, Path]] = [("output.path", self.output.path)]
+        for i, step in enumerate(self.steps):
+            for field, value in step.params:
+                if isinstance(value, Path):
+                    if field in OPS[step.op].writes:
+                        writes.append((f"steps[{i}].{field}", value))
+                    else:
+                        reads.append(value)
+        return reads, writes
+
+    def check(self, *, overwrite: bool = False, resume: bool = False) -> str:
+        """Refuse a run that would lose data, before any work; returns the store action.
+
+        No written path may overlap a read one or another written one
+        (whatever ``overwrite`` says); existing files are refused unless
+        ``overwrite`` (or, for an op's files, ``resume``); a resumed store must
+        have been written from this same input, options and steps.
+        """
+        from bigimg.files import check_disjoint, check_new_file
+        from bigimg.io import check_fingerprint, check_output
+
+        reads, writes = self.paths()
+        for i, (key, path) in enumerate(writes):
+            others = [p for j, (_k, p) in enumerate(writes) if j != i]
+            check_disjoint(path, [*reads, *others], what=key)
+        action = check_output(self.output.path, overwrite=overwrite, resume=resume)
+        if action == "resume":
+            check_fingerprint(self.output.path, self.fingerprint())
+        for key, path in writes[1:]:
+            check_new_file(path, overwrite=overwrite or resume, what=key)
+        return action
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What determines the output (see :func:`bigimg.io.fingerprint`)."""
+        from bigimg.io import fingerprint
+
+        return fingerprint(self._source(), self._input_options(), list(self.raw_steps))
+
+    def _source(self) -> str:
+        return str(self.input.path) if self.source_name is None else self.source_name
+
+    def _input_options(self) -> dict[str, Any]:
+        options = self.input.model_dump(mode="json", exclude={"path"})
+        if self.source_params is not None:
+            options[self.source_name or ""] = self.source_params.model_dump(mode="json")
+        return options
+
+    def build(self, *, overwrite: bool = False) -> xr.DataArray:
+        """The lazy output image (may compute global statistics some ops need).
+
+        ``overwrite`` is passed to the ops that write files of their own.
+        """
         from bigimg.image import from_array, open_image
 
         if self.source_name is not None:
@@ -121,7 +180,11 @@ class Pipeline:
             assert self.input.path is not None
             img = open_image(self.input.path, chunks=self.input.chunks, nodata=self.input.nodata)
         for step in self.steps:
-            img = OPS[step.op].func(img, **dict(step.params))
+            op = OPS[step.op]
+            kwargs = dict(step.params)
+            if op.writes:
+                kwargs["overwrite"] = overwrite
+            img = op.func(img, **kwargs)
         return img
 
     def run(
@@ -133,20 +196,20 @@ class Pipeline:
         pyramid: bool | None = None,
     ) -> Any:
         """Build the graph and write it to ``output.path`` (computes)."""
-        from bigimg.io import check_output, to_zarr
+        from bigimg.io import to_zarr
 
-        check_output(self.output.path, overwrite=overwrite, resume=resume)  # fail before any work
-        img = self.build()
-        source = str(self.input.path) if self.source_name is None else self.source_name
+        self.check(overwrite=overwrite, resume=resume)  # fail before any work
+        img = self.build(overwrite=overwrite or resume)
         return to_zarr(
             img,
             self.output.path,
             overwrite=overwrite,
             resume=resume,
             config=list(self.raw_steps),
-            source=source,
+            source=self._source(),
             progress=progress,
             pyramid=self.output.pyramid if pyramid is None else pyramid,
+            inputs=self._input_options(),
         )
 
 
@@ -168,7 +231,7 @@ def load_config(path: str | Path) -> Pipeline:
         data = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"config: {str(path)!r} is not valid TOML: {e}") from None
-    return parse_config(data, base=path.parent)
+    return dataclasses.replace(parse_config(data, base=path.parent), config_path=path.resolve())
 
 
 def parse_config(data: Mapping[str, Any], *, base: Path) -> Pipeline:
@@ -215,6 +278,11 @@ def parse_config(data: Mapping[str, Any], *, base: Path) -> Pipeline:
         if not isinstance(raw, Mapping) or "op" not in raw:
             raise ConfigError(f"config: {where} needs an 'op' key")
         name = raw["op"]
+        if not isinstance(name, str):
+            raise ConfigError(
+                f"config: {where}.op must be a string naming an op, got {name!r}; "
+                f"known ops: {sorted(OPS)}"
+            )
         if name not in OPS:
             raise ConfigError(f"config: {where}.op {name!r} is unknown; known ops: {sorted(OPS)}")
         params = _validate(OPS[name].params, {k: v for k, v in raw.items() if k != "op"}, where)

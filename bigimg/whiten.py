@@ -1104,7 +1104,7 @@ class ZcaFitParams(Params):
     transform: bool = True
 
 
-@register_op("zca_fit", ZcaFitParams)
+@register_op("zca_fit", ZcaFitParams, writes=("model",))
 def _zca_fit_op(
     img: xr.DataArray,
     *,

@@ -1,0 +1,380 @@
+"""Issue 14: nothing lost, nothing silent. Each test reproduces a defect a user met,
+through the path they took (CLI, config or Python), on real files and real clusters."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import zarr
+
+import bigimg as bi
+from bigimg.io import CorruptStoreError
+from tests.test_cli import assert_one_line_error, bigimg
+
+rng = np.random.default_rng(14)
+RGB = (rng.random((300, 260, 3)) * 255).astype("uint8")
+
+
+def _tree(path: Path) -> dict[Path, bytes]:
+    """Every file under ``path`` (or the file itself) with its bytes."""
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    return {p: p.read_bytes() for p in files}
+
+
+@pytest.fixture
+def store(tmp_path) -> Path:
+    path = tmp_path / "in.zarr"
+    bi.to_zarr(bi.from_array(RGB, chunks={"y": 128, "x": 128}), path, progress=False)
+    return path
+
+
+def _toml(path: Path, inp: str, out: str, steps: str = "", input_extra: str = "") -> Path:
+    path.write_text(f'[input]\npath = "{inp}"\n{input_extra}\n{steps}\n[output]\npath = "{out}"\n')
+    return path
+
+
+ASTYPE = '[[steps]]\nop = "astype"\ndtype = "float64"\n'
+
+
+# ------------------------------------------------ 1. TIFF input on a real cluster
+def _write_tiffs(d: Path) -> dict[str, np.ndarray]:
+    tifffile.imwrite(d / "tiled.tif", RGB, tile=(128, 128), photometric="rgb")
+    tifffile.imwrite(d / "striped.tif", RGB, photometric="rgb", rowsperstrip=50)
+    tifffile.imwrite(d / "gray.tif", RGB[..., 0])
+    out = {"tiled.tif": RGB, "striped.tif": RGB, "gray.tif": RGB[..., :1]}
+    try:
+        import rasterio
+        from rasterio.transform import from_origin
+    except ImportError:  # the geo extra
+        return out
+    profile = dict(driver="GTiff", width=260, height=300, count=3, dtype="uint8")
+    profile.update(crs="EPSG:32633", transform=from_origin(5e5, 4e6, 10, 10), tiled=True)
+    with rasterio.open(d / "geo.tif", "w", blockxsize=128, blockysize=128, **profile) as dst:
+        dst.write(RGB.transpose(2, 0, 1))
+    out["geo.tif"] = RGB
+    return out
+
+
+@pytest.mark.parametrize("chunks", ["auto", {"y": 128, "x": 128}, {"y": 70, "x": 90}])
+def test_tiff_inputs_on_the_distributed_cluster(tmp_path, client, chunks):
+    for name, expected in _write_tiffs(tmp_path).items():
+        out = tmp_path / f"{name}-{hash(str(chunks))}.zarr"
+        bi.to_zarr(bi.open_image(tmp_path / name, chunks=chunks), out, progress=False)
+        np.testing.assert_array_equal(bi.open_zarr(out).values, expected, err_msg=name)
+
+
+def test_readme_quickstart_on_a_tiff(tmp_path):
+    _write_tiffs(tmp_path)
+    code = f"""
+import bigimg as bi
+with bi.Cluster(n_workers=1, memory_limit="1GB"):
+    img = bi.open_image({str(tmp_path / "tiled.tif")!r}, nodata=0, chunks={{"y": 128, "x": 128}})
+    smooth = bi.gaussian_filter(img, {{"y": 2, "x": 2}})
+    eq = bi.equalize_hist(smooth, exclude=[0, 255])
+    bi.to_zarr(eq, {str(tmp_path / "out.zarr")!r}, progress=False)
+print(bi.open_zarr({str(tmp_path / "out.zarr")!r}).shape)
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    assert "(300, 260, 3)" in proc.stdout
+
+
+def test_cli_run_on_a_tiff(tmp_path):
+    _write_tiffs(tmp_path)
+    cfg = _toml(tmp_path / "t.toml", "striped.tif", "out.zarr", ASTYPE)
+    proc = bigimg("run", str(cfg), "--workers", "1", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+    np.testing.assert_array_equal(bi.open_zarr(tmp_path / "out.zarr").values, RGB)
+
+
+def test_tiff_changed_while_read_is_an_error(tmp_path):
+    _write_tiffs(tmp_path)
+    img = bi.open_image(tmp_path / "tiled.tif", chunks={"y": 128, "x": 128})
+    time.sleep(0.01)
+    tifffile.imwrite(tmp_path / "tiled.tif", RGB[::-1], tile=(128, 128), photometric="rgb")
+    with pytest.raises(OSError, match="changed while it was being read"):
+        img.compute()
+
+
+def test_large_png_is_read(tmp_path):
+    import PIL.Image
+
+    path = tmp_path / "big.png"  # 15000² is over Pillow's decompression-bomb guard
+    PIL.Image.fromarray(np.zeros((15000, 15000), np.uint8)).save(path)
+    img = bi.open_image(path, chunks={"y": 4096, "x": 4096})
+    assert img.shape == (15000, 15000, 1)
+    assert int(img[-1, -1, 0]) == 0
+
+
+# ------------------------------------------------ 2. outputs that overlap the input
+@pytest.mark.parametrize("out", ["in.zarr", "in.zarr/image", "in.zarr/sub.zarr", "."])
+def test_run_refuses_an_output_overlapping_the_input(store, out):
+    before = _tree(store)
+    cfg = _toml(store.parent / "o.toml", "in.zarr", out, ASTYPE)
+    proc = bigimg("run", str(cfg), "--overwrite", "--quiet", "--workers", "1")
+    assert_one_line_error(proc, "overlaps the input")
+    assert _tree(store) == before
+    np.testing.assert_array_equal(bi.open_zarr(store).values, RGB)
+
+
+def test_to_zarr_refuses_writing_over_its_own_input(store):
+    before = _tree(store)
+    with pytest.raises(ValueError, match="overlaps the input"):
+        bi.to_zarr(bi.open_zarr(store).astype("float64"), store, overwrite=True, progress=False)
+    with pytest.raises(ValueError, match="overlaps the input"):
+        bi.to_zarr(bi.open_image(store), store.parent, overwrite=True, progress=False)
+    assert _tree(store) == before
+
+
+# ------------------------------------------------ 3. every file bigimg writes
+def _zca_config(d: Path, model: str) -> Path:
+    bi.to_zarr(
+        bi.from_array(rng.random((6, 4, 4, 1)), chunks={"image": 3}),
+        d / "stack.zarr",
+        progress=False,
+    )
+    steps = f'[[steps]]\nop = "zca_fit"\nmodel = "{model}"\n'
+    return _toml(d / "zca.toml", "stack.zarr", "white.zarr", steps)
+
+
+@pytest.mark.parametrize("model", ["zca.toml", "stack.zarr/zarr.json", "white.zarr/m.npz"])
+def test_zca_model_never_replaces_an_input_or_the_output(tmp_path, model):
+    cfg = _zca_config(tmp_path, model)
+    before = {**_tree(cfg), **_tree(tmp_path / "stack.zarr")}
+    proc = bigimg("run", str(cfg), "--overwrite", "--quiet", "--workers", "1")
+    assert_one_line_error(proc, "overlaps")
+    assert {**_tree(cfg), **_tree(tmp_path / "stack.zarr")} == before
+    assert not (tmp_path / "white.zarr").exists()
+
+
+def test_zca_model_refuses_an_existing_file_unless_overwrite(tmp_path):
+    cfg = _zca_config(tmp_path, "notes.txt")
+    (tmp_path / "notes.txt").write_text("mine")
+    proc = bigimg("run", str(cfg), "--quiet", "--workers", "1")
+    assert_one_line_error(proc, "already exists")
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+    assert not (tmp_path / "white.zarr").exists()  # refused before any work
+    proc = bigimg("run", str(cfg), "--quiet", "--workers", "1", "--overwrite")
+    assert proc.returncode == 0, proc.stderr
+    assert bi.ZCA.load(tmp_path / "notes.txt").is_fitted
+
+
+def test_quicklook_info_and_demo_refuse_existing_files(store):
+    d = store.parent
+    for name in ("q.png", "h.png"):
+        (d / name).write_text("mine")
+    assert_one_line_error(bigimg("quicklook", str(store), str(d / "q.png")), "already exists")
+    assert_one_line_error(bigimg("info", str(store), "--hist", str(d / "h.png")), "already exists")
+    assert_one_line_error(bigimg("quicklook", str(store), str(store / "q.png")), "overlaps")
+    assert (d / "q.png").read_text() == "mine" and (d / "h.png").read_text() == "mine"
+    assert not (store / "q.png").exists()
+    proc = bigimg("quicklook", str(store), str(d / "q.png"), "--overwrite", "--workers", "1")
+    assert proc.returncode == 0, proc.stderr
+    proc = bigimg("info", str(store), "--hist", str(d / "h.png"), "--overwrite")
+    assert proc.returncode == 0, proc.stderr
+    assert (d / "q.png").read_bytes()[:4] == (d / "h.png").read_bytes()[:4] == b"\x89PNG"
+    demo = d / "demo"
+    demo.mkdir()
+    (demo / "quicklook.png").write_text("mine")
+    proc = bigimg("demo", "--size", "64", "--out", str(demo), "--workers", "1", "--quiet")
+    assert_one_line_error(proc, "already exists")
+    assert (demo / "quicklook.png").read_text() == "mine"
+    assert not (demo / "mosaic.zarr").exists()  # every output checked before any work
+
+
+# ------------------------------------------------ 4. resume checks a fingerprint
+def test_resume_refuses_a_changed_input_or_steps(store):
+    d = store.parent
+    cfg = _toml(d / "r.toml", "in.zarr", "out.zarr", ASTYPE)
+    assert bigimg("run", str(cfg), "--quiet", "--workers", "1").returncode == 0
+    again = bigimg("run", str(cfg), "--quiet", "--workers", "1", "--resume")
+    assert again.returncode == 0 and "0 chunks written" in again.stdout
+    _toml(cfg, "in.zarr", "out.zarr", ASTYPE, input_extra="nodata = 0")
+    assert_one_line_error(bigimg("run", str(cfg), "--quiet", "--resume"), "inputs: stored")
+    _toml(cfg, "in.zarr", "out.zarr", ASTYPE.replace("float64", "float32"))
+    assert_one_line_error(bigimg("run", str(cfg), "--quiet", "--resume"), "steps: stored")
+    # the input itself rewritten (same options and steps)
+    bi.to_zarr(bi.from_array(RGB[::-1], chunks=128), store, overwrite=True, progress=False)
+    _toml(cfg, "in.zarr", "out.zarr", ASTYPE)
+    assert_one_line_error(bigimg("run", str(cfg), "--quiet", "--resume"), "source_identity")
+
+
+def test_resume_of_an_interrupted_store_refuses_other_input_options(store):
+    out = store.parent / "out.zarr"
+    img = bi.open_image(store)
+    bi.to_zarr(img, out, inputs={"nodata": None}, progress=False)
+    group = zarr.open_group(str(out), mode="r+")
+    group.attrs["bigimg_complete"] = False  # as a killed run leaves it
+    with pytest.raises(ValueError, match="inputs: stored"):
+        bi.to_zarr(img, out, resume=True, inputs={"nodata": 0}, progress=False)
+    res = bi.to_zarr(img, out, resume=True, inputs={"nodata": None}, progress=False)
+    assert res.chunks_written == 0 and bi.store_info(out)["complete"]
+
+
+# ------------------------------------------------ 5. reading never modifies
+def test_info_never_deletes_a_running_writes_temporaries(store):
+    partial = store / "image" / "c" / "0" / "0" / "0.123.partial"
+    partial.write_bytes(b"in flight")
+    before = _tree(store)
+    assert bigimg("info", str(store)).returncode == 0
+    bi.store_info(store)
+    bi.open_zarr(store).compute()
+    assert _tree(store) == before
+
+
+# ------------------------------------------------ 6. a missing chunk is damage
+def test_missing_chunk_of_a_complete_store_is_named(store):
+    (store / "image" / "c" / "1" / "1" / "0").unlink()
+    with pytest.raises(CorruptStoreError, match=r"chunk \(1, 1, 0\) is missing"):
+        bi.open_zarr(store).compute()
+    with pytest.raises(CorruptStoreError, match="is missing"):
+        bi.open_zarr(store, chunks={"y": 256, "x": 256}).compute()
+    info = bi.store_info(store)
+    assert info["complete"] and "1 of 9 chunks missing" in info["damaged"]
+    cfg = _toml(store.parent / "m.toml", "in.zarr", "out.zarr", ASTYPE)
+    assert_one_line_error(bigimg("run", str(cfg), "--quiet", "--workers", "1"), "is missing")
+
+
+def test_corrupt_root_metadata_is_named(store):
+    (store / "zarr.json").write_text("{ not json")
+    for cmd in (["info", str(store)], ["quicklook", str(store), str(store.parent / "q.png")]):
+        assert_one_line_error(bigimg(*cmd), "metadata cannot be read")
+
+
+# ------------------------------------------------ 8-10. hangs, tracebacks, task errors
+def test_a_scheduler_that_never_answers_fails_fast():
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(8)
+    accepted = []
+    threading.Thread(
+        target=lambda: accepted.extend(sock.accept() for _ in range(8)), daemon=True
+    ).start()
+    addr = f"tcp://127.0.0.1:{sock.getsockname()[1]}"
+    t0 = time.monotonic()
+    with pytest.raises(TimeoutError, match="no answer"), bi.Cluster(addr, connect_timeout=2):
+        pass
+    assert time.monotonic() - t0 < 15
+    sock.close()
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        (["--memory-limit", "1KB"], "at least 256MiB"),
+        (["--memory-limit=-5GB"], "at least 256MiB"),
+        (["--memory-limit", "lots"], "memory_limit must be a size"),
+        (["--scheduler-file", "{d}/bad.json"], "is not the JSON"),
+        (["--scheduler", "tcp://127.0.0.1:1"], "scheduler"),
+    ],
+)
+def test_cluster_options_fail_in_one_line(tmp_path, args, match):
+    (tmp_path / "bad.json").write_text("{not json")
+    args = [a.format(d=tmp_path) for a in args]
+    proc = bigimg(
+        "noise", str(tmp_path / "n.zarr"), "--shape", "64x64", "--length-scale", "2", *args
+    )
+    assert_one_line_error(proc, match)
+    assert not (tmp_path / "n.zarr").exists()
+
+
+def test_config_op_must_be_a_string(store):
+    cfg = _toml(store.parent / "l.toml", "in.zarr", "out.zarr", '[[steps]]\nop = ["astype"]\n')
+    assert_one_line_error(bigimg("run", str(cfg)), "op must be a string")
+
+
+def test_task_errors_reach_the_cli_as_one_line(store):
+    chunk = store / "image" / "c" / "1" / "1" / "0"
+    data = bytearray(chunk.read_bytes())
+    data[20] ^= 0xFF
+    chunk.write_bytes(bytes(data))
+    cfg = _toml(store.parent / "c.toml", "in.zarr", "out.zarr", ASTYPE)
+    proc = bigimg("run", str(cfg), "--quiet", "--workers", "1")
+    assert_one_line_error(proc, "chunk (1, 1, 0) cannot be read")
+
+
+def test_ctrl_c_prints_one_line(tmp_path):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bigimg", "noise", str(tmp_path / "n.zarr"), "--shape"]
+        + ["8192x8192", "--length-scale", "40", "--chunks", "512", "--workers", "1", "--quiet"],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not (tmp_path / "n.zarr" / "zarr.json").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert err.strip() == "bigimg: interrupted", err
+    assert bi.store_info(tmp_path / "n.zarr")["complete"] is False
+
+
+# ------------------------------------------------ 11. noise --resume
+def test_noise_resume(tmp_path):
+    out = str(tmp_path / "n.zarr")
+    args = ["noise", out, "--shape", "128x128", "--length-scale", "3", "--chunks", "64", "--quiet"]
+    assert bigimg(*args, "--workers", "1").returncode == 0
+    shutil.rmtree(tmp_path / "n.zarr" / "image" / "c" / "1")
+    group = zarr.open_group(out, mode="r+")
+    group.attrs["bigimg_complete"] = False  # as a killed run leaves it
+    proc = bigimg(*args, "--workers", "1", "--resume")
+    assert proc.returncode == 0, proc.stderr
+    assert "2 chunks written, 2 already stored" in proc.stdout
+    clean = tmp_path / "clean.zarr"
+    bi.to_zarr(bi.correlated_noise((128, 128), length_scale=3, chunks=64), clean, progress=False)
+    np.testing.assert_array_equal(bi.open_zarr(out).values, bi.open_zarr(clean).values)
+    assert_one_line_error(bigimg(*args, "--seed", "2", "--resume"), "steps: stored")
+
+
+# ------------------------------------------------ 12. pyramids
+def test_a_failed_pyramid_level_leaves_the_root_incomplete(tmp_path, monkeypatch):
+    import bigimg.multiscale as ms
+
+    real = ms._write_multiscales
+
+    def fail_at_level_2(root, base, k):
+        if k == 2:
+            raise OSError("disk full")  # as the level-2 write would fail
+        return real(root, base, k)
+
+    monkeypatch.setattr(ms, "_write_multiscales", fail_at_level_2)
+    out = tmp_path / "p.zarr"
+    img = bi.from_array(rng.random((4096, 64)), chunks=1024)  # levels 1 (2048) and 2 (1024)
+    with pytest.raises(OSError, match="disk full"):
+        bi.to_zarr(img, out, pyramid=True, progress=False)
+    info = bi.store_info(out)
+    assert info["complete"] is False
+    monkeypatch.setattr(ms, "_write_multiscales", real)
+    bi.to_zarr(img, out, pyramid=True, resume=True, progress=False)
+    assert bi.store_info(out)["complete"] is True
+
+
+def test_info_names_an_interrupted_level(tmp_path):
+    out = tmp_path / "p.zarr"
+    bi.to_zarr(bi.from_array(rng.random((64, 64)), chunks=16), out, progress=False)
+    bi.write_pyramid(out, max_size=16, progress=False)
+    group = zarr.open_group(str(out / "levels" / "2"), mode="r+")
+    group.attrs["bigimg_complete"] = False
+    desc = json.loads(bigimg("info", str(out), "--json").stdout)
+    assert "pyramid level(s) [2] interrupted" in desc["damaged"]
+    assert desc["levels"] == [1]
+
+
+def test_no_cli_command_leaves_files_behind_on_refusal(tmp_path):
+    before = set(os.listdir(tmp_path))
+    bigimg("quicklook", str(tmp_path / "none.zarr"), str(tmp_path / "q.png"))
+    assert set(os.listdir(tmp_path)) == before
