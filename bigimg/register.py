@@ -35,6 +35,16 @@ METHODS = ("bilinear", "nearest", "fourier")
 _AXES = ("y", "x")
 _TASK_BYTES = 64 * 2**20  # frames per task are capped to about this many bytes
 _SPLIT_EVERY = 8  # fan-in of the tree reduction over the stack
+# 1e-6 px, far below any registration's accuracy; beyond it the upsampled DFT's
+# matrices (about 3.5 sqrt(factor) rows per axis) take seconds and GiB per frame.
+MAX_UPSAMPLE = 1e6
+MAX_ITERATIONS = 100  # each iteration is a full pass; a few already converge
+# shift_and_add builds one task per (output block, image chunk) in Python: past a
+# million output blocks the graph alone takes minutes and GiB.
+MAX_OUT_BLOCKS = 10**6
+MAX_BLOCK_BYTES = 2**31  # one task's float64 partial sums (value, weight) of one output block
+# Shifts are clipped to +-2**53 px: still far outside any grid, and exact as int64.
+_FAR = 2.0**53
 
 
 # ============================================================ numpy kernels
@@ -90,12 +100,21 @@ def _prepare(frame: np.ndarray, window: tuple[int, int] | None) -> np.ndarray | 
     return out.astype(frame.dtype, copy=False)
 
 
+def _spectrum(prepared: np.ndarray) -> np.ndarray:
+    """``fftn`` in the frame's dtype, redone in float64 where float32 overflows (values near 3e38)."""
+    freq = sfft.fftn(prepared)
+    if prepared.dtype != np.float64 and not np.isfinite(np.vdot(freq, freq).real):
+        freq = sfft.fftn(prepared.astype(np.float64))
+    return freq
+
+
 def _reference_freq(reference: np.ndarray, window: tuple[int, int] | None) -> np.ndarray:
     """FFT of the prepared reference, computed once per call."""
     prepared = _prepare(reference, window)
     if prepared is None:
         raise ValueError("reference has no valid (non-NaN) pixel")
-    return sfft.fftn(prepared)
+    with np.errstate(over="ignore", invalid="ignore"):
+        return _spectrum(prepared)
 
 
 @functools.lru_cache(maxsize=16)
@@ -233,13 +252,15 @@ def _register_block(
     ref_amp = float(np.vdot(ref_freq, ref_freq).real)
     out = np.full((frames.shape[0], 3), np.nan)
     for i, frame in enumerate(frames):
-        filled = _prepare(frame, window)
-        if filled is None:
-            continue
+        with np.errstate(over="ignore", invalid="ignore"):
+            filled = _prepare(frame, window)
+            if filled is None:
+                continue
+            freq = _spectrum(filled)
         out[i] = _phase_correlation(
             ref_freq,
             ref_amp,
-            sfft.fftn(filled),
+            freq,
             upsample_factor=upsample_factor,
             normalization=normalization,
         )
@@ -492,6 +513,8 @@ def _check_stack(stack: Any, dim: str) -> None:
     check_image(stack, "stack", required=())
     if not isinstance(dim, str):
         raise TypeError(f"dim must be a str, got {dim!r}")
+    if dim in (*_AXES, "band"):
+        raise ValueError(f"dim must name the stack's image dim, not {dim!r}")
     missing = [d for d in (dim, *_AXES) if d not in stack.dims]
     if missing:
         raise ValueError(
@@ -517,6 +540,8 @@ def _as_4d(stack: xr.DataArray, dim: str) -> da.Array:
 def _select_band(stack: xr.DataArray, band: Any) -> xr.DataArray:
     if band is None:
         return stack
+    if isinstance(band, (bool, np.bool_)):
+        raise TypeError(f"band must be a band label or index, got {band!r}")
     if "band" not in stack.dims:
         raise ValueError(f"band={band!r} given but stack has no 'band' dim: {stack.dims!r}")
     if "band" in stack.coords:
@@ -537,8 +562,11 @@ def _select_band(stack: xr.DataArray, band: Any) -> xr.DataArray:
 def _check_upsample(upsample_factor: Any) -> float:
     if not isinstance(upsample_factor, numbers.Real) or isinstance(upsample_factor, bool):
         raise TypeError(f"upsample_factor must be a number, got {upsample_factor!r}")
-    if not math.isfinite(upsample_factor) or upsample_factor < 1:
-        raise ValueError(f"upsample_factor must be a finite number >= 1, got {upsample_factor!r}")
+    if not math.isfinite(upsample_factor) or not 1 <= upsample_factor <= MAX_UPSAMPLE:
+        raise ValueError(
+            f"upsample_factor must be a finite number in [1, {MAX_UPSAMPLE:g}] (1e-6 px), "
+            f"got {upsample_factor!r}"
+        )
     return float(upsample_factor)
 
 
@@ -597,9 +625,34 @@ def _check_reference(reference: Any, frame_shape: tuple[int, int], band: Any) ->
         raise ValueError(
             f"reference has shape {arr.shape[:2]}, the stack's frames are {frame_shape}"
         )
+    if arr.dtype.kind not in "iuf":
+        raise TypeError(f"reference must hold real numbers, got dtype {arr.dtype}")
     if not np.issubdtype(arr.dtype, np.floating):
         arr = arr.astype(np.float32)
     return arr
+
+
+def _check_out_blocks(shape: tuple[int, int], data: da.Array, method: str) -> None:
+    """Refuse an ``out_shape`` whose output blocks are too many or too large (before any graph)."""
+    if method == "fourier":  # whole frames: the output is one block
+        step = shape
+    else:
+        step = (min(max(data.chunks[1]), shape[0]), min(max(data.chunks[2]), shape[1]))
+    block_bytes = step[0] * step[1] * max(data.chunks[3]) * 16
+    if block_bytes > MAX_BLOCK_BYTES:
+        raise ValueError(
+            f"out_shape={shape} with method={method!r} makes output blocks of "
+            f"{block_bytes / 2**30:.1f} GiB of partial sums per task, more than "
+            f"{MAX_BLOCK_BYTES // 2**30} GiB; ask a smaller out_shape"
+            + ("" if method == "fourier" else " or rechunk y and x smaller")
+        )
+    blocks = math.ceil(shape[0] / step[0]) * math.ceil(shape[1] / step[1])
+    if blocks > MAX_OUT_BLOCKS:
+        raise ValueError(
+            f"out_shape={shape} in blocks of the stack's y/x chunks {step[0]}x{step[1]} is "
+            f"{blocks} output blocks, more than the {MAX_OUT_BLOCKS} bigimg builds; rechunk "
+            "y and x larger or ask a smaller out_shape"
+        )
 
 
 def _check_shifts(shifts: Any, stack: xr.DataArray, dim: str) -> np.ndarray:
@@ -615,8 +668,8 @@ def _check_shifts(shifts: Any, stack: xr.DataArray, dim: str) -> np.ndarray:
             values = np.asarray(shifts)
         except Exception as e:  # noqa: BLE001
             raise TypeError(f"shifts must be an (N, 2) array of numbers, got {shifts!r}") from e
-    if values.dtype == object or not np.issubdtype(values.dtype, np.number):
-        raise TypeError(f"shifts must be an (N, 2) array of numbers, got dtype {values.dtype}")
+    if values.dtype.kind not in "iuf":
+        raise TypeError(f"shifts must be an (N, 2) array of real numbers, got dtype {values.dtype}")
     if values.ndim != 2 or values.shape[1] != 2:
         raise ValueError(
             f"shifts must have shape (N, 2) of (y, x) shifts, got shape {values.shape}"
@@ -628,7 +681,8 @@ def _check_shifts(shifts: Any, stack: xr.DataArray, dim: str) -> np.ndarray:
         )
     if np.isinf(values).any():
         raise ValueError("shifts must be finite (NaN marks an image to skip), got inf")
-    return values.astype(np.float64)
+    # a shift past +-2**53 px lands outside any grid just the same, and stays exact as int64
+    return np.clip(values.astype(np.float64), -_FAR, _FAR)
 
 
 def _warn_skipped(which: np.ndarray, stack: xr.DataArray, dim: str, what: str) -> None:
@@ -695,7 +749,8 @@ def register(
         stack's NaN-mean composite (one out-of-core pass over the stack).
     upsample_factor : float, default 100
         Register to within ``1 / upsample_factor`` px (matrix-multiply DFT
-        refinement around the correlation peak); must be >= 1.
+        refinement around the correlation peak); in ``[1, MAX_UPSAMPLE]``
+        (1e6: beyond it the refinement costs seconds and GiB per frame).
     dim : str, default "image"
         The stack dim.
     band : hashable, optional
@@ -709,7 +764,8 @@ def register(
         to zero shift.
     iterations : int, default 1
         With 2 or more, re-register against the shift-and-add composite of the
-        previous iteration (sharper than the unaligned mean).
+        previous iteration (sharper than the unaligned mean); at most
+        ``MAX_ITERATIONS`` (100), each being a pass over the stack.
     normalization : {"phase", None}, default "phase"
         As in skimage: ``"phase"`` correlates the whitened spectra (phase
         correlation, robust to illumination changes); ``None`` the plain
@@ -732,8 +788,8 @@ def register(
         ``stack`` is not a DataArray, or ``reference`` / ``upsample_factor`` of
         a wrong type.
     ValueError
-        ``stack`` lacks ``dim``, ``y`` or ``x``; ``upsample_factor < 1``;
-        bad ``window``, ``band``, ``iterations`` or reference shape.
+        ``stack`` lacks ``dim``, ``y`` or ``x``; ``upsample_factor`` outside
+        ``[1, 1e6]``; bad ``window``, ``band``, ``iterations`` or reference shape.
 
     Notes
     -----
@@ -774,9 +830,12 @@ def register(
     if (
         not isinstance(iterations, numbers.Integral)
         or isinstance(iterations, bool)
-        or iterations < 1
+        or not 1 <= iterations <= MAX_ITERATIONS
     ):
-        raise ValueError(f"iterations must be an int >= 1, got {iterations!r}")
+        raise ValueError(
+            f"iterations must be an int in [1, {MAX_ITERATIONS}] (each is a pass over the "
+            f"stack), got {iterations!r}"
+        )
     if normalization not in ("phase", None):
         raise ValueError(f"normalization must be one of {{'phase', None}}, got {normalization!r}")
     picked = _select_band(stack, band)
@@ -839,7 +898,9 @@ def shift_and_add(
         :func:`register`'s output, or an ``(N, 2)`` array of ``(y, x)``
         shifts, one row per image. Pixel ``(y, x)`` of image ``i`` lands at
         ``(y + shifts[i, 0], x + shifts[i, 1])``. A NaN row skips its image.
-        The ``N x 2`` numbers are read into memory.
+        The ``N x 2`` numbers are read into memory; shifts beyond
+        ``+-2**53`` px are clipped there (the image lands outside the grid
+        either way).
     method : {"bilinear", "nearest", "fourier"}, default "bilinear"
         ``"bilinear"``: cloud-in-cell, each valid pixel's value split over
         the four nearest output pixels with sub-pixel weights; ``"nearest"``:
@@ -851,7 +912,10 @@ def shift_and_add(
         The stack dim.
     out_shape : (int, int), optional
         ``(y, x)`` size of the output grid, whose origin is the input's.
-        Default: the frames' shape (and the stack's ``y``/``x`` coords).
+        Default: the frames' shape (and the stack's ``y``/``x`` coords). Its
+        blocks have the stack's largest y/x chunk (the whole grid for
+        ``"fourier"``); at most ``MAX_OUT_BLOCKS`` (1e6) blocks of at most
+        ``MAX_BLOCK_BYTES`` (2 GiB) of partial sums each.
 
     Returns
     -------
@@ -866,7 +930,7 @@ def shift_and_add(
         ``stack`` not a DataArray, ``shifts`` not numeric.
     ValueError
         ``stack`` without ``dim``/``y``/``x``, shifts not ``(N, 2)`` with N the
-        stack's length, unknown ``method``, bad ``out_shape``.
+        stack's length, unknown ``method``, bad or too large ``out_shape``.
 
     Notes
     -----
@@ -898,20 +962,26 @@ def shift_and_add(
         shape = frame_shape
     else:
         if (
-            not isinstance(out_shape, tuple | list)
+            not isinstance(out_shape, tuple | list | np.ndarray)
+            or np.ndim(out_shape) != 1
             or len(out_shape) != 2
-            or not all(isinstance(v, numbers.Integral) and v > 0 for v in out_shape)
+            or not all(
+                isinstance(v, numbers.Integral) and not isinstance(v, bool | np.bool_) and v > 0
+                for v in out_shape
+            )
         ):
             raise ValueError(f"out_shape must be two positive ints (y, x), got {out_shape!r}")
         shape = (int(out_shape[0]), int(out_shape[1]))
-    _warn_skipped(np.isnan(values).any(axis=1), stack, dim, "shift_and_add")
     data = _as_4d(stack, dim)
-    out_chunks = tuple(
-        data.chunks[a]
-        if shape == frame_shape
-        else da.core.normalize_chunks(max(data.chunks[a]), (n,))[0]
-        for a, n in ((1, shape[0]), (2, shape[1]))
-    )
+    if shape == frame_shape:
+        out_chunks = (data.chunks[1], data.chunks[2])
+    else:
+        _check_out_blocks(shape, data, method)
+        out_chunks = tuple(
+            da.core.normalize_chunks(max(data.chunks[a]), (n,))[0]
+            for a, n in ((1, shape[0]), (2, shape[1]))
+        )
+    _warn_skipped(np.isnan(values).any(axis=1), stack, dim, "shift_and_add")
     total, weight = _shift_and_add_chunked(
         data, values, method=method, out_shape=shape, out_chunks=out_chunks
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tomllib
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -511,3 +512,74 @@ def test_phase_correlation_kernel_on_zero_spectra():
             )
             np.testing.assert_array_equal(got[:2], shift)
             assert np.isnan(got[2]) and np.isnan(error)
+
+
+# ---------------------------------------------------------------- hostile pass (issue 14)
+@pytest.mark.parametrize("chunks", [{"image": 1}, {"image": 4, "y": 50, "x": 31}])
+def test_register_float32_values_near_the_max_do_not_overflow(synthetic, chunks):
+    """float32 frames near 3e38 overflow a float32 FFT: they are registered in float64."""
+    scene, true, frames = synthetic
+    scale = np.float32(2e38) / np.abs(frames).max()
+    big, ref = (frames * scale).astype("float32"), (scene * scale).astype("float32")
+    assert np.isfinite(big).all() and np.isfinite(ref).all()
+    shifts = bi.register(as_stack(big, **chunks), reference=ref)
+    np.testing.assert_allclose(shifts.values, -true, atol=0.02)
+    for i in range(3):
+        expected, _, _ = phase_cross_correlation(
+            ref.astype(np.float64), big[i].astype(np.float64), upsample_factor=100
+        )
+        np.testing.assert_allclose(shifts.values[i], expected, atol=1e-6)
+    assert np.isfinite(shifts["error"].values).all()
+
+
+def test_register_refuses_absurd_parameters_before_computing(synthetic):
+    scene, _, frames = synthetic
+    stack = as_stack(frames)
+    bad = [
+        ({"upsample_factor": 1e9}, ValueError, r"upsample_factor must be .*\[1, 1e\+06\]"),
+        ({"iterations": 10**9}, ValueError, r"iterations must be an int in \[1, 100\]"),
+        ({"band": True}, TypeError, "band must be a band label or index"),
+        ({"reference": scene.astype("complex64")}, TypeError, "reference must hold real numbers"),
+        ({"reference": scene > 0}, TypeError, "reference must hold real numbers"),
+        ({"dim": "band"}, ValueError, "dim must name the stack's image dim"),
+    ]
+    for kwargs, exc, match in bad:
+        with raise_if_dask_computes(), pytest.raises(exc, match=match):
+            bi.register(stack, **kwargs)
+
+
+@pytest.mark.parametrize("method", ["bilinear", "nearest", "fourier"])
+@pytest.mark.parametrize("chunks", [{"image": 1}, {"image": 3, "y": 5, "x": 7}])
+def test_shift_and_add_far_shifts_land_nowhere(method, chunks):
+    """Shifts far beyond the grid (up to 1e300) drop the image, with no int overflow."""
+    rng = np.random.default_rng(5)
+    frames = rng.random((4, 12, 10)).astype("float32")
+    shifts = np.array([[0.0, 0.0], [1e20, 0.0], [0.0, -1e300], [0.5, -0.25]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "invalid value encountered in cast"
+        got = bi.shift_and_add(as_stack(frames, **chunks), shifts, method=method).compute()
+    kept = [0, 3]
+    expected = bi.shift_and_add(as_stack(frames[kept]), shifts[kept], method=method).compute()
+    np.testing.assert_allclose(got.weight.values, expected.weight.values, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        got.composite.values, expected.composite.values, rtol=1e-6, atol=1e-6
+    )
+
+
+def test_shift_and_add_refuses_bad_input_before_building_the_graph(synthetic):
+    _, _, frames = synthetic
+    stack = as_stack(frames, image=5, y=8, x=8)
+    zeros = np.zeros((10, 2))
+    bad = [
+        ({"out_shape": (10**9, 10**9)}, ValueError, "output blocks, more than the 1000000"),
+        ({"out_shape": (20000, 20000), "method": "fourier"}, ValueError, "GiB of partial sums"),
+        ({"out_shape": (True, True)}, ValueError, "out_shape must be two positive ints"),
+        ({"shifts": zeros.astype(complex)}, TypeError, "shifts must be an .* real numbers"),
+        ({"dim": "y"}, ValueError, "dim must name the stack's image dim"),
+    ]
+    for kwargs, exc, match in bad:
+        args = {"shifts": zeros, **kwargs}
+        with raise_if_dask_computes(), pytest.raises(exc, match=match):
+            bi.shift_and_add(stack, **args)
+    out = bi.shift_and_add(stack, zeros, out_shape=np.array([130, 140]))  # a numpy pair is fine
+    assert out.composite.shape == (130, 140, 1)
