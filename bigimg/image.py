@@ -327,23 +327,48 @@ def _open_zarr_input(path: Path) -> tuple[Any, Callable[[Any], da.Array]]:
         node = zarr.open(str(path), mode="r")
     except Exception as e:
         raise unreadable_metadata(path, e) from e
-    if (
-        not isinstance(node, zarr.Array)
-        and "image" in node
-        and isinstance(node["image"], zarr.Array)
-    ):
+    if not isinstance(node, zarr.Array) and "bigimg_complete" in node.attrs:  # a bigimg store
         from bigimg.io import _checked_dataset, _stored_image
 
         return _stored_image(*_checked_dataset(path, allow_incomplete=False))
     if not isinstance(node, zarr.Array):
-        arrays = [name for name, _ in node.arrays()]
-        if len(arrays) != 1:
-            raise ValueError(
-                f"path: Zarr group {str(path)!r} holds arrays {arrays!r}; expected a bigimg "
-                "store (an 'image' variable) or a group with exactly one array"
-            )
-        node = node[arrays[0]]
+        return _foreign_group(path, node), None
+    names = node.metadata.dimension_names if node.metadata.zarr_format == 3 else None
+    names = names or node.attrs.get("_ARRAY_DIMENSIONS")
+    if names and tuple(names) != {2: SPATIAL_DIMS, 3: IMAGE_DIMS, 4: STACK_DIMS}.get(node.ndim):
+        data, _ = _zarr_array(node, path)
+        return _named(xr.DataArray(data, dims=tuple(names)), path), None
     return _zarr_array(node, path)
+
+
+def _foreign_group(path: Path, node: Any) -> xr.DataArray:
+    """The one image variable of a Zarr group written by another tool (xarray, zarr)."""
+    try:
+        ds = xr.open_zarr(path, chunks={}, consolidated=None)
+    except Exception as e:
+        raise unreadable_metadata(path, e) from e
+    images = [name for name, v in ds.data_vars.items() if v.ndim >= 2]
+    if len(images) != 1:
+        raise ValueError(
+            f"path: Zarr group {str(path)!r} holds variables {list(ds.data_vars)!r}; expected "
+            "a bigimg store or a group with exactly one 2-4 dimensional array"
+        )
+    obj = ds[images[0]]
+    note_read(obj.data.name, path)
+    return _named(obj, path)
+
+
+def _named(obj: xr.DataArray, path: Path) -> xr.DataArray:
+    """``obj`` in bigimg's dim order when its dims are bigimg's names, else renamed by position."""
+    if set(obj.dims) <= set(STACK_DIMS):
+        order = [d for d in STACK_DIMS if d in obj.dims]
+        if not {"y", "x"} <= set(order):
+            raise ValueError(f"path: {str(path)!r} has dims {obj.dims!r}; an image needs y and x")
+        return obj.transpose(*order)
+    if obj.ndim not in (2, 3, 4):
+        raise ValueError(f"path: {str(path)!r} holds a {obj.ndim}-D array; expected 2-4 dims")
+    default = {2: SPATIAL_DIMS, 3: IMAGE_DIMS, 4: STACK_DIMS}[obj.ndim]
+    return obj.rename(dict(zip(obj.dims, default, strict=True)))
 
 
 def _zarr_array(node: Any, path: Path) -> tuple[da.Array, Callable[[Any], da.Array]]:

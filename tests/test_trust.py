@@ -378,3 +378,28 @@ def test_no_cli_command_leaves_files_behind_on_refusal(tmp_path):
     before = set(os.listdir(tmp_path))
     bigimg("quicklook", str(tmp_path / "none.zarr"), str(tmp_path / "q.png"))
     assert set(os.listdir(tmp_path)) == before
+
+
+# ------------------------------------------------ stores written by other tools
+A = np.arange(12.0).reshape(3, 4)
+
+
+@pytest.mark.parametrize(
+    "write",
+    [
+        lambda p: __import__("xarray").Dataset({"image": (("y", "x"), A)}).to_zarr(p),
+        lambda p: __import__("xarray").Dataset({"t": (("x", "y"), A.T)}).to_zarr(p),
+        lambda p: __import__("xarray").Dataset({"t": (("x", "y"), A.T)}).to_zarr(p, zarr_format=2),
+        lambda p: zarr.save_array(p, A, zarr_format=2),
+        lambda p: zarr.create_array(p, data=A.T, dimension_names=("x", "y")),
+    ],
+    ids=["xarray-image-var", "xarray-swapped-dims", "xarray-zarr-v2", "bare-v2", "bare-v3-named"],
+)
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_stores_written_by_other_tools_open_by_dim_name(tmp_path, write):
+    path = str(tmp_path / "other.zarr")
+    write(path)
+    for chunks in ("auto", {"y": 2}):
+        img = bi.open_image(path, chunks=chunks)
+        assert img.dims == ("y", "x", "band")
+        np.testing.assert_array_equal(img.values[..., 0], A)
