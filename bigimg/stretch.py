@@ -29,15 +29,30 @@ def _stretch_kernel(
     v: np.ndarray, mean: np.ndarray, std: np.ndarray, *, n: float, lo: float, hi: float, dtype: Any
 ) -> np.ndarray:
     """``lo + (hi - lo) * Phi((v - mean) / (n * std))``, computed in float64."""
-    z = (v.astype(np.float64) - mean) / (n * std)
+    with np.errstate(over="ignore", divide="ignore"):  # a tiny std: z = +-inf, Phi = 0 or 1
+        z = (v.astype(np.float64) - mean) / (n * std)
     return (lo + (hi - lo) * scipy.special.ndtr(z)).astype(dtype, copy=False)
 
 
-def _checked_stats(mean: np.ndarray, std: np.ndarray, labels: np.ndarray) -> np.ndarray:
+def _checked_stats(
+    mean: np.ndarray, std: np.ndarray, n_inf: np.ndarray, n_valid: np.ndarray, labels: np.ndarray
+) -> np.ndarray:
     """Stack ``(mean, std)`` after checking them; raises naming the band."""
     for i, label in enumerate(labels.tolist()):
-        if not np.isfinite(mean[i]):
+        if n_inf[i]:
+            raise ValueError(
+                f"gaussian_stretch: band {label!r} holds {int(n_inf[i])} infinite value(s), "
+                "so its mean and std are not finite; mask them as NoData first, e.g. "
+                "img.where(np.isfinite(img)), or pass mean= and std="
+            )
+        if not n_valid[i]:
             raise ValueError(f"gaussian_stretch: band {label!r} has no valid (non-NaN) pixel")
+        if not (np.isfinite(mean[i]) and np.isfinite(std[i])):
+            raise ValueError(
+                f"gaussian_stretch: band {label!r} has mean {float(mean[i])!r} and std "
+                f"{float(std[i])!r}: its values are too large for float64 moments; "
+                "pass mean= and std="
+            )
         if not std[i] > 0:
             raise ValueError(
                 f"gaussian_stretch: band {label!r} has std {float(std[i])!r}; std must be > 0 "
@@ -55,15 +70,20 @@ def _band_stats(img: xr.DataArray) -> tuple[xr.DataArray, xr.DataArray]:
     axes = tuple(img.get_axis_num(d) for d in dims)
     mean = da.nanmean(data, axis=axes)
     std = da.nanstd(data, axis=axes)
+    n_inf = da.isinf(data).sum(axis=axes)
+    n_valid = da.count_nonzero(~da.isnan(data), axis=axes)
     labels = np.asarray(
         img["band"].values if "band" in img.coords else np.arange(img.sizes.get("band", 1))
     )
     if "band" not in img.dims:
         mean, std, labels = mean[None], std[None], np.array(["(all)"])
+        n_inf, n_valid = n_inf[None], n_valid[None]
     stats = da.map_blocks(
         _checked_stats,
         mean.rechunk(-1),
         std.rechunk(-1),
+        n_inf.rechunk(-1),
+        n_valid.rechunk(-1),
         labels,
         new_axis=0,
         chunks=((2,), mean.shape),
@@ -87,15 +107,39 @@ def _as_stat(value: Any, name: str, img: xr.DataArray, *, positive: bool) -> xr.
             raise ValueError(
                 f"{name} has dim(s) {unknown!r} that img lacks; img has dims {img.dims!r}"
             )
+        for d in value.dims:
+            if value.sizes[d] != img.sizes[d]:
+                raise ValueError(
+                    f"{name} has {value.sizes[d]} value(s) along {d!r}, img has {img.sizes[d]}"
+                )
+            if d in value.coords and d in img.coords and not value[d].equals(img[d]):
+                raise ValueError(
+                    f"{name}'s {d!r} labels {value[d].values.tolist()!r} differ from img's "
+                    f"{img[d].values.tolist()!r}"
+                )
+        if value.dtype.kind not in "biuf":
+            raise TypeError(f"{name} must hold real numbers, got dtype {value.dtype}")
         out = value.astype(np.float64)
-        if not isinstance(out.data, da.Array):
-            _check_values(np.asarray(out.values), name, positive=positive)
+        if isinstance(out.data, da.Array):  # checked when computed
+            checked = out.data.map_blocks(
+                _checked_block,
+                label=name,
+                positive=positive,
+                dtype=np.float64,
+                meta=np.empty((0,) * out.ndim, np.float64),
+            )
+            return out.copy(data=checked)
+        _check_values(np.asarray(out.values), name, positive=positive)
         return out
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value.item()
     if isinstance(value, numbers.Real) and not isinstance(value, bool):
         arr = np.asarray(float(value))
         _check_values(arr, name, positive=positive)
         return xr.DataArray(arr)
     if isinstance(value, (Sequence, np.ndarray)) and not isinstance(value, str):
+        if not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in value):
+            raise TypeError(f"{name} must hold numbers, got {value!r}")
         arr = np.asarray(value, dtype=np.float64) if len(value) else np.empty(0)
         nb = img.sizes.get("band", 1)
         if arr.ndim != 1 or len(arr) != nb or "band" not in img.dims:
@@ -103,6 +147,11 @@ def _as_stat(value: Any, name: str, img: xr.DataArray, *, positive: bool) -> xr.
         _check_values(arr, name, positive=positive)
         return xr.DataArray(arr, dims=("band",))
     raise TypeError(f"{name} must be a number, a per-band sequence or a DataArray, got {value!r}")
+
+
+def _checked_block(block: np.ndarray, *, label: str, positive: bool) -> np.ndarray:
+    _check_values(block, label, positive=positive)
+    return block
 
 
 def _check_values(arr: np.ndarray, name: str, *, positive: bool) -> None:
@@ -135,7 +184,8 @@ def gaussian_stretch(
     n : float, default 1.0
         Width of the stretch in standard deviations; must be > 0.
     out_range : (float, float), default (0.0, 1.0)
-        ``(out_min, out_max)`` of the output.
+        ``(out_min, out_max)`` of the output; ``out_min > out_max`` inverts
+        the stretch (high values map near ``out_min``).
 
     Returns
     -------
@@ -146,16 +196,26 @@ def gaussian_stretch(
     Raises
     ------
     TypeError
-        ``img`` is not a DataArray, or an option has the wrong type.
+        ``img`` is not a DataArray of real numbers (complex is refused), or
+        an option has the wrong type.
     ValueError
-        ``std <= 0``, ``n <= 0``, non-finite values, a per-band sequence of
-        the wrong length, or ``out_range`` not two finite numbers. With the
-        default statistics, a band with no valid pixel or zero spread raises
-        a ValueError naming the band when the result is computed (it cannot
-        be known earlier without computing).
+        ``std <= 0``, ``n <= 0``, non-finite values (for a lazy DataArray:
+        when computed), a per-band sequence or DataArray of the wrong length
+        or with other ``band`` labels than ``img``, or ``out_range`` not two
+        finite numbers. With the
+        default statistics, a band that holds ``+inf``/``-inf`` (its mean and
+        std would not be finite: mask them first, e.g.
+        ``img.where(np.isfinite(img))``, or pass ``mean`` and ``std``), has
+        no valid (non-NaN) pixel, zero spread, or moments too large for
+        float64 raises a ValueError naming the band when the result is
+        computed (it cannot be known earlier without computing).
 
     Notes
     -----
+    NaN is NoData; infinities are values: with given ``mean`` and ``std``,
+    ``+inf`` maps to ``out_max`` and ``-inf`` to ``out_min`` (the limits of
+    the CDF), and with the default statistics they are an error (above).
+
     With the default statistics, the output graph reads ``img`` twice: one
     chunked pass for the per-band moments (dask's Chan-style combine, in
     float64), then the stretch itself, whose input reads are bound to run
@@ -172,11 +232,15 @@ def gaussian_stretch(
     True
     """
     check_image(img)
+    if img.dtype.kind not in "biuf":
+        raise TypeError(f"img must hold real numbers (bool, int or float), got dtype {img.dtype}")
     if not isinstance(n, numbers.Real) or isinstance(n, bool):
         raise TypeError(f"n must be a number, got {n!r}")
     if not math.isfinite(n) or n <= 0:
         raise ValueError(f"n must be a finite number > 0, got {n!r}")
     try:
+        if isinstance(out_range, (str, bytes)):
+            raise TypeError
         lo, hi = (float(v) for v in out_range)
     except (TypeError, ValueError):
         raise TypeError(

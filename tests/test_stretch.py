@@ -172,3 +172,109 @@ def test_pipeline_op_params():
     cfg["steps"][0]["bogus"] = 1
     with pytest.raises(ConfigError, match="bogus"):
         parse_config(cfg, base=__import__("pathlib").Path("."))
+
+
+# ---------------------------------------------------------------- issue 14: non-finite values
+@pytest.mark.parametrize("bad", [np.inf, -np.inf])
+@pytest.mark.parametrize("chunks", [16, 7, {"y": -1, "x": -1}])
+def test_infinite_value_raises_naming_band_and_fix(bad, chunks):
+    """One inf made every pixel NaN under the label "no valid pixel": now a clear error."""
+    a = _image()
+    a[30, 12, 2] = bad
+    img = bi.from_array(a, chunks=chunks).assign_coords(band=["r", "g", "b"])
+    out = gaussian_stretch(img)  # lazy: cannot know yet
+    with pytest.raises(ValueError, match=r"band 'b' holds 1 infinite value.*np\.isfinite"):
+        out.compute()
+
+
+def test_infinities_masked_as_advised_match_scipy():
+    a = _image()
+    a[30, 12, 2] = np.inf
+    a[31, 3, 0] = -np.inf
+    img = bi.from_array(a, chunks=16)
+    out = gaussian_stretch(img.where(np.isfinite(img))).values
+    clean = np.where(np.isfinite(a), a, np.nan).astype(np.float64)
+    mean, std = np.nanmean(clean, axis=(0, 1)), np.nanstd(clean, axis=(0, 1))
+    np.testing.assert_allclose(out, _reference(clean, mean, std), rtol=1e-6, atol=1e-7)
+
+
+def test_infinities_with_given_stats_map_to_the_range_ends():
+    a = _image()
+    a[30, 12, 2], a[31, 3, 0] = np.inf, -np.inf
+    out = gaussian_stretch(
+        bi.from_array(a, chunks=16), mean=0.0, std=1.0, out_range=(-2.0, 5.0)
+    ).values
+    assert out[30, 12, 2] == 5.0 and out[31, 3, 0] == -2.0
+    np.testing.assert_allclose(out, _reference(a, 0.0, 1.0, 1.0, -2.0, 5.0), rtol=1e-6, atol=1e-6)
+
+
+def test_all_nan_band_message_is_about_nan_only():
+    a = _image()
+    a[..., 0] = np.nan
+    img = bi.from_array(a, chunks=16)
+    with pytest.warns(RuntimeWarning), pytest.raises(ValueError, match="band 0 has no valid"):
+        gaussian_stretch(img).compute()
+
+
+def test_overflowing_moments_raise_naming_band():
+    a = np.random.default_rng(0).random((20, 20, 2)) * 1e200
+    img = bi.from_array(a, chunks=8)
+    with pytest.warns(RuntimeWarning), pytest.raises(ValueError, match="band 0 .*too large"):
+        gaussian_stretch(img).compute()
+
+
+# ---------------------------------------------------------------- hostile pass (issue 14)
+@pytest.mark.parametrize(
+    ("kwargs", "exc", "match"),
+    [
+        (dict(out_range="01"), TypeError, "out_range"),
+        (dict(mean=["a", "b", "c"]), TypeError, "mean must hold numbers"),
+        (dict(std=xr.DataArray([1.0, 2.0], dims="band")), ValueError, "std has 2 value"),
+        (
+            dict(mean=xr.DataArray([1.0, 2, 3], dims="band", coords={"band": ["r", "g", "x"]})),
+            ValueError,
+            "mean's 'band' labels",
+        ),
+        (dict(mean=xr.DataArray(["a", "b", "c"], dims="band")), TypeError, "mean must hold"),
+    ],
+)
+def test_hostile_options_named_before_compute(kwargs, exc, match):
+    img = bi.from_array(_image(), chunks=16).assign_coords(band=["r", "g", "b"])
+    with raise_if_dask_computes(), pytest.raises(exc, match=match):
+        gaussian_stretch(img, **kwargs)
+
+
+def test_complex_image_refused():
+    with pytest.raises(TypeError, match="img must hold real numbers.*complex"):
+        gaussian_stretch(bi.from_array(_image().astype(complex), chunks=16))
+
+
+def test_zero_dim_array_stats_are_scalars():
+    a = _image()
+    out = gaussian_stretch(bi.from_array(a, chunks=16), mean=np.array(1.0), std=np.array(2.0))
+    np.testing.assert_allclose(out.values, _reference(a, 1.0, 2.0), rtol=1e-6, atol=1e-7)
+
+
+def test_lazy_given_std_checked_when_computed():
+    std = xr.DataArray(da.from_array(np.array([1.0, 0.0, 1.0])), dims="band")
+    out = gaussian_stretch(bi.from_array(_image(), chunks=16), mean=0.0, std=std)
+    with pytest.raises(ValueError, match="std must be > 0"):
+        out.compute()
+
+
+def test_tiny_std_saturates_without_warnings():
+    import warnings
+
+    a = _image()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = gaussian_stretch(bi.from_array(a, chunks=16), mean=0.0, std=1e-320).values
+    np.testing.assert_array_equal(out, np.where(np.isnan(a), np.nan, (a > 0).astype("float32")))
+
+
+def test_reversed_out_range_inverts():
+    a = _image()
+    img = bi.from_array(a, chunks=16)
+    up = gaussian_stretch(img, mean=10.0, std=2.0).values
+    down = gaussian_stretch(img, mean=10.0, std=2.0, out_range=(1.0, 0.0)).values
+    np.testing.assert_allclose(up + down, np.where(np.isnan(a), np.nan, 1.0), atol=1e-6)
