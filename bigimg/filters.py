@@ -700,7 +700,8 @@ def gaussian_filter(
     Raises
     ------
     TypeError
-        ``img`` is not a DataArray, or ``sigma`` is neither a number nor a dict.
+        ``img`` is not a DataArray of real numbers (complex is refused), or
+        ``sigma`` is neither a number nor a dict.
     ValueError
         ``sigma`` names a dim ``img`` lacks or is negative/non-finite;
         ``truncate`` is not a positive finite number; the kernel radius
@@ -750,6 +751,8 @@ def gaussian_filter(
     True
     """
     check_image(img)
+    if img.dtype.kind not in "biuf":
+        raise TypeError(f"img must hold real numbers (bool, int or float), got dtype {img.dtype}")
     sigmas = per_dim(img, sigma, "sigma")
     if not isinstance(truncate, numbers.Real) or isinstance(truncate, bool):
         raise TypeError(f"truncate must be a number, got {truncate!r}")

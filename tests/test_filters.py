@@ -512,3 +512,9 @@ def test_absurd_radius_refused_before_compute(sigma, truncate):
     img = bi.from_array(_rand((16, 16, 3)), chunks=8)
     with raise_if_dask_computes(), pytest.raises(ValueError, match=r"sigma\['y'\].*truncate"):
         gaussian_filter(img, sigma, truncate=truncate)
+
+
+def test_complex_image_refused():
+    img = bi.from_array(_rand((16, 16, 1)).astype(complex), chunks=8)
+    with raise_if_dask_computes(), pytest.raises(TypeError, match="img must hold real.*complex"):
+        gaussian_filter(img, 1.0)
