@@ -76,6 +76,8 @@ class Cluster:
             raise ValueError(f"n_workers must be a positive int, got {n_workers!r}")
         if memory_limit is not None:
             _check_memory_limit(memory_limit)
+        elif n_workers is not None and address is None and scheduler_file is None:
+            _check_worker_count(n_workers)
         self.connect_timeout = connect_timeout
         self.address = address
         self.scheduler_file = scheduler_file
@@ -162,6 +164,18 @@ def _check_memory_limit(limit: str | int) -> None:
         raise ValueError(
             f"memory_limit must be at least 256MiB per worker (a worker needs that much to "
             f"start), got {limit!r}"
+        )
+
+
+def _check_worker_count(n_workers: int) -> None:
+    """Refuse more embedded workers than the machine's memory can start."""
+    from distributed.system import MEMORY_LIMIT
+
+    most = max(1, int(MEMORY_LIMIT // MIN_MEMORY_LIMIT))
+    if n_workers > most:
+        raise ValueError(
+            f"n_workers={n_workers} would leave each worker less than 256MiB of this machine's "
+            f"{MEMORY_LIMIT / 2**30:.0f} GiB; use at most {most} (--workers)"
         )
 
 

@@ -151,7 +151,24 @@ def to_zarr(
     }
     ds = _as_dataset(obj)
     start = time.perf_counter()
-    fresh = _prepare_path(path, overwrite=overwrite, resume=resume)
+    check_output(path, overwrite=overwrite, resume=resume)
+    with _exclusive(path):
+        written, skipped = _write_store(ds, path, attrs, fingerprint, resume, progress, pyramid)
+    return WriteResult(path, written, skipped, time.perf_counter() - start)
+
+
+def _write_store(
+    ds: xr.Dataset,
+    path: Path,
+    attrs: dict[str, Any],
+    fingerprint: dict[str, Any],
+    resume: bool,
+    progress: bool | None,
+    pyramid: bool,
+) -> tuple[int, int]:
+    """Create (or check and resume) the store, write its chunks, then mark it complete."""
+    fresh = _prepare_path(path, resume=resume)
+    complete = False
     if fresh:
         ds.attrs.update(attrs)
         with _quiet_zarr():
@@ -170,16 +187,41 @@ def to_zarr(
         if not complete:
             for name in ds.variables:
                 _clean_partials(path / str(name))
-    written, skipped = (
-        (0, 0) if not fresh and complete else _write_chunks(ds, path, progress=progress)
-    )
+    written, skipped = (0, 0) if complete else _write_chunks(ds, path, progress=progress)
     if pyramid:
         from bigimg.multiscale import write_pyramid
 
         # resumes too: complete levels are skipped; the root stays incomplete until all are done
         write_pyramid(path, progress=progress, root_pending=True)
     _mark_complete(path)
-    return WriteResult(path, written, skipped, time.perf_counter() - start)
+    return written, skipped
+
+
+@contextmanager
+def _exclusive(path: Path) -> Iterator[None]:
+    """Hold the store's writer lock: a second writer (even with overwrite) is refused.
+
+    The lock is an ``flock`` on the hidden file ``.<store name>.bigimg-lock``
+    beside the store (inside it, zarr would list it as a foreign object), held
+    by the process that runs :func:`to_zarr` for the whole write. The kernel
+    releases it when that process ends, however it ends, so a killed writer
+    never leaves a stale lock; the file is removed after a finished write.
+    """
+    import fcntl
+
+    lock = path.parent / f".{path.name}.bigimg-lock"
+    with open(lock, "a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ValueError(
+                f"store: {str(path)!r} is being written by another bigimg process; wait for "
+                "it to finish or stop it first"
+            ) from None
+        try:
+            yield
+        finally:
+            lock.unlink(missing_ok=True)
 
 
 def open_zarr(
@@ -289,13 +331,16 @@ def store_info(store: str | os.PathLike[str]) -> dict[str, Any]:
 
     path = _existing_store(store)
     try:
-        group = zarr.open_group(str(path), mode="r", use_consolidated=False)
-        attrs = dict(group.attrs)
-        arr = group[VAR] if VAR in group else None
+        node = zarr.open(str(path), mode="r", use_consolidated=False)
+        attrs = dict(node.attrs)
+        arr = node[VAR] if isinstance(node, zarr.Group) and VAR in node else None
     except Exception as e:
         raise unreadable_metadata(path, e) from e
     if arr is None:
-        raise ValueError(f"store: {str(path)!r} has no {VAR!r} array; not a bigimg store")
+        raise ValueError(
+            f"store: {str(path)!r} has no {VAR!r} array, so it was not written by bigimg; "
+            "bigimg.open_image (and bigimg run, quicklook) read it as an input"
+        )
     stored = len(_stored_chunks(path / VAR))
     total = int(np.prod([len(range(0, s, c)) for s, c in zip(arr.shape, arr.chunks, strict=True)]))
     complete = bool(attrs.get("bigimg_complete", False))
@@ -494,12 +539,11 @@ def check_output(
     )
 
 
-def _prepare_path(path: Path, *, overwrite: bool, resume: bool) -> bool:
-    """Check the output path and clear it if needed; True when a fresh store must be created."""
-    action = check_output(path, overwrite=overwrite, resume=resume)
-    if action == "resume":
+def _prepare_path(path: Path, *, resume: bool) -> bool:
+    """Clear the (locked, checked) output path if needed; True when a fresh store is made."""
+    if resume and is_zarr_store(path):
         return False
-    if action == "replace":
+    if is_zarr_store(path):  # replaced (check_output allowed it)
         shutil.rmtree(path)
     elif path.is_dir():  # an empty folder
         path.rmdir()

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import xarray as xr
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, StrictBool, ValidationError
 
 
 class ConfigError(ValueError):
@@ -93,7 +93,7 @@ class OutputConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     path: Path
-    pyramid: bool = False
+    pyramid: StrictBool = False
 
 
 class StepConfig(BaseModel):
@@ -225,6 +225,8 @@ def load_config(path: str | Path) -> Pipeline:
         the offending key.
     """
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"config: {str(path)!r} is a folder, not a TOML config file")
     if not path.is_file():
         raise FileNotFoundError(f"config: no such file: {str(path)!r}")
     try:

@@ -403,3 +403,27 @@ def test_stores_written_by_other_tools_open_by_dim_name(tmp_path, write):
         img = bi.open_image(path, chunks=chunks)
         assert img.dims == ("y", "x", "band")
         np.testing.assert_array_equal(img.values[..., 0], A)
+
+
+def test_a_second_writer_is_refused_even_with_overwrite(tmp_path):
+    out = tmp_path / "n.zarr"
+    args = ["noise", str(out), "--shape", "8192x8192", "--length-scale", "40", "--chunks", "512"]
+    first = subprocess.Popen(
+        [sys.executable, "-m", "bigimg", *args, "--workers", "1", "--quiet"],
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / "image" / "c").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        second = bigimg(*args[:-2], "--chunks", "1024", "--overwrite", "--quiet")
+        assert_one_line_error(second, "being written by another bigimg process")
+        assert first.poll() is None  # the first write goes on, untouched
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+    # the kernel released the killed writer's lock: resuming is allowed at once
+    assert bi.store_info(out)["complete"] is False
+    assert "being written" not in bigimg(*args, "--resume", "--quiet", "--workers", "1").stderr
