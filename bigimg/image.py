@@ -395,6 +395,7 @@ def _open_tiff(path: Path) -> tuple[Any, Callable[[Any], da.Array] | None]:
 
     with tifffile.TiffFile(path) as tif:
         geo = tif.is_geotiff
+        axes = tif.series[0].axes
     if geo:
         try:
             return _open_geotiff(path), None
@@ -416,7 +417,24 @@ def _open_tiff(path: Path) -> tuple[Any, Callable[[Any], da.Array] | None]:
         )
         return data[..., np.newaxis] if len(chunks) > node.ndim else data  # from_array's band
 
-    return read(tuple(da.core.normalize_chunks(node.chunks, node.shape))), read
+    stored = read(tuple(da.core.normalize_chunks(node.chunks, node.shape)))
+    if axes in ("YX", "YXS"):
+        return stored, read
+    return _named(xr.DataArray(stored, dims=_tiff_dims(axes, path)), path), None
+
+
+def _tiff_dims(axes: str, path: Path) -> tuple[str, ...]:
+    """bigimg dim names for tifffile's axes codes: Y, X; S or C -> band; one other -> image."""
+    names = {"Y": "y", "X": "x", "S": "band"}
+    if "S" not in axes:
+        names["C"] = "band"
+    others = [a for a in axes if a not in names]
+    if len(others) > 1:
+        raise ValueError(
+            f"path: TIFF {str(path)!r} has axes {axes!r}; bigimg reads Y, X, samples and at "
+            "most one more axis (a stack of images)"
+        )
+    return tuple(names.get(a, "image") for a in axes)
 
 
 @functools.lru_cache(maxsize=16)

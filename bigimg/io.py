@@ -275,6 +275,11 @@ def open_zarr(
         return out
     if not isinstance(chunks, Mapping):
         return out.chunk(chunks)
+    unknown = [d for d in chunks if d not in out.dims]
+    if unknown:
+        raise ValueError(
+            f"chunks names unknown dim(s) {unknown!r}; the image has dims {out.dims!r}"
+        )
     target = {d: chunks.get(d, out.chunks[i]) for i, d in enumerate(out.dims)}
     return read_in_chunks(out, target, read)
 

@@ -427,3 +427,19 @@ def test_a_second_writer_is_refused_even_with_overwrite(tmp_path):
     # the kernel released the killed writer's lock: resuming is allowed at once
     assert bi.store_info(out)["complete"] is False
     assert "being written" not in bigimg(*args, "--resume", "--quiet", "--workers", "1").stderr
+
+
+def test_tiffs_are_read_by_their_axes(tmp_path):
+    tifffile.imwrite(tmp_path / "sep.tif", RGB.transpose(2, 0, 1), planarconfig="separate")
+    tifffile.imwrite(tmp_path / "stack.tif", np.stack([RGB, RGB[::-1]]), photometric="rgb")
+    sep = bi.open_image(tmp_path / "sep.tif", chunks={"y": 128})
+    assert sep.dims == ("y", "x", "band")
+    np.testing.assert_array_equal(sep.values, RGB)
+    stack = bi.open_image(tmp_path / "stack.tif")
+    assert stack.dims == ("image", "y", "x", "band")
+    np.testing.assert_array_equal(stack.values, np.stack([RGB, RGB[::-1]]))
+
+
+def test_open_zarr_refuses_chunks_for_an_unknown_dim(store):
+    with pytest.raises(ValueError, match="unknown dim"):
+        bi.open_zarr(store, chunks={"q": 3})
