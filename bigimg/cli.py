@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -418,12 +420,15 @@ def main(argv: list[str] | None = None) -> None:
         cli.main(args=argv, prog_name="bigimg", standalone_mode=False)
         return
     _quiet_dask()
+    signal.signal(signal.SIGINT, _on_interrupt)
     try:
         cli.main(args=argv, prog_name="bigimg", standalone_mode=False)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
     except (click.Abort, KeyboardInterrupt):
-        _fail("interrupted", EXIT_INTERRUPTED)
+        if _reported.acquire(blocking=False):
+            click.echo("bigimg: interrupted", err=True)
+        sys.exit(EXIT_INTERRUPTED)
     except click.ClickException as e:
         _fail(f"error: {e.format_message()}", EXIT_BAD_INPUT)
     except _USER_ERRORS as e:
@@ -441,6 +446,33 @@ def main(argv: list[str] | None = None) -> None:
             EXIT_BUG,
         )
     sys.exit(0)
+
+
+_interrupted = threading.Event()
+_reported = threading.Lock()
+
+
+def _on_interrupt(signum: int, frame: Any) -> None:
+    """Ctrl-C: stop the run (KeyboardInterrupt), with a deadline.
+
+    Python drops a KeyboardInterrupt raised while a garbage-collection
+    callback runs ("Exception ignored in ..."), which would let the run go on;
+    so the first Ctrl-C also starts a 10 s timer that ends the process, and a
+    second Ctrl-C ends it at once. Either way the user sees one line.
+    """
+    if _interrupted.is_set():
+        _exit_interrupted()
+    _interrupted.set()
+    timer = threading.Timer(10.0, _exit_interrupted)
+    timer.daemon = True
+    timer.start()
+    raise KeyboardInterrupt
+
+
+def _exit_interrupted() -> None:
+    if _reported.acquire(blocking=False):
+        click.echo("bigimg: interrupted", err=True)
+    os._exit(EXIT_INTERRUPTED)
 
 
 def _first_line(e: BaseException) -> str:
