@@ -18,6 +18,9 @@ demo: $(STAMP)
 	$(VENV)/bin/bigimg demo --out demo-output --overwrite $(DEMO_ARGS)
 
 test: $(STAMP)
+	$(VENV)/bin/ruff check bigimg tests benchmarks
+	$(VENV)/bin/ruff format --check bigimg tests benchmarks
+	$(PY) -m pytest --doctest-modules bigimg -q -p no:cacheprovider
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)
