@@ -104,9 +104,16 @@ def new_file(path: PathLike, *, overwrite: bool = False, what: str = "path") -> 
         yield tmp
         if p.exists() and not overwrite:  # created by someone else meanwhile
             raise FileExistsError(f"{what}: {str(p)!r} appeared while writing; not replaced")
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a new file gets the usual mode
         os.replace(tmp, p)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 # dask layer name -> the path its tasks read; filled by the readers, consulted by writers

@@ -443,3 +443,13 @@ def test_tiffs_are_read_by_their_axes(tmp_path):
 def test_open_zarr_refuses_chunks_for_an_unknown_dim(store):
     with pytest.raises(ValueError, match="unknown dim"):
         bi.open_zarr(store, chunks={"q": 3})
+
+
+def test_files_get_the_usual_permissions(tmp_path):
+    from bigimg.files import new_file
+
+    with new_file(tmp_path / "a.txt") as tmp:
+        tmp.write_text("x")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o666 & ~mask
