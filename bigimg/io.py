@@ -417,9 +417,10 @@ def _read_chunk(
     arr = None
     try:
         arr = zarr.open_array(store, path=var, mode="r")
+        data = np.asarray(arr[region])
         if complete:
-            _check_present(arr, store, var, region)
-        return np.asarray(arr[region])
+            _check_present(arr, store, var, region, data)
+        return data
     except CorruptStoreError:
         raise
     except Exception as e:
@@ -437,11 +438,28 @@ def _region_chunks(arr: Any, region: tuple[slice, ...]) -> Iterator[tuple[int, .
     return itertools.product(*ranges)
 
 
-def _check_present(arr: Any, store: str, var: str, region: tuple[slice, ...]) -> None:
-    """Raise naming the first chunk of ``region`` missing from a complete store."""
+def _check_present(
+    arr: Any, store: str, var: str, region: tuple[slice, ...], data: np.ndarray
+) -> None:
+    """Raise naming the first chunk of ``region`` missing from a complete store.
+
+    zarr reads a missing chunk as the fill value, so a chunk whose first
+    element read (in ``data``) is not the fill value is present; only the
+    others are looked up in the store (a key lookup costs about as much as
+    4% of decoding a 3 MiB chunk, so it is skipped where it cannot matter).
+    """
     from zarr.core.sync import sync
 
+    fill = arr.fill_value
     for index in _region_chunks(arr, region):
+        first = data[
+            tuple(
+                max(i * c, r.start) - r.start
+                for i, c, r in zip(index, arr.chunks, region, strict=True)
+            )
+        ]
+        if not (first == fill or (first != first and fill != fill)):  # != itself: NaN
+            continue
         key = f"{var}/{arr.metadata.encode_chunk_key(index)}"
         if not sync(arr.store.exists(key)):
             raise CorruptStoreError(
