@@ -239,7 +239,7 @@ def _fft_axis(a: np.ndarray, w: np.ndarray, axis: int, tile: int) -> np.ndarray:
 
 
 def _fft_valid(
-    a: np.ndarray, weights: Sequence[np.ndarray | None], exact_zeros: bool = True
+    a: np.ndarray, weights: Sequence[np.ndarray | None], exact_zeros: bool | np.bool = True
 ) -> np.ndarray:
     """Separable correlation by tiled real FFTs along each filtered axis (valid part).
 
@@ -287,7 +287,7 @@ def _convolve_valid(
     weights: Sequence[np.ndarray | None],
     yx: tuple[int, int] | None,
     method: str,
-    exact_zeros: bool = True,
+    exact_zeros: bool | np.bool = True,
 ) -> np.ndarray:
     weights = [None if w is None else _dtype_weights(w, a.dtype) for w in weights]
     if method == "fft":
@@ -636,6 +636,7 @@ def _gaussian_filter_dask(
             ),
         )
     graph = x.__dask_graph__()
+    halo_key: tuple[str | int, ...]  # a dask key: (name, *block index)
     for block, wanted in requests.items():
         in_key, halo_key = (x.name, *block), (halo_name, *block)
         indices = [index for _, index in sorted(wanted.values(), key=lambda v: v[0])]

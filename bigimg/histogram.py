@@ -427,7 +427,7 @@ def _check_bins(bins: Any) -> int | np.ndarray:
     if isinstance(bins, numbers.Integral) and not isinstance(bins, bool):
         if bins < 1:
             raise ValueError(f"bins must be >= 1, got {bins!r}")
-        if bins > MAX_BINS:
+        if bins > MAX_BINS:  # type: ignore[operator]  # typeshed: numbers.Integral has no __gt__
             raise ValueError(
                 f"bins must be at most {MAX_BINS} (2**24: 128 MiB of counts per histogram "
                 f"and per chunk), got {bins!r}"
@@ -802,7 +802,7 @@ def histogram(
         ranges = np.stack([mins, maxs], axis=-1).reshape((*kshape, 2))
         edges = np.stack(
             [_checked_edges(img, s, i, *ranges[i]) for i in np.ndindex(kshape)]
-        ).reshape((*kshape, s.bins + 1))  # type: ignore[operator]
+        ).reshape((*kshape, s.bins + 1))
         counts = _uniform_counts(s, ranges, s.bins)
         if shared:
             edges = edges[(0,) * len(kshape)]
@@ -938,7 +938,7 @@ def equalize_hist(
     else:
         mins, maxs = _float_ranges(img, s)
         ranges = np.stack([mins, maxs], axis=-1).reshape((*kshape, 2))
-        xp = np.empty((*kshape, s.bins), dtype=np.float64)  # type: ignore[misc]
+        xp = np.empty((*kshape, s.bins), dtype=np.float64)
         for idx in np.ndindex(*kshape):
             edges = _checked_edges(img, s, idx, *ranges[idx])
             xp[idx] = (edges[:-1] + edges[1:]) / 2.0  # in the edges' dtype, as skimage

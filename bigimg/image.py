@@ -16,7 +16,7 @@ import os
 import warnings
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import dask.array as da
 import numpy as np
@@ -306,7 +306,8 @@ def read_in_chunks(
     then be decoded more than once), the store's chunks are rechunked.
     """
     spec = tuple(target[d] for d in stored.dims)
-    steps = tuple(c[0] if c else 1 for c in stored.chunks)
+    stored_chunks = cast("tuple[tuple[int, ...], ...]", stored.chunks)  # dask-backed
+    steps = tuple(c[0] if c else 1 for c in stored_chunks)
     chunks = da.core.normalize_chunks(spec, stored.shape, dtype=stored.dtype, previous_chunks=steps)
     if chunks == stored.chunks:
         return stored
@@ -319,7 +320,7 @@ def read_in_chunks(
 
 
 # ---------------------------------------------------------------- readers
-def _open_zarr_input(path: Path) -> tuple[Any, Callable[[Any], da.Array]]:
+def _open_zarr_input(path: Path) -> tuple[Any, Callable[[Any], da.Array] | None]:
     """The array of a Zarr store (lazy, in its chunks), and how to read it in other chunks."""
     import zarr
 
@@ -333,7 +334,7 @@ def _open_zarr_input(path: Path) -> tuple[Any, Callable[[Any], da.Array]]:
         return _stored_image(*_checked_dataset(path, allow_incomplete=False))
     if not isinstance(node, zarr.Array):
         return _foreign_group(path, node), None
-    names = node.metadata.dimension_names if node.metadata.zarr_format == 3 else None
+    names: Any = node.metadata.dimension_names if node.metadata.zarr_format == 3 else None
     names = names or node.attrs.get("_ARRAY_DIMENSIONS")
     if names and tuple(names) != {2: SPATIAL_DIMS, 3: IMAGE_DIMS, 4: STACK_DIMS}.get(node.ndim):
         data, _ = _zarr_array(node, path)
@@ -505,7 +506,10 @@ def _open_geotiff(path: Path) -> xr.DataArray:
 
     with warnings.catch_warnings():  # rioxarray's own chunks=True uses a deprecated form
         warnings.simplefilter("ignore", FutureWarning)
-        obj = rioxarray.open_rasterio(path, chunks=True, lock=False, mask_and_scale=False)
+        obj = cast(
+            xr.DataArray,
+            rioxarray.open_rasterio(path, chunks=True, lock=False, mask_and_scale=False),
+        )
     obj = obj.transpose("y", "x", "band").assign_coords(band=np.arange(obj.sizes["band"]))
     obj.attrs = {
         k: v for k, v in obj.attrs.items() if k not in ("_FillValue", "scale_factor", "add_offset")

@@ -19,11 +19,11 @@ import shutil
 import sys
 import time
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import dask
 import numpy as np
@@ -32,6 +32,9 @@ import xarray as xr
 from bigimg.errors import CorruptStoreError, unreadable_metadata
 from bigimg.files import check_disjoint, note_read, read_paths
 from bigimg.image import read_in_chunks
+
+if TYPE_CHECKING:
+    from zarr.core.metadata import ArrayV3Metadata
 
 VAR = "image"
 _STACK_LABELS = "image_label"
@@ -132,7 +135,10 @@ def to_zarr(
     path = Path(store)
     config_json = json.dumps(config if config is not None else obj.attrs.get("bigimg_config"))
     source = str(source or obj.attrs.get("bigimg_source", ""))
-    sources = {obj.attrs.get("bigimg_source"), obj.encoding.get("source"), source} - {None, ""}
+    sources = cast(
+        "set[str]",  # None removed
+        {obj.attrs.get("bigimg_source"), obj.encoding.get("source"), source} - {None, ""},
+    )
     for v in obj.coords.variables.values():
         if v.chunks is not None:
             sources |= read_paths(v.data)
@@ -280,7 +286,8 @@ def open_zarr(
         raise ValueError(
             f"chunks names unknown dim(s) {unknown!r}; the image has dims {out.dims!r}"
         )
-    target = {d: chunks.get(d, out.chunks[i]) for i, d in enumerate(out.dims)}
+    out_chunks = cast("tuple[tuple[int, ...], ...]", out.chunks)  # dask-backed
+    target = {d: chunks.get(d, out_chunks[i]) for i, d in enumerate(out.dims)}
     return read_in_chunks(out, target, read)
 
 
@@ -338,7 +345,10 @@ def store_info(store: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         node = zarr.open(str(path), mode="r", use_consolidated=False)
         attrs = dict(node.attrs)
-        arr = node[VAR] if isinstance(node, zarr.Group) and VAR in node else None
+        arr = cast(
+            "zarr.Array | None",
+            node[VAR] if isinstance(node, zarr.Group) and VAR in node else None,
+        )
     except Exception as e:
         raise unreadable_metadata(path, e) from e
     if arr is None:
@@ -358,7 +368,7 @@ def store_info(store: str | os.PathLike[str]) -> dict[str, Any]:
         problems.append(f"pyramid level(s) {pending} interrupted")
     return {
         "path": str(path),
-        "dims": list(arr.metadata.dimension_names or ()),
+        "dims": list(cast("ArrayV3Metadata", arr.metadata).dimension_names or ()),  # v3 (to_zarr)
         "shape": list(arr.shape),
         "chunks": list(arr.chunks),
         "dtype": str(arr.dtype),
@@ -383,7 +393,7 @@ def _quiet_zarr() -> Iterator[None]:
 
 
 def _checked_read(
-    path: Path, name: str, var: xr.DataArray, chunks: Any, *, complete: bool = False
+    path: Path, name: str, var: xr.Variable, chunks: Any, *, complete: bool = False
 ) -> Any:
     """The variable in ``chunks`` as a dask array whose read errors name the chunk.
 
@@ -487,7 +497,8 @@ def _as_dataset(obj: xr.DataArray) -> xr.Dataset:
     if not hasattr(arr, "chunks") or arr.chunks is None:
         obj = obj.chunk()
     # zarr needs regular chunks: take the largest chunk along each dim
-    regular = {d: max(c) for d, c in zip(obj.dims, obj.chunks, strict=True)}
+    chunks = cast("tuple[tuple[int, ...], ...]", obj.chunks)  # dask-backed now
+    regular = {d: max(c) for d, c in zip(obj.dims, chunks, strict=True)}
     obj = obj.chunk(regular)
     if VAR in obj.coords:  # a stack: the `image` dim's labels cannot share the variable's name
         labels = obj.coords[VAR]
@@ -501,7 +512,7 @@ def _as_dataset(obj: xr.DataArray) -> xr.Dataset:
     return ds
 
 
-def _encoding(ds: xr.Dataset) -> dict[str, Any]:
+def _encoding(ds: xr.Dataset) -> dict[Hashable, Any]:
     from zarr.codecs import BloscCodec, Crc32cCodec
 
     out = {}
@@ -588,9 +599,10 @@ def _check_resumable(path: Path, ds: xr.Dataset, fingerprint: dict[str, Any]) ->
     for name, var in ds.variables.items():
         if var.chunks is None:
             continue
-        if name not in group:
+        key = cast(str, name)  # a Zarr store's variable names are str
+        if key not in group:
             raise ValueError(f"resume: {str(path)!r} has no array {name!r}")
-        arr = group[name]
+        arr = cast("zarr.Array", group[key])
         want = (tuple(var.shape), tuple(c[0] for c in var.chunks), np.dtype(var.dtype))
         have = (tuple(arr.shape), tuple(arr.chunks), np.dtype(arr.dtype))
         if want != have:

@@ -23,7 +23,7 @@ import math
 import os
 from collections.abc import Hashable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import xarray as xr
@@ -295,7 +295,7 @@ class CoarsenParams(Params):
 
 @register_op("coarsen_mean", CoarsenParams)
 def _coarsen_op(img: xr.DataArray, *, factor: dict[str, int] | int = 2) -> xr.DataArray:
-    return coarsen_mean(img, factor)
+    return coarsen_mean(img, cast("int | Mapping[Hashable, int]", factor))
 
 
 # ---------------------------------------------------------------- internals

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import dataclasses
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import xarray as xr
 from pydantic import BaseModel, ConfigDict, StrictBool, ValidationError
@@ -172,13 +172,15 @@ class Pipeline:
         """
         from bigimg.image import from_array, open_image
 
+        # a dict[str, int] for a Mapping[Hashable, Any] (Mapping's key type is invariant)
+        chunks = cast("str | int | Mapping[Hashable, Any]", self.input.chunks)
         if self.source_name is not None:
             assert self.source_params is not None
             img = SOURCES[self.source_name].func(**dict(self.source_params))
-            img = from_array(img, chunks=self.input.chunks) if self.input.chunks != "auto" else img
+            img = from_array(img, chunks=chunks) if self.input.chunks != "auto" else img
         else:
             assert self.input.path is not None
-            img = open_image(self.input.path, chunks=self.input.chunks, nodata=self.input.nodata)
+            img = open_image(self.input.path, chunks=chunks, nodata=self.input.nodata)
         for step in self.steps:
             op = OPS[step.op]
             kwargs = dict(step.params)

@@ -130,7 +130,10 @@ def _dft_rows(n: int, size: int, factor: float) -> np.ndarray:
 
 
 def _upsampled_dft(
-    product: np.ndarray, factor: float, offsets: Sequence[float], sizes: Sequence[int]
+    product: np.ndarray,
+    factor: float,
+    offsets: Sequence[float] | np.ndarray,
+    sizes: Sequence[int],
 ) -> np.ndarray:
     """skimage's upsampled cross-correlation (its ``_upsampled_dft`` conjugated).
 
@@ -146,7 +149,7 @@ def _upsampled_dft(
 
 
 def _upsampled_peak(
-    product: np.ndarray, factor: float, offsets: np.ndarray, size: int
+    product: np.ndarray, factor: float | np.ndarray, offsets: np.ndarray, size: int
 ) -> tuple[tuple[int, int], complex]:
     """Index and value of the peak of skimage's ``size x size`` upsampled region.
 
@@ -562,7 +565,8 @@ def _select_band(stack: xr.DataArray, band: Any) -> xr.DataArray:
 def _check_upsample(upsample_factor: Any) -> float:
     if not isinstance(upsample_factor, numbers.Real) or isinstance(upsample_factor, bool):
         raise TypeError(f"upsample_factor must be a number, got {upsample_factor!r}")
-    if not math.isfinite(upsample_factor) or not 1 <= upsample_factor <= MAX_UPSAMPLE:
+    # (typeshed's numbers.Real has no __ge__, so `1 <= Real` fails to type-check)
+    if not math.isfinite(upsample_factor) or not 1 <= upsample_factor <= MAX_UPSAMPLE:  # type: ignore[operator]
         raise ValueError(
             f"upsample_factor must be a finite number in [1, {MAX_UPSAMPLE:g}] (1e-6 px), "
             f"got {upsample_factor!r}"

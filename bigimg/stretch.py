@@ -121,8 +121,9 @@ def _as_stat(value: Any, name: str, img: xr.DataArray, *, positive: bool) -> xr.
             raise TypeError(f"{name} must hold real numbers, got dtype {value.dtype}")
         out = value.astype(np.float64)
         if isinstance(out.data, da.Array):  # checked when computed
-            checked = out.data.map_blocks(
-                _checked_block,
+            # (dask's Array.map_blocks is typed as da.map_blocks, by functools.wraps)
+            checked = out.data.map_blocks(  # type: ignore[call-arg]
+                _checked_block,  # type: ignore[arg-type]
                 label=name,
                 positive=positive,
                 dtype=np.float64,

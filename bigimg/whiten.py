@@ -29,7 +29,7 @@ import zipfile
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import dask
 import dask.array as da
@@ -168,7 +168,7 @@ def _scratch(name: str, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
     """
     dtype = np.dtype(dtype)
     size = math.prod(shape)
-    cache = _THREAD_SCRATCH.__dict__
+    cache = cast("dict[tuple[str, str], np.ndarray]", _THREAD_SCRATCH.__dict__)
     buf = cache.get((name, dtype.str))
     if buf is None or buf.size < size:
         buf = np.empty(size, dtype)
