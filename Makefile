@@ -20,6 +20,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/ruff check bigimg tests benchmarks
 	$(VENV)/bin/ruff format --check bigimg tests benchmarks
+	$(VENV)/bin/mypy bigimg
 	$(PY) -m pytest --doctest-modules bigimg -q -p no:cacheprovider
 	$(PY) -m pytest $(PYTEST_ARGS)
 

@@ -419,8 +419,13 @@ def main(argv: list[str] | None = None) -> None:
     if os.environ.get("BIGIMG_DEBUG"):  # full tracebacks and worker logs for bug reports
         cli.main(args=argv, prog_name="bigimg", standalone_mode=False)
         return
-    _quiet_dask()
-    signal.signal(signal.SIGINT, _on_interrupt)
+    with _quiet_dask(), _interruptible():
+        _run(argv)
+    sys.exit(0)
+
+
+def _run(argv: list[str] | None) -> None:
+    """``cli.main`` with every error turned into one line and an exit code."""
     try:
         cli.main(args=argv, prog_name="bigimg", standalone_mode=False)
     except click.exceptions.Exit as e:
@@ -445,7 +450,6 @@ def main(argv: list[str] | None = None) -> None:
             "(this is a bug in bigimg; BIGIMG_DEBUG=1 shows the traceback)",
             EXIT_BUG,
         )
-    sys.exit(0)
 
 
 _interrupted = threading.Event()
@@ -485,14 +489,48 @@ def _fail(message: str, code: int) -> None:
     sys.exit(code)
 
 
-def _quiet_dask() -> None:
-    """Silence distributed's logs and worker warnings (in this process and its workers)."""
+@contextmanager
+def _quiet_dask() -> Iterator[None]:
+    """Silence distributed's logs and worker warnings (here and in the workers started meanwhile).
+
+    Everything is restored on the way out, so calling :func:`main` in-process
+    (as tests do) leaves the caller's environment and loggers as they were.
+    """
     import logging
 
+    saved = {k: os.environ.get(k) for k in ("DASK_LOGGING__DISTRIBUTED", "PYTHONWARNINGS")}
     os.environ["DASK_LOGGING__DISTRIBUTED"] = "critical"  # read by every worker process
     os.environ.setdefault("PYTHONWARNINGS", "ignore")
     import distributed  # noqa: F401  (configures its loggers; then quiet them here too)
 
-    for name in list(logging.root.manager.loggerDict):
-        if name == "distributed" or name.startswith("distributed."):
-            logging.getLogger(name).setLevel(logging.CRITICAL)
+    loggers = [
+        logging.getLogger(name)
+        for name in list(logging.root.manager.loggerDict)
+        if name == "distributed" or name.startswith("distributed.")
+    ]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@contextmanager
+def _interruptible() -> Iterator[None]:
+    """Ctrl-C handled by :func:`_on_interrupt` for the duration of the command."""
+    if threading.current_thread() is not threading.main_thread():  # signals: main thread only
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, _on_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)

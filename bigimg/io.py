@@ -34,7 +34,7 @@ from bigimg.files import check_disjoint, note_read, read_paths
 from bigimg.image import read_in_chunks
 
 if TYPE_CHECKING:
-    from zarr.core.metadata import ArrayV3Metadata
+    pass
 
 VAR = "image"
 _STACK_LABELS = "image_label"
@@ -368,7 +368,7 @@ def store_info(store: str | os.PathLike[str]) -> dict[str, Any]:
         problems.append(f"pyramid level(s) {pending} interrupted")
     return {
         "path": str(path),
-        "dims": list(cast("ArrayV3Metadata", arr.metadata).dimension_names or ()),  # v3 (to_zarr)
+        "dims": list(_dim_names(arr)),
         "shape": list(arr.shape),
         "chunks": list(arr.chunks),
         "dtype": str(arr.dtype),
@@ -730,6 +730,12 @@ def _is_level_of(path: Path, source: str) -> bool:
         and real.name.isdigit()
         and (src == root or (src.parent == real.parent and src.name.isdigit()))
     )
+
+
+def _dim_names(arr: Any) -> tuple[str, ...]:
+    """An array's dim names: Zarr v3 metadata, or xarray's ``_ARRAY_DIMENSIONS`` in v2."""
+    names = getattr(arr.metadata, "dimension_names", None) or arr.attrs.get("_ARRAY_DIMENSIONS")
+    return tuple(names or ())
 
 
 def _existing_store(store: str | os.PathLike[str]) -> Path:

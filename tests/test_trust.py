@@ -453,3 +453,22 @@ def test_files_get_the_usual_permissions(tmp_path):
     mask = os.umask(0)
     os.umask(mask)
     assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+def test_info_on_a_zarr_v2_store_with_an_image_variable(tmp_path):
+    import xarray as xr
+
+    path = tmp_path / "v2.zarr"
+    xr.Dataset({"image": (("y", "x"), A)}).to_zarr(path, zarr_format=2)
+    desc = json.loads(bigimg("info", str(path), "--json").stdout)
+    assert desc["dims"] == ["y", "x"] and desc["complete"] is False
+
+
+def test_main_in_process_leaves_the_environment_alone(tmp_path, monkeypatch):
+    from bigimg.cli import main
+
+    monkeypatch.delenv("DASK_LOGGING__DISTRIBUTED", raising=False)
+    before = (dict(os.environ), signal.getsignal(signal.SIGINT))
+    with pytest.raises(SystemExit):
+        main(["info", str(tmp_path / "none.zarr")])
+    assert (dict(os.environ), signal.getsignal(signal.SIGINT)) == before
