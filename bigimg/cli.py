@@ -212,8 +212,9 @@ def demo(
     quiet: bool,
 ) -> None:
     """Make a synthetic NoData-bordered mosaic and run the demo pipeline on it."""
-    from bigimg.demo import run_demo
+    from bigimg.demo import check_demo_outputs, run_demo
 
+    check_demo_outputs(out, overwrite=overwrite)  # before starting a cluster
     t0 = time.perf_counter()
     with _cluster(scheduler, scheduler_file, workers, memory_limit) as client:
         click.echo(f"cluster: {client.dashboard_link}")

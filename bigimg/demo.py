@@ -99,6 +99,24 @@ def _mosaic_block(
 DEMO_OUTPUTS = ("mosaic.zarr", "output.zarr", "quicklook.png")
 
 
+def check_demo_outputs(out: str | Path, *, overwrite: bool = False) -> Path:
+    """Refuse, before any work, a demo folder whose outputs exist (unless ``overwrite``)."""
+    from bigimg.files import check_new_file
+    from bigimg.io import check_output
+
+    if not isinstance(overwrite, bool):
+        raise TypeError(f"overwrite must be True or False, got {overwrite!r}")
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"out: {str(out)!r} is a file, not a folder")
+    if out.is_dir():
+        mosaic_path, output_path, png_path = (out / name for name in DEMO_OUTPUTS)
+        check_output(mosaic_path, overwrite=overwrite)
+        check_output(output_path, overwrite=overwrite)
+        check_new_file(png_path, overwrite=overwrite, what="quicklook")
+    return out
+
+
 def run_demo(
     out: str | Path, *, size: int = 8192, overwrite: bool = False, progress: bool | None = None
 ) -> dict[str, float]:
@@ -135,22 +153,12 @@ def run_demo(
         ``out`` is a file, an output path is not what bigimg would replace
         (e.g. a non-store folder), or ``size`` is too small.
     """
-    from bigimg.files import check_new_file
-    from bigimg.io import check_output, to_zarr
+    from bigimg.io import to_zarr
     from bigimg.pipeline import parse_config
     from bigimg.quicklook import quicklook
 
-    if not isinstance(overwrite, bool):
-        raise TypeError(f"overwrite must be True or False, got {overwrite!r}")
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"out: {str(out)!r} is a file, not a folder")
+    out = check_demo_outputs(out, overwrite=overwrite)
     mosaic = synthetic_mosaic(size)  # validates size
-    if out.is_dir():  # refuse any existing output before writing anything
-        mosaic_path, output_path, png_path = (out / name for name in DEMO_OUTPUTS)
-        check_output(mosaic_path, overwrite=overwrite)
-        check_output(output_path, overwrite=overwrite)
-        check_new_file(png_path, overwrite=overwrite, what="quicklook")
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     t = time.perf_counter()
