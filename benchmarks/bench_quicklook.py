@@ -48,7 +48,7 @@ from _common import PeakRSS  # noqa: E402  (RSS per process of the tree)
 
 import bigimg as bi  # noqa: E402
 from bigimg.demo import synthetic_mosaic  # noqa: E402
-from bigimg.multiscale import best_level, open_level, write_pyramid  # noqa: E402
+from bigimg.io.pyramid import best_level, open_level, write_pyramid  # noqa: E402
 
 MAX_SIZE = 1024  # preview side, and the pyramid's coarsest level (--quick: 256)
 

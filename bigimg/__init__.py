@@ -2,61 +2,66 @@
 
 >>> import bigimg as bi
 >>> img = bi.open_image("mosaic.zarr", nodata=0)  # doctest: +SKIP
+
+The package only re-exports; nothing inside bigimg imports it. Layers, each
+importing only the ones above it: ``errors``, ``_version``, ``files``,
+``compute`` and ``image`` (the data model); the capability modules
+(``filters``, ``histogram``, ``stretch``, ``noise``, ``register``,
+``whiten``, ``resample``, ``quicklook``); ``io`` (inputs, stores, pyramids);
+``pipeline`` (configs and the op registry); ``accessor``, ``cluster``,
+``demo`` and ``cli``.
 """
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("bigimg")
-except PackageNotFoundError:  # running from a source tree that is not installed
-    __version__ = "0+unknown"
-
-
-class BigimgWarning(UserWarning):
-    """Warnings bigimg itself raises (tests turn them into errors)."""
-
-
-from bigimg import accessor as _accessor  # noqa: E402,F401  (registers DataArray.bigimg)
-from bigimg.cluster import Cluster  # noqa: E402
-from bigimg.filters import gaussian_filter  # noqa: E402
-from bigimg.histogram import equalize_hist, histogram, plot_histogram  # noqa: E402
-from bigimg.image import from_array, open_image  # noqa: E402
-from bigimg.io import CorruptStoreError, WriteResult, open_zarr, store_info, to_zarr  # noqa: E402
-from bigimg.multiscale import coarsen_mean, open_level, write_pyramid  # noqa: E402
-
-# --- capability modules (each registers its pipeline ops on import) go below this line ---
-from bigimg.noise import add_noise, correlated_noise  # noqa: E402
-from bigimg.pipeline import ConfigError, load_config  # noqa: E402
-from bigimg.quicklook import quicklook  # noqa: E402
-from bigimg.register import register, shift_and_add  # noqa: E402
-from bigimg.stretch import gaussian_stretch  # noqa: E402
-from bigimg.whiten import ZCA, standardize  # noqa: E402
+from bigimg import accessor as _accessor  # noqa: F401  (registers DataArray.bigimg)
+from bigimg._version import __version__
+from bigimg.cluster import Cluster
+from bigimg.errors import BigimgWarning, ConfigError, CorruptStoreError
+from bigimg.filters import gaussian_filter
+from bigimg.histogram import equalize_hist, histogram, plot_histogram
+from bigimg.image import from_array
+from bigimg.io import (
+    WriteResult,
+    open_image,
+    open_level,
+    open_zarr,
+    store_info,
+    to_zarr,
+    write_pyramid,
+)
+from bigimg.noise import add_noise, correlated_noise
+from bigimg.pipeline import load_config
+from bigimg.quicklook import quicklook
+from bigimg.register import register, shift_and_add
+from bigimg.resample import coarsen_mean
+from bigimg.stretch import gaussian_stretch
+from bigimg.whiten import ZCA, standardize
 
 __all__ = [
     "BigimgWarning",
-    "add_noise",
-    "correlated_noise",
-    "gaussian_filter",
-    "gaussian_stretch",
-    "equalize_hist",
-    "histogram",
-    "plot_histogram",
-    "coarsen_mean",
-    "open_level",
-    "write_pyramid",
-    "register",
-    "shift_and_add",
-    "ZCA",
-    "standardize",
     "Cluster",
     "ConfigError",
     "CorruptStoreError",
     "WriteResult",
+    "ZCA",
+    "__version__",
+    "add_noise",
+    "coarsen_mean",
+    "correlated_noise",
+    "equalize_hist",
     "from_array",
+    "gaussian_filter",
+    "gaussian_stretch",
+    "histogram",
     "load_config",
     "open_image",
+    "open_level",
     "open_zarr",
+    "plot_histogram",
     "quicklook",
+    "register",
+    "shift_and_add",
+    "standardize",
     "store_info",
     "to_zarr",
+    "write_pyramid",
 ]

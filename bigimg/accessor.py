@@ -1,80 +1,74 @@
-"""``DataArray.bigimg``: every operation as a method; it only delegates."""
+"""``DataArray.bigimg``: every operation as a method, with the wrapped function's signature.
+
+Each method is made from the function it calls, so ``help(img.bigimg.gaussian_filter)``
+shows the function's own parameters and docstring, without the image argument.
+"""
 
 from __future__ import annotations
 
+import functools
+import inspect
+from collections.abc import Callable
 from typing import Any
 
 import xarray as xr
 
+from bigimg.filters import gaussian_filter
+from bigimg.histogram import equalize_hist, histogram
+from bigimg.io import to_zarr
+from bigimg.noise import add_noise
+from bigimg.quicklook import quicklook
+from bigimg.register import register, shift_and_add
+from bigimg.resample import coarsen_mean
+from bigimg.stretch import gaussian_stretch
+from bigimg.whiten import ZCA, standardize
+
+
+def _method(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``func(img, ...)`` as a method ``accessor.func(...)`` on the accessor's image."""
+
+    @functools.wraps(func)
+    def method(self: BigimgAccessor, *args: Any, **kwargs: Any) -> Any:
+        return func(self._obj, *args, **kwargs)
+
+    sig = inspect.signature(func)
+    me = inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    method.__signature__ = sig.replace(  # type: ignore[attr-defined]
+        parameters=[me, *list(sig.parameters.values())[1:]]
+    )
+    return method
+
 
 @xr.register_dataarray_accessor("bigimg")
 class BigimgAccessor:
-    """Example: ``img.bigimg.gaussian_filter(sigma={"y": 2, "x": 2})``."""
+    """bigimg's operations on this image.
+
+    Examples
+    --------
+    >>> import numpy as np, bigimg as bi
+    >>> img = bi.from_array(np.ones((8, 8)))
+    >>> img.bigimg.gaussian_filter(sigma=2).dims
+    ('y', 'x', 'band')
+    """
 
     def __init__(self, obj: xr.DataArray) -> None:
         self._obj = obj
 
-    def to_zarr(self, store: Any, **kwargs: Any) -> Any:
-        from bigimg.io import to_zarr
+    add_noise = _method(add_noise)
+    coarsen_mean = _method(coarsen_mean)
+    equalize_hist = _method(equalize_hist)
+    gaussian_filter = _method(gaussian_filter)
+    gaussian_stretch = _method(gaussian_stretch)
+    histogram = _method(histogram)
+    quicklook = _method(quicklook)
+    register = _method(register)
+    shift_and_add = _method(shift_and_add)
+    standardize = _method(standardize)
+    to_zarr = _method(to_zarr)
 
-        return to_zarr(self._obj, store, **kwargs)
+    def zca_fit(self, eps: float = 1e-5, **kwargs: Any) -> ZCA:
+        """Fit a :class:`bigimg.ZCA` on this stack (computes) and return it.
 
-    def quicklook(self, path: Any = None, **kwargs: Any) -> xr.DataArray:
-        from bigimg.quicklook import quicklook
-
-        return quicklook(self._obj, path, **kwargs)
-
-    # --- methods added by capability modules go below this line ---
-
-    def add_noise(self, **kwargs: Any) -> xr.DataArray:
-        from bigimg.noise import add_noise
-
-        return add_noise(self._obj, **kwargs)
-
-    def gaussian_filter(self, sigma: Any, **kwargs: Any) -> xr.DataArray:
-        from bigimg.filters import gaussian_filter
-
-        return gaussian_filter(self._obj, sigma, **kwargs)
-
-    def gaussian_stretch(self, **kwargs: Any) -> xr.DataArray:
-        from bigimg.stretch import gaussian_stretch
-
-        return gaussian_stretch(self._obj, **kwargs)
-
-    def histogram(self, **kwargs: Any) -> xr.DataArray:
-        """Counts of the valid pixels (computes); see :func:`bigimg.histogram`."""
-        from bigimg.histogram import histogram
-
-        return histogram(self._obj, **kwargs)
-
-    def equalize_hist(self, **kwargs: Any) -> xr.DataArray:
-        """Histogram equalization; see :func:`bigimg.equalize_hist`."""
-        from bigimg.histogram import equalize_hist
-
-        return equalize_hist(self._obj, **kwargs)
-
-    def coarsen_mean(self, factor: Any = 2) -> xr.DataArray:
-        from bigimg.multiscale import coarsen_mean
-
-        return coarsen_mean(self._obj, factor)
-
-    def register(self, **kwargs: Any) -> xr.DataArray:
-        from bigimg.register import register
-
-        return register(self._obj, **kwargs)
-
-    def shift_and_add(self, shifts: Any, **kwargs: Any) -> xr.Dataset:
-        from bigimg.register import shift_and_add
-
-        return shift_and_add(self._obj, shifts, **kwargs)
-
-    def standardize(self, **kwargs: Any) -> xr.DataArray:
-        from bigimg.whiten import standardize
-
-        return standardize(self._obj, **kwargs)
-
-    def zca_fit(self, eps: float = 1e-5, **kwargs: Any) -> Any:
-        """Fit a :class:`bigimg.ZCA` on this stack (computes) and return it."""
-        from bigimg.whiten import ZCA
-
+        ``eps`` and ``kwargs`` are :class:`bigimg.ZCA`'s parameters.
+        """
         return ZCA(eps, **kwargs).fit(self._obj)

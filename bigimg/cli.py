@@ -132,6 +132,13 @@ def run(
 
     pipeline = load_config(config)  # validated before any cluster starts
     pipeline.check(overwrite=overwrite, resume=resume)
+    computing = pipeline.computing_steps()
+    if computing and _progress(quiet):
+        click.echo(
+            f"note: {', '.join(computing)} compute(s) before the write: the data is read "
+            f"{len(computing) + 1} times",
+            err=True,
+        )
     with _cluster(scheduler, scheduler_file, workers, memory_limit):
         result = pipeline.run(
             overwrite=overwrite, resume=resume, progress=_progress(quiet), pyramid=pyramid or None
@@ -294,7 +301,8 @@ def noise(
     quiet: bool,
 ) -> None:
     """Write spatially correlated Gaussian noise to the Zarr store OUT."""
-    from bigimg.io import check_fingerprint, check_output, fingerprint, to_zarr
+    from bigimg.io import to_zarr
+    from bigimg.io.store import check_fingerprint, check_output, fingerprint
     from bigimg.noise import correlated_noise
 
     field = correlated_noise(
@@ -386,7 +394,8 @@ def quicklook_cmd(
     From a store with a pyramid, reads the coarsest level at least --max-size pixels wide.
     """
     from bigimg.files import check_disjoint, check_new_file
-    from bigimg.quicklook import open_for_quicklook, quicklook
+    from bigimg.io.api import open_for_quicklook
+    from bigimg.quicklook import quicklook
 
     check_disjoint(out, [store], what="OUT")
     check_new_file(out, overwrite=overwrite, what="OUT")

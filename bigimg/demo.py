@@ -102,7 +102,7 @@ DEMO_OUTPUTS = ("mosaic.zarr", "output.zarr", "quicklook.png")
 def check_demo_outputs(out: str | Path, *, overwrite: bool = False) -> Path:
     """Refuse, before any work, a demo folder whose outputs exist (unless ``overwrite``)."""
     from bigimg.files import check_new_file
-    from bigimg.io import check_output
+    from bigimg.io.store import check_output
 
     if not isinstance(overwrite, bool):
         raise TypeError(f"overwrite must be True or False, got {overwrite!r}")

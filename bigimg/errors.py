@@ -5,6 +5,14 @@ from __future__ import annotations
 import os
 
 
+class BigimgWarning(UserWarning):
+    """Warnings bigimg itself raises (tests turn them into errors)."""
+
+
+class ConfigError(ValueError):
+    """A pipeline config that cannot be run; the message names the key."""
+
+
 class CorruptStoreError(ValueError):
     """A stored chunk fails its checksum, is missing, or the metadata cannot be decoded."""
 

@@ -32,7 +32,6 @@ from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 
 from bigimg.image import check_image, float_dtype, like, per_dim
-from bigimg.pipeline import Params, register_op
 
 MODES = (
     "reflect",
@@ -780,14 +779,3 @@ def gaussian_filter(
         out_dtype=out_dtype,
     )
     return like(img, result)
-
-
-class GaussianFilterParams(Params):
-    sigma: dict[str, float] | float
-    truncate: float = 4.0
-    mode: Mode = "reflect"
-    cval: float = 0.0
-    nan_policy: Literal["omit", "propagate"] = "omit"
-
-
-register_op("gaussian_filter", GaussianFilterParams)(gaussian_filter)

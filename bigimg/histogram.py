@@ -36,7 +36,6 @@ import xarray as xr
 
 from bigimg.files import check_new_file, new_file
 from bigimg.image import check_image, float_dtype, like
-from bigimg.pipeline import Params, register_op
 
 # Widest integer range counted exactly (one bin per value) before we refuse.
 MAX_INT_BINS = 2**24
@@ -1072,25 +1071,3 @@ def plot_histogram(
     with new_file(path, overwrite=overwrite, what="path") as tmp:
         fig.savefig(tmp, format="png")
     return Path(path)
-
-
-# ---------------------------------------------------------------- pipeline op
-class EqualizeHistParams(Params):
-    """``[[steps]] op = "equalize_hist"``: see :func:`equalize_hist`."""
-
-    bins: int | list[float] = 256
-    exclude: list[float] = []
-    out_range: tuple[float, float] = (0.0, 1.0)
-    dims: list[str] | None = None
-
-
-@register_op("equalize_hist", EqualizeHistParams)
-def _equalize_hist_op(
-    img: xr.DataArray,
-    *,
-    bins: int | list[float],
-    exclude: list[float],
-    out_range: tuple[float, float],
-    dims: list[str] | None,
-) -> xr.DataArray:
-    return equalize_hist(img, bins=bins, exclude=exclude, out_range=out_range, dims=dims)

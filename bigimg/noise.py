@@ -26,14 +26,13 @@ import numbers
 import sys
 from collections.abc import Hashable, Mapping, Sequence
 from types import SimpleNamespace
-from typing import Any, Literal, cast
+from typing import Any, cast
 
 import numpy as np
 import scipy.fft
 import xarray as xr
 
 from bigimg.image import SPATIAL_DIMS, check_image, float_dtype, like, normalize_chunks, per_dim
-from bigimg.pipeline import Params, register_op, register_source
 
 # ---------------------------------------------------------------- white noise kernel
 # Philox4x64 counter words: word 0 walks along x (8 pixels per 4-word block),
@@ -597,34 +596,3 @@ def add_noise(
         dtype=dtype,
     )
     return like(img, img.data.astype(dtype, copy=False) + noise.data)
-
-
-# ---------------------------------------------------------------- pipeline
-class NoiseParams(Params):
-    """``[input] noise = { shape = [1024, 1024], length_scale = 20, seed = 1 }``."""
-
-    shape: list[int] | dict[str, int]
-    length_scale: dict[str, float] | float
-    seed: int = 0
-    mean: float = 0.0
-    std: float = 1.0
-    truncate: float = 4.0
-    dtype: Literal["float32", "float64"] = "float32"
-
-
-class AddNoiseParams(Params):
-    length_scale: dict[str, float] | float
-    seed: int = 0
-    mean: float = 0.0
-    std: float = 1.0
-    truncate: float = 4.0
-
-
-@register_source("noise", NoiseParams)
-def noise_source(**params: Any) -> xr.DataArray:
-    """Pipeline input: a correlated noise field with a ``band`` dim, like any opened image."""
-    out = correlated_noise(**params)
-    return out if "band" in out.dims else out.expand_dims("band", axis=out.ndim)
-
-
-register_op("add_noise", AddNoiseParams)(add_noise)

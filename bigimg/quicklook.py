@@ -22,7 +22,7 @@ import xarray as xr
 from bigimg.files import check_disjoint, check_new_file, new_file
 from bigimg.histogram import histogram
 from bigimg.image import check_image
-from bigimg.multiscale import _check_size, coarsen_mean
+from bigimg.resample import check_size, coarsen_mean
 
 _HIST_BINS = 4096  # float data: percentiles interpolate within 1/4096 of each band's range
 _MAX_INT_BINS = 65536  # integers spanning at most this many values: one bin per value
@@ -109,7 +109,7 @@ def quicklook(
     ((100, 67, 1), 3)
     """
     check_image(obj, "obj")
-    _check_size(max_size, "max_size")
+    check_size(max_size, "max_size")
     lo, hi = _check_stretch(stretch)
     if path is not None:
         path = _check_png_path(path, obj, overwrite)
@@ -201,30 +201,6 @@ def write_png(rgb: np.ndarray, path: str | os.PathLike[str], *, overwrite: bool 
     with new_file(path, overwrite=overwrite, what="path") as tmp:
         image.save(tmp, format="PNG")
     return path
-
-
-def open_for_quicklook(path: str | os.PathLike[str], max_size: int) -> xr.DataArray:
-    """Open an image file for a preview, from a pyramid level when the store has one.
-
-    For a bigimg store with a pyramid (:func:`bigimg.multiscale.write_pyramid`)
-    this is the coarsest level still at least ``max_size`` pixels on its
-    longest side, so the preview reads a fraction of the data (the stretch
-    percentiles then come from that level); any other image opens with
-    :func:`bigimg.open_image`. The result's ``encoding["source"]`` is
-    ``path``, so that :func:`quicklook` refuses to write its PNG into it.
-    """
-    from bigimg.image import open_image
-    from bigimg.io import is_zarr_store
-    from bigimg.multiscale import best_level, open_level, pyramid_levels
-
-    _check_size(max_size, "max_size")
-    path = Path(path)
-    if is_zarr_store(path) and (path / "image").is_dir() and pyramid_levels(path) != [0]:
-        out = open_level(path, best_level(path, max_size))
-    else:
-        out = open_image(path)
-    out.encoding["source"] = str(path)
-    return out
 
 
 # ---------------------------------------------------------------- validation

@@ -27,9 +27,9 @@ import numpy as np
 import xarray as xr
 from scipy import fft as sfft
 
-from bigimg import BigimgWarning
+from bigimg.compute import compute_with_progress, one_blas_thread_per_task
+from bigimg.errors import BigimgWarning
 from bigimg.image import check_image, float_dtype, per_dim
-from bigimg.pipeline import Params, register_op
 
 METHODS = ("bilinear", "nearest", "fourier")
 _AXES = ("y", "x")
@@ -722,11 +722,7 @@ def _compute(*arrays: da.Array) -> list[Any]:
     products (the upsampled DFT) would only oversubscribe the cores (dask's
     distributed workers already run with ``OPENBLAS_NUM_THREADS=1``).
     """
-    from threadpoolctl import threadpool_limits
-
-    from bigimg.io import compute_with_progress
-
-    with threadpool_limits(limits=1, user_api="blas"):
+    with one_blas_thread_per_task():
         return compute_with_progress(list(arrays), desc="registering")
 
 
@@ -1006,57 +1002,6 @@ def shift_and_add(
         {"composite": (dims, composite, stack.attrs), "weight": (dims, weight)},
         coords=coords,
     )
-
-
-# ============================================================ pipeline op
-class StackParams(Params):
-    """Parameters of the ``stack`` op: register the stack, then shift-and-add it."""
-
-    upsample_factor: float = 100.0
-    band: int | str | None = None
-    window: dict[str, int] | int | None = None
-    iterations: int = 1
-    normalization: Literal["phase"] | None = "phase"
-    method: Literal["bilinear", "nearest", "fourier"] = "bilinear"
-
-
-@register_op("stack", StackParams)
-def stack_op(
-    stack: xr.DataArray,
-    *,
-    upsample_factor: float = 100.0,
-    band: Hashable | None = None,
-    window: Mapping[str, int] | int | None = None,
-    iterations: int = 1,
-    normalization: Literal["phase"] | None = "phase",
-    method: Literal["bilinear", "nearest", "fourier"] = "bilinear",
-) -> xr.DataArray:
-    """Pipeline op: register a stack and return its composite (registration computes).
-
-    Returns the composite ``(y, x, band)`` with ``weight`` as a non-dimension
-    coordinate and the shifts (``[[y, x], ...]``, null for skipped images) and
-    errors in attrs ``bigimg_shifts`` / ``bigimg_shift_errors``.
-    """
-    shifts = register(
-        stack,
-        upsample_factor=upsample_factor,
-        band=band,
-        window=window,
-        iterations=iterations,
-        normalization=normalization,
-    )
-    with warnings.catch_warnings():  # register already warned about skipped images
-        warnings.simplefilter("ignore", BigimgWarning)
-        ds = shift_and_add(stack, shifts, method=method)
-    comp = ds["composite"].assign_coords(weight=ds["weight"])
-    return comp.assign_attrs(
-        bigimg_shifts=[[_json_float(v) for v in row] for row in shifts.values],
-        bigimg_shift_errors=[_json_float(v) for v in shifts["error"].values],
-    )
-
-
-def _json_float(v: float) -> float | None:
-    return float(v) if math.isfinite(v) else None
 
 
 __all__ = ["register", "shift_and_add"]

@@ -21,7 +21,6 @@ import xarray as xr
 from dask.graph_manipulation import bind
 
 from bigimg.image import check_image, float_dtype, like
-from bigimg.pipeline import Params, register_op
 
 
 # ---------------------------------------------------------------- kernels
@@ -274,13 +273,3 @@ def gaussian_stretch(
     if not isinstance(out.data, da.Array):
         out = out.chunk(dict(zip(img.dims, img.chunks or (-1,) * img.ndim, strict=True)))
     return like(img, out.data)
-
-
-class GaussianStretchParams(Params):
-    mean: list[float] | float | None = None
-    std: list[float] | float | None = None
-    n: float = 1.0
-    out_range: tuple[float, float] = (0.0, 1.0)
-
-
-register_op("gaussian_stretch", GaussianStretchParams)(gaussian_stretch)

@@ -19,7 +19,6 @@ Layers, as everywhere in bigimg:
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import numbers
@@ -37,8 +36,9 @@ import numpy as np
 import xarray as xr
 
 from bigimg import files
+from bigimg._version import __version__
+from bigimg.compute import one_blas_thread_per_task
 from bigimg.image import check_image, float_dtype, like
-from bigimg.pipeline import Params, register_op
 
 MAX_FEATURES = 16_384
 """Largest feature count :class:`ZCA` accepts (a 16,384² float64 covariance is 2 GiB)."""
@@ -389,26 +389,9 @@ def _fit_moments(
     ]
     while len(level) > 1:
         level = [merge(level[i : i + _SPLIT_EVERY]) for i in range(0, len(level), _SPLIT_EVERY)]
-    with _one_blas_thread_per_task():
+    with one_blas_thread_per_task():
         (result,) = dask.compute(level[0])
     return result
-
-
-@contextlib.contextmanager
-def _one_blas_thread_per_task() -> Iterator[None]:
-    """One BLAS thread per dask thread while the local threaded scheduler runs.
-
-    Dask's threads each calling a multi-threaded BLAS oversubscribe the cores
-    (8x slower on a busy 2-core machine); distributed workers already run with
-    one BLAS thread each, and the synchronous scheduler keeps all of them.
-    """
-    from threadpoolctl import threadpool_limits
-
-    if dask.base.get_scheduler() is dask.local.get_sync:
-        yield
-        return
-    with threadpool_limits(limits=1, user_api="blas"):
-        yield
 
 
 def _apply_gemm(mat: da.Array, matrix: np.ndarray, mean: np.ndarray, *, inverse: bool) -> da.Array:
@@ -764,8 +747,6 @@ class ZCA:
         if not self.is_fitted:
             raise ValueError("this ZCA is not fitted yet; nothing to save")
         path = _as_path(path, "path")
-        from bigimg import __version__
-
         meta = {
             "format": _FORMAT,
             "format_version": _FORMAT_VERSION,
@@ -788,12 +769,13 @@ class ZCA:
         return path
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> ZCA:
+    def load(cls, path: str | os.PathLike[str], *, what: str = "path") -> ZCA:
         """Read a model written by :meth:`save` at exactly ``path``.
 
         Every array's ``.npy`` header (dtype and shape) is checked against the
         metadata before the array is read, so a damaged or hostile file never
         makes this allocate more than the file holds, nor unpickle anything.
+        Errors name ``what`` (the argument or config key that gave the path).
 
         Raises
         ------
@@ -810,11 +792,6 @@ class ZCA:
             ``format_version`` this bigimg does not read); the message names
             the file and what is wrong.
         """
-        return cls._load(path, what="path")
-
-    @classmethod
-    def _load(cls, path: Any, *, what: str) -> ZCA:
-        """:meth:`load`, errors naming the argument or config key ``what``."""
         path = _as_path(path, what)
         if path.is_dir():
             raise IsADirectoryError(f"{what}: {str(path)!r} is a folder, not a ZCA model file")
@@ -1084,55 +1061,3 @@ def standardize(
     else:
         out = _standardize_chunked(data, axes, dtype, names)
     return like(obj, out)
-
-
-# ================================================================ pipeline ops
-class StandardizeParams(Params):
-    dims: list[str] = ["y", "x", "band"]
-
-
-@register_op("standardize", StandardizeParams)
-def _standardize_op(img: xr.DataArray, *, dims: list[str]) -> xr.DataArray:
-    return standardize(img, dims=dims)
-
-
-class ZcaFitParams(Params):
-    model: Path
-    eps: float = 1e-5
-    sample_dim: str = "image"
-    nan_policy: Literal["raise", "omit"] = "raise"
-    transform: bool = True
-
-
-@register_op("zca_fit", ZcaFitParams, writes=("model",))
-def _zca_fit_op(
-    img: xr.DataArray,
-    *,
-    model: Path,
-    eps: float,
-    sample_dim: str,
-    nan_policy: str,
-    transform: bool,
-    overwrite: bool = False,
-) -> xr.DataArray:
-    """Fit a ZCA on the step's input (computes), save it at ``model``, pass the data on.
-
-    ``overwrite`` (the run's ``--overwrite``, not a config key) lets ``model``
-    replace an existing file; a refused ``model`` fails before the fit.
-    """
-    files.check_new_file(model, overwrite=overwrite, what="model")
-    zca = ZCA(eps, sample_dim=sample_dim, nan_policy=nan_policy).fit(img)  # type: ignore[arg-type]
-    zca.save(model, overwrite=overwrite)
-    return zca.transform(img) if transform else img
-
-
-class ZcaTransformParams(Params):
-    model: Path
-    inverse: bool = False
-
-
-@register_op("zca_transform", ZcaTransformParams)
-def _zca_transform_op(img: xr.DataArray, *, model: Path, inverse: bool) -> xr.DataArray:
-    """Whiten (or un-whiten) with a model saved by ``zca_fit`` or :meth:`ZCA.save`."""
-    zca = ZCA._load(model, what="model")
-    return zca.inverse_transform(img) if inverse else zca.transform(img)

@@ -1,4 +1,4 @@
-"""bigimg.multiscale: NaN-aware block means and OME-NGFF pyramids inside a store."""
+"""Pyramids (bigimg.io.pyramid) and NaN-aware block means (bigimg.resample)."""
 
 from __future__ import annotations
 
@@ -16,8 +16,9 @@ from hypothesis import strategies as st
 from skimage import data
 
 import bigimg as bi
-from bigimg import multiscale
-from bigimg.multiscale import coarsen_mean, open_level, pyramid_levels, write_pyramid
+from bigimg.io import pyramid as multiscale
+from bigimg.io.pyramid import open_level, pyramid_levels, write_pyramid
+from bigimg.resample import coarsen_mean
 from tests.conftest import raise_if_dask_computes
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -209,21 +210,21 @@ def _fail_on_block(block: np.ndarray, block_info: dict | None = None) -> np.ndar
 def test_interrupted_pyramid_lists_only_complete_levels_and_resumes(
     store: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = multiscale.to_zarr
+    real = multiscale.write
 
     def crash_on_level_2(obj, path, **kwargs):  # type: ignore[no-untyped-def]
         if Path(path).name == "2":
             obj = obj.copy(data=obj.data.map_blocks(_fail_on_block, dtype=obj.dtype))
         return real(obj, path, **kwargs)
 
-    monkeypatch.setattr(multiscale, "to_zarr", crash_on_level_2)
+    monkeypatch.setattr(multiscale, "write", crash_on_level_2)
     with pytest.raises(RuntimeError, match="simulated crash"):
         write_pyramid(store, max_size=64, progress=False)
     assert pyramid_levels(store) == [0, 1]
     assert bi.store_info(store)["complete"] is True
     with pytest.raises(ValueError, match="has no complete level 2; it has levels \\[0, 1\\]"):
         open_level(store, 2)
-    monkeypatch.setattr(multiscale, "to_zarr", real)
+    monkeypatch.setattr(multiscale, "write", real)
     write_pyramid(store, max_size=64, progress=False)
     assert pyramid_levels(store) == [0, 1, 2, 3, 4]
     expected = block_nanmean(block_nanmean(bi.open_zarr(store).values, 2, 2), 2, 2)

@@ -18,7 +18,7 @@ from skimage import data
 
 import bigimg as bi
 from bigimg.cli import main
-from bigimg.multiscale import write_pyramid
+from bigimg.io.pyramid import write_pyramid
 from bigimg.quicklook import _percentiles_from_counts, quicklook, write_png
 from tests.conftest import raise_if_dask_computes
 
@@ -402,7 +402,7 @@ def test_write_png_failure_leaves_no_file(tmp_path: Path, monkeypatch) -> None: 
 
 
 def test_quicklook_refuses_a_png_inside_its_input_store(store: Path) -> None:
-    from bigimg.quicklook import open_for_quicklook
+    from bigimg.io.api import open_for_quicklook
 
     img = open_for_quicklook(store, 64)
     for target in (store / "x.png", store / "image" / "x.png"):
@@ -417,7 +417,7 @@ def test_quicklook_refuses_a_png_inside_its_input_store(store: Path) -> None:
 
 
 def test_open_for_quicklook_checks_max_size(store: Path) -> None:
-    from bigimg.quicklook import open_for_quicklook
+    from bigimg.io.api import open_for_quicklook
 
     with pytest.raises(TypeError, match="max_size must be a positive int"):
         open_for_quicklook(store, "64")  # type: ignore[arg-type]

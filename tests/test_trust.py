@@ -20,7 +20,7 @@ import tifffile
 import zarr
 
 import bigimg as bi
-from bigimg.io import CorruptStoreError
+from bigimg.errors import CorruptStoreError
 from tests.test_cli import assert_one_line_error, bigimg
 
 rng = np.random.default_rng(14)
@@ -341,7 +341,7 @@ def test_noise_resume(tmp_path):
 
 # ------------------------------------------------ 12. pyramids
 def test_a_failed_pyramid_level_leaves_the_root_incomplete(tmp_path, monkeypatch):
-    import bigimg.multiscale as ms
+    import bigimg.io.pyramid as ms
 
     real = ms._write_multiscales
 

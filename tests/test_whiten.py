@@ -557,7 +557,7 @@ def test_save_refuses_an_existing_path_unless_overwrite(tmp_path, data):
 def test_zca_fit_op_overwrite_and_refuses_before_the_fit(tmp_path, data):
     import inspect
 
-    from bigimg.whiten import _zca_fit_op
+    from bigimg.pipeline.ops import zca_fit_op as _zca_fit_op
 
     assert inspect.signature(_zca_fit_op).parameters["overwrite"].default is False
     stack = bi.from_array(data, chunks={"image": 30})
@@ -820,7 +820,7 @@ def test_omit_with_all_nan_chunks_and_sample_dim_last(data):
 
 
 def test_zca_transform_op_errors_name_the_model_key(tmp_path, saved):
-    from bigimg.whiten import _zca_transform_op
+    from bigimg.pipeline.ops import zca_transform_op as _zca_transform_op
 
     img = bi.from_array(np.zeros((3, 2, 2, 1)))
     with pytest.raises(FileNotFoundError, match="model: no such ZCA model file"):

@@ -1,4 +1,4 @@
-"""Zarr output: provenance, completeness and resumable writes.
+"""One bigimg store: layout, provenance, completeness, resumable writes, checked reads.
 
 A bigimg store is a Zarr v3 group holding one data variable, ``image``, written
 through xarray so that ``xr.open_zarr(path)["image"]`` reads it with nothing
@@ -16,25 +16,23 @@ import itertools
 import json
 import os
 import shutil
-import sys
 import time
 import warnings
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 import dask
 import numpy as np
 import xarray as xr
 
+from bigimg._version import __version__
+from bigimg.compute import compute_with_progress
 from bigimg.errors import CorruptStoreError, unreadable_metadata
 from bigimg.files import check_disjoint, note_read, read_paths
-from bigimg.image import read_in_chunks
-
-if TYPE_CHECKING:
-    pass
+from bigimg.io.chunks import read_in_chunks
 
 VAR = "image"
 _STACK_LABELS = "image_label"
@@ -55,7 +53,7 @@ def is_zarr_store(path: Path) -> bool:
     return path.is_dir() and any((path / m).exists() for m in _MARKERS)
 
 
-def to_zarr(
+def write(
     obj: xr.DataArray,
     store: str | os.PathLike[str],
     *,
@@ -64,72 +62,14 @@ def to_zarr(
     config: Any = None,
     source: str | None = None,
     progress: bool | None = None,
-    pyramid: bool = False,
     inputs: Mapping[str, Any] | None = None,
+    before_complete: Callable[[Path], object] | None = None,
 ) -> WriteResult:
-    """Compute ``obj`` and write it to a Zarr store (computes).
+    """Write ``obj`` as a bigimg store (computes); :func:`bigimg.to_zarr` documents the rest.
 
-    Parameters
-    ----------
-    obj : xarray.DataArray
-        The (lazy) image to write; it becomes the store's ``image`` variable.
-    store : str or path-like
-        A local directory path for the Zarr v3 store.
-    overwrite : bool, default False
-        Replace an existing store. Without it an existing path is an error.
-    resume : bool, default False
-        Finish an interrupted store: chunks already stored are not recomputed.
-    config : object, optional
-        The pipeline steps recorded as ``bigimg_config`` (JSON).
-    source : str, optional
-        Recorded as ``bigimg_source``; defaults to ``obj.attrs["bigimg_source"]``.
-    progress : bool, optional
-        Show a progress bar on stderr; default: only when stderr is a TTY.
-    pyramid : bool, default False
-        Also write coarsened levels (OME-NGFF ``multiscales``) into the
-        store, see :func:`bigimg.write_pyramid`. The store is marked
-        complete only once every level is.
-    inputs : mapping, optional
-        How the input was opened (``{"nodata": 0, "chunks": ...}``), recorded
-        in the store's fingerprint so that a resume with other options is
-        refused.
-
-    Returns
-    -------
-    WriteResult
-
-    Raises
-    ------
-    FileExistsError
-        The store exists and neither ``overwrite`` nor ``resume`` was given.
-    ValueError
-        The path is a file or a non-Zarr directory, it overlaps the input
-        (``obj.attrs["bigimg_source"]``, whatever ``overwrite`` says), or
-        ``resume`` found a store written from another computation (its
-        fingerprint differs: the message names what).
-
-    Notes
-    -----
-    Group attrs ``bigimg_version``, ``bigimg_source``, ``bigimg_config`` and
-    ``bigimg_complete`` record provenance; ``bigimg_complete`` becomes true
-    last, after every chunk is written, and the metadata is re-consolidated.
-    ``bigimg_fingerprint`` records everything that determines the output
-    (the input's identity: a file's size and mtime, or a store's metadata
-    digest; the input options; the steps; the bigimg version); ``resume``
-    refuses a store whose fingerprint differs, complete or not.
-
-    Examples
-    --------
-    >>> import numpy as np, bigimg as bi, tempfile, os, xarray as xr
-    >>> path = os.path.join(tempfile.mkdtemp(), "out.zarr")
-    >>> img = bi.from_array(np.ones((8, 8)), chunks={"y": 4, "x": 4})
-    >>> bi.to_zarr(img, path, progress=False).chunks_written
-    4
-    >>> bool(xr.open_zarr(path).attrs["bigimg_complete"])
-    True
+    ``before_complete(path)`` runs, under the writer lock, after every chunk
+    is stored and before the store is marked complete (the pyramid levels).
     """
-    from bigimg import __version__
-
     if not isinstance(obj, xr.DataArray):
         raise TypeError(f"obj must be an xarray.DataArray, got {type(obj).__name__}")
     path = Path(store)
@@ -145,9 +85,9 @@ def to_zarr(
     if obj.chunks is not None:
         sources |= read_paths(obj.data)
     check_disjoint(
-        path, [s for s in sources if Path(s).exists() and not _is_level_of(path, s)], what="store"
+        path, [s for s in sources if Path(s).exists() and not is_level_of(path, s)], what="store"
     )
-    fingerprint = _fingerprint(source, inputs, config_json)
+    fingerprint = fingerprint_json(source, inputs, config_json)
     attrs = {
         "bigimg_version": __version__,
         "bigimg_source": source,
@@ -155,11 +95,14 @@ def to_zarr(
         "bigimg_fingerprint": fingerprint,
         "bigimg_complete": False,
     }
-    ds = _as_dataset(obj)
+    ds = as_dataset(obj)
     start = time.perf_counter()
     check_output(path, overwrite=overwrite, resume=resume)
-    with _exclusive(path):
-        written, skipped = _write_store(ds, path, attrs, fingerprint, resume, progress, pyramid)
+    with writer_lock(path):
+        written, skipped = _write_store(ds, path, attrs, fingerprint, resume, progress)
+        if before_complete is not None:
+            before_complete(path)
+        mark_complete(path)
     return WriteResult(path, written, skipped, time.perf_counter() - start)
 
 
@@ -170,14 +113,12 @@ def _write_store(
     fingerprint: dict[str, Any],
     resume: bool,
     progress: bool | None,
-    pyramid: bool,
 ) -> tuple[int, int]:
-    """Create (or check and resume) the store, write its chunks, then mark it complete."""
+    """Create (or check and resume) the store and write its missing chunks."""
     fresh = _prepare_path(path, resume=resume)
-    complete = False
     if fresh:
         ds.attrs.update(attrs)
-        with _quiet_zarr():
+        with quiet_zarr():
             ds.to_zarr(
                 path,
                 mode="w-",
@@ -187,24 +128,17 @@ def _write_store(
                 write_empty_chunks=True,
                 encoding=_encoding(ds),
             )
-    else:
-        _check_resumable(path, ds, fingerprint)
-        complete = bool(_read_attrs(path).get("bigimg_complete"))
-        if not complete:
-            for name in ds.variables:
-                _clean_partials(path / str(name))
-    written, skipped = (0, 0) if complete else _write_chunks(ds, path, progress=progress)
-    if pyramid:
-        from bigimg.multiscale import write_pyramid
-
-        # resumes too: complete levels are skipped; the root stays incomplete until all are done
-        write_pyramid(path, progress=progress, root_pending=True)
-    _mark_complete(path)
-    return written, skipped
+        return _write_chunks(ds, path, progress=progress)
+    _check_resumable(path, ds, fingerprint)
+    if _read_attrs(path).get("bigimg_complete"):
+        return 0, 0
+    for name in ds.variables:
+        _clean_partials(path / str(name))
+    return _write_chunks(ds, path, progress=progress)
 
 
 @contextmanager
-def _exclusive(path: Path) -> Iterator[None]:
+def writer_lock(path: Path) -> Iterator[None]:
     """Hold the store's writer lock: a second writer (even with overwrite) is refused.
 
     The lock is an ``flock`` on the hidden file ``.<store name>.bigimg-lock``
@@ -230,74 +164,13 @@ def _exclusive(path: Path) -> Iterator[None]:
             lock.unlink(missing_ok=True)
 
 
-def open_zarr(
-    store: str | os.PathLike[str],
-    *,
-    allow_incomplete: bool = False,
-    chunks: Any = None,
-    level: int = 0,
-) -> xr.DataArray:
-    """Open a bigimg output store as its ``image`` DataArray (lazy).
-
-    Parameters
-    ----------
-    store : str or path-like
-        A store written by :func:`to_zarr`.
-    allow_incomplete : bool, default False
-        Open a store whose write was interrupted (missing chunks read as NaN).
-    chunks : dict, optional
-        Dask chunks; default: the store's own chunks.
-    level : int, default 0
-        Pyramid level to open (0 = full resolution), see :func:`bigimg.open_level`.
-
-    Returns
-    -------
-    xarray.DataArray
-        With the store's provenance attrs merged into ``attrs``.
-
-    Raises
-    ------
-    FileNotFoundError
-        No such path.
-    ValueError
-        Not a bigimg store, or incomplete and ``allow_incomplete`` is false.
-
-    Examples
-    --------
-    >>> import numpy as np, bigimg as bi, tempfile, os
-    >>> path = os.path.join(tempfile.mkdtemp(), "out.zarr")
-    >>> _ = bi.to_zarr(bi.from_array(np.eye(4)), path, progress=False)
-    >>> bi.open_zarr(path).dims
-    ('y', 'x', 'band')
-    """
-    path, ds = _checked_dataset(store, allow_incomplete=allow_incomplete)
-    if level:
-        from bigimg.multiscale import open_level
-
-        return open_level(path, level, chunks=chunks)
-    out, read = _stored_image(path, ds)
-    out.encoding["source"] = str(path)  # what to_zarr must never overwrite
-    if chunks is None:
-        return out
-    if not isinstance(chunks, Mapping):
-        return out.chunk(chunks)
-    unknown = [d for d in chunks if d not in out.dims]
-    if unknown:
-        raise ValueError(
-            f"chunks names unknown dim(s) {unknown!r}; the image has dims {out.dims!r}"
-        )
-    out_chunks = cast("tuple[tuple[int, ...], ...]", out.chunks)  # dask-backed
-    target = {d: chunks.get(d, out_chunks[i]) for i, d in enumerate(out.dims)}
-    return read_in_chunks(out, target, read)
-
-
-def _checked_dataset(
+def open_dataset(
     store: str | os.PathLike[str], *, allow_incomplete: bool
 ) -> tuple[Path, xr.Dataset]:
     """The store's path and lazy Dataset; clear errors unless it is a (complete) bigimg store."""
-    path = _existing_store(store)
+    path = existing_store(store)
     try:
-        with _quiet_zarr():
+        with quiet_zarr():
             ds = xr.open_zarr(path, consolidated=None, chunks={})
     except Exception as e:
         raise unreadable_metadata(path, e) from e
@@ -314,11 +187,11 @@ def _checked_dataset(
     return path, ds
 
 
-def _stored_image(path: Path, ds: xr.Dataset) -> tuple[xr.DataArray, Callable[[Any], Any]]:
+def stored_image(path: Path, ds: xr.Dataset) -> tuple[xr.DataArray, Callable[[Any], Any]]:
     """The store's image in its own chunks, and how to read it in others (see ``read_in_chunks``)."""
     var = ds.variables[VAR]
     coords = {k: c for k, c in ds.coords.items() if k != VAR and set(c.dims) <= set(var.dims)}
-    if _STACK_LABELS in coords:  # a stack's `image` labels, stored aside (see _as_dataset)
+    if _STACK_LABELS in coords:  # a stack's `image` labels, stored aside (see as_dataset)
         coords[VAR] = coords.pop(_STACK_LABELS).rename(VAR)
     complete = bool(ds.attrs.get("bigimg_complete"))
     out = xr.DataArray(
@@ -331,61 +204,30 @@ def _stored_image(path: Path, ds: xr.Dataset) -> tuple[xr.DataArray, Callable[[A
     return out, lambda chunks: _checked_read(path, VAR, var, chunks, complete=complete)
 
 
-def store_info(store: str | os.PathLike[str]) -> dict[str, Any]:
-    """Describe a store without reading its chunks: dims, chunks, completeness, provenance.
-
-    Reads metadata and lists chunk files only: it never modifies the store, so
-    it is safe to run on a store that is being written. ``damaged`` names
-    what is wrong with a store marked complete (missing chunks, interrupted
-    pyramid levels), or is None.
-    """
-    import zarr
-
-    path = _existing_store(store)
-    try:
-        node = zarr.open(str(path), mode="r", use_consolidated=False)
-        attrs = dict(node.attrs)
-        arr = cast(
-            "zarr.Array | None",
-            node[VAR] if isinstance(node, zarr.Group) and VAR in node else None,
-        )
-    except Exception as e:
-        raise unreadable_metadata(path, e) from e
-    if arr is None:
+def open_store(
+    store: str | os.PathLike[str], *, allow_incomplete: bool = False, chunks: Any = None
+) -> xr.DataArray:
+    """A bigimg store's ``image`` (lazy); :func:`bigimg.open_zarr` documents it."""
+    path, ds = open_dataset(store, allow_incomplete=allow_incomplete)
+    out, read = stored_image(path, ds)
+    out.encoding["source"] = str(path)  # what to_zarr must never overwrite
+    if chunks is None:
+        return out
+    if not isinstance(chunks, Mapping):
+        return out.chunk(chunks)
+    unknown = [d for d in chunks if d not in out.dims]
+    if unknown:
         raise ValueError(
-            f"store: {str(path)!r} has no {VAR!r} array, so it was not written by bigimg; "
-            "bigimg.open_image (and bigimg run, quicklook) read it as an input"
+            f"chunks names unknown dim(s) {unknown!r}; the image has dims {out.dims!r}"
         )
-    stored = len(_stored_chunks(path / VAR))
-    total = int(np.prod([len(range(0, s, c)) for s, c in zip(arr.shape, arr.chunks, strict=True)]))
-    complete = bool(attrs.get("bigimg_complete", False))
-    problems = []
-    if complete and stored < total:
-        problems.append(f"{total - stored} of {total} chunks missing from a store marked complete")
-    levels = _level_states(path)
-    pending = [k for k, done in levels.items() if not done]
-    if pending:
-        problems.append(f"pyramid level(s) {pending} interrupted")
-    return {
-        "path": str(path),
-        "dims": list(_dim_names(arr)),
-        "shape": list(arr.shape),
-        "chunks": list(arr.chunks),
-        "dtype": str(arr.dtype),
-        "complete": complete,
-        "damaged": "; ".join(problems) or None,
-        "chunks_stored": stored,
-        "chunks_total": total,
-        "levels": [k for k, done in levels.items() if done],
-        "bigimg_version": attrs.get("bigimg_version"),
-        "bigimg_source": attrs.get("bigimg_source"),
-        "bigimg_config": attrs.get("bigimg_config"),
-    }
+    out_chunks = cast("tuple[tuple[int, ...], ...]", out.chunks)  # dask-backed
+    target = {d: chunks.get(d, out_chunks[i]) for i, d in enumerate(out.dims)}
+    return read_in_chunks(out, target, read)
 
 
 # ---------------------------------------------------------------- internals
 @contextmanager
-def _quiet_zarr() -> Iterator[None]:
+def quiet_zarr() -> Iterator[None]:
     """Silence zarr's note that consolidated metadata is not in the v3 spec."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*[Cc]onsolidated metadata.*")
@@ -481,7 +323,7 @@ def _check_present(
 def _first_unreadable_chunk(arr: Any, region: tuple[slice, ...]) -> Any:
     """``(index, error)`` of the first store chunk in ``region`` that fails to read, or None.
 
-    A task may read several store chunks (see :func:`bigimg.image.read_in_chunks`);
+    A task may read several store chunks (see :func:`bigimg.io.chunks.read_in_chunks`);
     on failure each is read alone, so the error names the damaged one.
     """
     for index in _region_chunks(arr, region):
@@ -492,7 +334,7 @@ def _first_unreadable_chunk(arr: Any, region: tuple[slice, ...]) -> Any:
     return None
 
 
-def _as_dataset(obj: xr.DataArray) -> xr.Dataset:
+def as_dataset(obj: xr.DataArray) -> xr.Dataset:
     arr = obj.data
     if not hasattr(arr, "chunks") or arr.chunks is None:
         obj = obj.chunk()
@@ -650,12 +492,12 @@ def fingerprint(source: str, inputs: Mapping[str, Any] | None, config: Any) -> d
     ``source`` is the input (a path, or a source name), ``inputs`` the options
     it was opened with, ``config`` the steps (recorded as ``bigimg_config``).
     """
-    return _fingerprint(source, inputs, json.dumps(config))
+    return fingerprint_json(source, inputs, json.dumps(config))
 
 
-def _fingerprint(source: str, inputs: Mapping[str, Any] | None, config_json: str) -> dict[str, Any]:
-    from bigimg import __version__
-
+def fingerprint_json(
+    source: str, inputs: Mapping[str, Any] | None, config_json: str
+) -> dict[str, Any]:
     return {
         "bigimg_version": __version__,
         "source": source,
@@ -696,7 +538,7 @@ def _identity(source: str) -> str | None:
     return None
 
 
-def _stored_chunks(array_path: Path) -> set[tuple[int, ...]]:
+def stored_chunks(array_path: Path) -> set[tuple[int, ...]]:
     """Block indices of chunk files present (complete: zarr writes atomically).
 
     Read-only: a ``*.partial`` file (a chunk being written, or one whose
@@ -720,7 +562,7 @@ def _clean_partials(array_path: Path) -> None:
         partial.unlink(missing_ok=True)
 
 
-def _is_level_of(path: Path, source: str) -> bool:
+def is_level_of(path: Path, source: str) -> bool:
     """True when ``path`` is a pyramid level (``<root>/levels/<k>``) of the store ``source``
     or of a coarser level's source: levels are written inside the store they summarise."""
     real, src = Path(os.path.realpath(path)), Path(os.path.realpath(source))
@@ -732,37 +574,19 @@ def _is_level_of(path: Path, source: str) -> bool:
     )
 
 
-def _dim_names(arr: Any) -> tuple[str, ...]:
+def dim_names(arr: Any) -> tuple[str, ...]:
     """An array's dim names: Zarr v3 metadata, or xarray's ``_ARRAY_DIMENSIONS`` in v2."""
     names = getattr(arr.metadata, "dimension_names", None) or arr.attrs.get("_ARRAY_DIMENSIONS")
     return tuple(names or ())
 
 
-def _existing_store(store: str | os.PathLike[str]) -> Path:
+def existing_store(store: str | os.PathLike[str]) -> Path:
     path = Path(store)
     if not path.exists():
         raise FileNotFoundError(f"store: no such Zarr store: {str(path)!r}")
     if not is_zarr_store(path):
         raise ValueError(f"store: {str(path)!r} is not a Zarr store")
     return path
-
-
-def _level_states(path: Path) -> dict[int, bool]:
-    """Pyramid levels found under ``levels/``: level -> complete (read-only)."""
-    import zarr
-
-    out: dict[int, bool] = {}
-    levels = path / "levels"
-    if not levels.is_dir():
-        return out
-    for child in levels.iterdir():
-        if child.name.isdigit() and is_zarr_store(child):
-            try:
-                attrs = zarr.open_group(str(child), mode="r", use_consolidated=False).attrs
-                out[int(child.name)] = bool(attrs.get("bigimg_complete"))
-            except Exception:
-                out[int(child.name)] = False
-    return dict(sorted(out.items()))
 
 
 def _write_block(block: np.ndarray, store: str, name: str, region: tuple[slice, ...]) -> int:
@@ -783,7 +607,7 @@ def _write_chunks(ds: xr.Dataset, path: Path, *, progress: bool | None) -> tuple
     # a lone variable; several keep their shared keys, computed once.
     optimize = len(chunked) == 1
     for name, darr in chunked.items():
-        stored = _stored_chunks(path / str(name))
+        stored = stored_chunks(path / str(name))
         blocks = darr.to_delayed(optimize_graph=optimize)
         offsets = [np.concatenate([[0], np.cumsum(c)]) for c in darr.chunks]
         write = dask.delayed(_write_block, pure=True)
@@ -799,48 +623,10 @@ def _write_chunks(ds: xr.Dataset, path: Path, *, progress: bool | None) -> tuple
     return len(tasks), skipped
 
 
-def _mark_complete(path: Path) -> None:
+def mark_complete(path: Path) -> None:
     import zarr
 
-    with _quiet_zarr():
+    with quiet_zarr():
         group = zarr.open_group(str(path), mode="r+", use_consolidated=False)
         group.attrs["bigimg_complete"] = True
         zarr.consolidate_metadata(str(path))
-
-
-def compute_with_progress(
-    tasks: list[Any], *, progress: bool | None = None, desc: str = "computing"
-) -> list[Any]:
-    """Compute dask objects on the active scheduler, with a bar on stderr.
-
-    Uses the current ``distributed`` client when there is one (futures, so the
-    bar advances per task), else dask's default scheduler.
-    """
-    if not tasks:
-        return []
-    show = sys.stderr.isatty() if progress is None else progress
-    try:
-        from distributed import get_client
-
-        client = get_client()
-    except (ImportError, ValueError):
-        client = None
-    if client is None:
-        if show:
-            from dask.diagnostics import ProgressBar
-
-            with ProgressBar(out=sys.stderr):
-                return list(dask.compute(*tasks))
-        return list(dask.compute(*tasks))
-    from distributed import as_completed
-    from tqdm import tqdm
-
-    futures = client.compute(tasks)
-    try:
-        with tqdm(total=len(futures), desc=desc, file=sys.stderr, disable=not show) as bar:
-            for fut in as_completed(futures):
-                fut.result()  # raise the first failure
-                bar.update(1)
-        return [f.result() for f in futures]
-    finally:
-        client.cancel(futures)

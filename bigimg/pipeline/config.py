@@ -3,15 +3,15 @@
 A config is data only: an ``[input]`` table (a path, or one registered source
 such as ``noise``), a list of ``[[steps]]`` each naming a registered ``op`` and
 its parameters, and an ``[output]`` table. Every table is validated by a
-pydantic model that forbids unknown keys. Each capability module registers its
-own ops with :func:`register_op`, so adding an op touches one place.
+pydantic model that forbids unknown keys. The ops and sources are listed in
+:mod:`bigimg.pipeline.ops`, the one place that knows every capability.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import tomllib
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, cast
@@ -19,65 +19,14 @@ from typing import Any, Literal, cast
 import xarray as xr
 from pydantic import BaseModel, ConfigDict, StrictBool, ValidationError
 
-
-class ConfigError(ValueError):
-    """A pipeline config that cannot be run; the message names the key."""
-
-
-class Params(BaseModel):
-    """Base of every step's parameter model: strict keys, no coercion surprises."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-@dataclass(frozen=True)
-class Op:
-    name: str
-    func: Callable[..., xr.DataArray]
-    params: type[Params]
-    writes: tuple[str, ...] = ()  # Path params naming files the op writes (gets ``overwrite=``)
-
-
-@dataclass(frozen=True)
-class Source:
-    name: str
-    func: Callable[..., xr.DataArray]
-    params: type[Params]
-
-
-OPS: dict[str, Op] = {}
-SOURCES: dict[str, Source] = {}
-
-
-def register_op(
-    name: str, params: type[Params], *, writes: tuple[str, ...] = ()
-) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Register ``func(img, **params) -> DataArray`` as pipeline op ``name``.
-
-    Fields typed ``pathlib.Path`` in ``params`` are resolved against the
-    config file's folder before the call. Those named in ``writes`` are files
-    the op writes: the pipeline refuses them when they exist (unless
-    ``overwrite``) or overlap any input or output, and calls the op with
-    ``overwrite=``; every other Path field is an input.
-    """
-
-    def deco(func: Callable[..., Any]) -> Callable[..., Any]:
-        OPS[name] = Op(name, func, params, writes)
-        return func
-
-    return deco
-
-
-def register_source(
-    name: str, params: type[Params]
-) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Register ``func(**params) -> DataArray`` as an ``[input]`` source key."""
-
-    def deco(func: Callable[..., Any]) -> Callable[..., Any]:
-        SOURCES[name] = Source(name, func, params)
-        return func
-
-    return deco
+from bigimg.errors import ConfigError
+from bigimg.files import check_disjoint, check_new_file
+from bigimg.image import from_array
+from bigimg.io.api import to_zarr
+from bigimg.io.read import open_image
+from bigimg.io.store import check_fingerprint, check_output, fingerprint
+from bigimg.pipeline.ops import OPS, SOURCES
+from bigimg.pipeline.registry import Params
 
 
 # ---------------------------------------------------------------- models
@@ -128,6 +77,14 @@ class Pipeline:
                         reads.append(value)
         return reads, writes
 
+    def computing_steps(self) -> list[str]:
+        """The steps that compute before the write (statistics, fits), as ``steps[i] (op)``.
+
+        Each reads its input once more than the write does (see ``computes``
+        in :mod:`bigimg.pipeline.registry`).
+        """
+        return [f"steps[{i}] ({s.op})" for i, s in enumerate(self.steps) if OPS[s.op].computes]
+
     def check(self, *, overwrite: bool = False, resume: bool = False) -> str:
         """Refuse a run that would lose data, before any work; returns the store action.
 
@@ -136,9 +93,6 @@ class Pipeline:
         ``overwrite`` (or, for an op's files, ``resume``); a resumed store must
         have been written from this same input, options and steps.
         """
-        from bigimg.files import check_disjoint, check_new_file
-        from bigimg.io import check_fingerprint, check_output
-
         reads, writes = self.paths()
         for i, (key, path) in enumerate(writes):
             others = [p for j, (_k, p) in enumerate(writes) if j != i]
@@ -152,8 +106,6 @@ class Pipeline:
 
     def fingerprint(self) -> dict[str, Any]:
         """What determines the output (see :func:`bigimg.io.fingerprint`)."""
-        from bigimg.io import fingerprint
-
         return fingerprint(self._source(), self._input_options(), list(self.raw_steps))
 
     def _source(self) -> str:
@@ -170,8 +122,6 @@ class Pipeline:
 
         ``overwrite`` is passed to the ops that write files of their own.
         """
-        from bigimg.image import from_array, open_image
-
         # a dict[str, int] for a Mapping[Hashable, Any] (Mapping's key type is invariant)
         chunks = cast("str | int | Mapping[Hashable, Any]", self.input.chunks)
         if self.source_name is not None:
@@ -198,8 +148,6 @@ class Pipeline:
         pyramid: bool | None = None,
     ) -> Any:
         """Build the graph and write it to ``output.path`` (computes)."""
-        from bigimg.io import to_zarr
-
         self.check(overwrite=overwrite, resume=resume)  # fail before any work
         img = self.build(overwrite=overwrite or resume)
         return to_zarr(
@@ -240,7 +188,6 @@ def load_config(path: str | Path) -> Pipeline:
 
 def parse_config(data: Mapping[str, Any], *, base: Path) -> Pipeline:
     """Validate a config mapping; relative paths resolve against ``base``."""
-    _register_builtin_ops()
     unknown = sorted(set(data) - {"input", "steps", "output"})
     if unknown:
         raise ConfigError(
@@ -320,19 +267,3 @@ def _abs(path: Path | None, base: Path) -> Path | None:
 def _resolve(params: Params, base: Path) -> Params:
     update = {k: _abs(v, base) for k, v in params if isinstance(v, Path)}
     return params.model_copy(update=update) if update else params
-
-
-# ---------------------------------------------------------------- built-in ops
-class AstypeParams(Params):
-    dtype: Literal["float32", "float64"]
-
-
-@register_op("astype", AstypeParams)
-def astype(img: xr.DataArray, *, dtype: str) -> xr.DataArray:
-    """Cast to a floating dtype (the identity when already that dtype)."""
-    return img.astype(dtype)
-
-
-def _register_builtin_ops() -> None:
-    """Import every capability module so that its ops are registered."""
-    import bigimg  # noqa: F401  (the package imports each capability module)

@@ -1,9 +1,9 @@
-"""Multiscale outputs: NaN-aware block means and OME-NGFF pyramids in a bigimg store.
+"""Pyramids: coarsened levels (OME-NGFF ``multiscales``) inside a bigimg store.
 
 A pyramid lives inside the store it summarises. Level 0 is the store's own
 ``image``; level ``k`` (k >= 1) is the bigimg store ``levels/<k>`` nested in it,
 the NaN-aware 2 x 2 block mean of level ``k - 1`` in ``y`` and ``x``. Every
-level is written by :func:`bigimg.io.to_zarr`, so it carries its own
+level is written as a bigimg store (:func:`bigimg.to_zarr`), so it carries its own
 provenance and ``bigimg_complete`` flag, resumes after an interruption, and
 opens with plain xarray::
 
@@ -19,19 +19,16 @@ own ``bigimg_complete`` flag is never touched.
 
 from __future__ import annotations
 
-import math
 import os
-from collections.abc import Hashable, Mapping
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import xarray as xr
 
 from bigimg.errors import unreadable_metadata
-from bigimg.image import check_image, float_dtype, per_dim
-from bigimg.io import VAR, open_zarr, to_zarr
-from bigimg.pipeline import Params, register_op
+from bigimg.io.store import VAR, is_zarr_store, open_store, quiet_zarr, write
+from bigimg.resample import check_size, coarsen_mean
 
 LEVELS_GROUP = "levels"
 NGFF_VERSION = "0.5"
@@ -41,75 +38,6 @@ _STORE_ATTRS = {"bigimg_version", "bigimg_source", "bigimg_config", "bigimg_comp
 
 
 # ---------------------------------------------------------------- public API
-def coarsen_mean(obj: xr.DataArray, factor: int | Mapping[Hashable, int] = 2) -> xr.DataArray:
-    """NaN-aware block mean: each output pixel is the mean of the valid input pixels of its block.
-
-    The last block along a dim is smaller when the size is not a multiple of
-    the factor (xarray's ``boundary="pad"``: padded with NaN, which the mean
-    skips). A block with no valid pixel is NaN. Lazy.
-
-    Parameters
-    ----------
-    obj : xarray.DataArray
-        Image with dims ``y`` and ``x`` (any others, such as ``band`` or
-        ``image``, are kept).
-    factor : int or dict, default 2
-        Block size: an int applies to ``y`` and ``x``; a dict names dims
-        (dims left out get 1). A factor larger than its dim's size makes one
-        block of the whole dim, as xarray's ``boundary="pad"`` does.
-
-    Returns
-    -------
-    xarray.DataArray
-        float32 (float64 stays float64), coords along the coarsened dims are
-        block means (pixel centres), attrs kept.
-
-    Raises
-    ------
-    TypeError
-        ``obj`` is not a DataArray or not real numbers, or ``factor`` is
-        neither int nor dict.
-    ValueError
-        A factor is not a positive integer, names an unknown dim, or would
-        average a non-numeric coord (such as band names).
-
-    Notes
-    -----
-    This is ``obj.coarsen(..., boundary="pad").mean()``. Chunks are first
-    aligned to multiples of the factor, so each output chunk reads one input
-    chunk and memory stays bounded by the chunk size.
-
-    Examples
-    --------
-    >>> import numpy as np, bigimg as bi
-    >>> from bigimg.multiscale import coarsen_mean
-    >>> img = bi.from_array(np.array([[1.0, 3.0, 5.0], [np.nan, 2.0, np.nan]], "float32"))
-    >>> coarsen_mean(img, 2).isel(band=0).values
-    array([[2., 5.]], dtype=float32)
-    """
-    check_image(obj, "obj")
-    if obj.dtype.kind not in "biuf":
-        raise TypeError(f"obj must have a real numeric dtype (bool, int or float), got {obj.dtype}")
-    factors = _factors(obj, factor)
-    windows = {d: f for d, f in factors.items() if f > 1}
-    _check_coords(obj, windows)
-    data = obj.astype(float_dtype(obj.dtype))
-    if not windows:
-        return data
-    pad = {d: (0, -data.sizes[d] % f) for d, f in windows.items() if data.sizes[d] % f}
-    if pad:  # NaN-pad to whole blocks (what boundary="pad" does), before aligning chunks
-        data = data.pad(pad, mode="constant", keep_attrs=True)
-    if data.chunks is not None:  # align chunk boundaries with block boundaries
-        aligned = {}
-        for d, f in windows.items():
-            chunks = data.chunks[data.get_axis_num(d)]
-            if any(c % f for c in chunks):
-                aligned[d] = max(f, round(max(chunks) / f) * f)
-        if aligned:
-            data = data.chunk(aligned)
-    return data.coarsen(windows, boundary="exact").mean()
-
-
 def write_pyramid(
     store: str | os.PathLike[str],
     *,
@@ -163,7 +91,7 @@ def write_pyramid(
     Examples
     --------
     >>> import numpy as np, bigimg as bi, tempfile, os
-    >>> from bigimg.multiscale import write_pyramid, open_level
+    >>> from bigimg.io.pyramid import write_pyramid, open_level
     >>> path = os.path.join(tempfile.mkdtemp(), "big.zarr")
     >>> _ = bi.to_zarr(bi.from_array(np.ones((40, 30))), path, progress=False)
     >>> [p.name for p in write_pyramid(path, max_size=10, progress=False)]
@@ -171,9 +99,9 @@ def write_pyramid(
     >>> open_level(path, 2).shape
     (10, 8, 1)
     """
-    _check_size(max_size, "max_size")
+    check_size(max_size, "max_size")
     root = Path(store)
-    base = open_zarr(root, allow_incomplete=root_pending)  # validates: exists, bigimg store
+    base = open_store(root, allow_incomplete=root_pending)  # validates: exists, bigimg store
     chunks = {d: c[0] for d, c in zip(base.dims, base.chunks or (), strict=True)}
     _ensure_levels_group(root)
     paths: list[Path] = []
@@ -184,7 +112,7 @@ def write_pyramid(
         level = level.chunk({d: min(chunks[d], level.sizes[d]) for d in ("y", "x")})
         level.attrs = {a: v for a, v in level.attrs.items() if a not in _STORE_ATTRS}
         path = _level_store(root, k)
-        to_zarr(
+        write(
             level,
             path,
             resume=path.exists(),
@@ -194,7 +122,7 @@ def write_pyramid(
         )
         paths.append(path)
         _write_multiscales(root, base, k)
-        prev = open_zarr(path)
+        prev = open_store(path)
     if k == 0:
         _write_multiscales(root, base, 0)
     return paths
@@ -239,14 +167,14 @@ def open_level(store: str | os.PathLike[str], level: int, *, chunks: Any = None)
         raise ValueError(f"level must be >= 0, got {level!r}")
     root = Path(store)
     if level == 0:
-        return open_zarr(root, chunks=chunks)
+        return open_store(root, chunks=chunks)
     available = pyramid_levels(root)
     if level not in available:
         raise ValueError(
             f"level: store {str(root)!r} has no complete level {level}; it has levels "
-            f"{available} (add levels with bigimg.multiscale.write_pyramid)"
+            f"{available} (add levels with bigimg.write_pyramid)"
         )
-    return open_zarr(_level_store(root, level), chunks=chunks)
+    return open_store(_level_store(root, level), chunks=chunks)
 
 
 def pyramid_levels(store: str | os.PathLike[str]) -> list[int]:
@@ -279,7 +207,7 @@ def best_level(store: str | os.PathLike[str], max_size: int) -> int:
     A quick-look of ``max_size`` pixels read from this level reads the least
     data without upsampling.
     """
-    _check_size(max_size, "max_size")
+    check_size(max_size, "max_size")
     best = 0
     for k in pyramid_levels(store):
         shape = open_level(store, k).sizes
@@ -288,46 +216,23 @@ def best_level(store: str | os.PathLike[str], max_size: int) -> int:
     return best
 
 
-# ---------------------------------------------------------------- pipeline op
-class CoarsenParams(Params):
-    factor: dict[str, int] | int = 2
-
-
-@register_op("coarsen_mean", CoarsenParams)
-def _coarsen_op(img: xr.DataArray, *, factor: dict[str, int] | int = 2) -> xr.DataArray:
-    return coarsen_mean(img, cast("int | Mapping[Hashable, int]", factor))
-
-
 # ---------------------------------------------------------------- internals
-def _check_size(value: Any, name: str) -> None:
-    if not isinstance(value, int | np.integer) or isinstance(value, bool):
-        raise TypeError(f"{name} must be a positive int, got {value!r}")
-    if value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
+def level_states(path: Path) -> dict[int, bool]:
+    """Pyramid levels found under ``levels/``: level -> complete (read-only)."""
+    import zarr
 
-
-def _factors(obj: xr.DataArray, factor: Any) -> dict[Hashable, int]:
-    values = per_dim(obj, factor, "factor", default=1.0)
-    out = {}
-    for d, v in zip(obj.dims, values, strict=True):
-        if v < 1 or v != math.floor(v):
-            raise ValueError(f"factor[{d!r}] must be a positive integer, got {v!r}")
-        # beyond the dim's size, padding only adds NaN the mean skips: one block
-        # of the whole dim is the same result, without padding to the factor
-        out[d] = min(int(v), obj.sizes[d])
-    return out
-
-
-def _check_coords(obj: xr.DataArray, windows: Mapping[Hashable, int]) -> None:
-    """Refuse coarsening a dim whose coords cannot be averaged (block means of labels)."""
-    for name, coord in obj.coords.items():
-        coarsened = [d for d in coord.dims if d in windows]
-        if coarsened and coord.dtype.kind not in "biufmM":
-            raise ValueError(
-                f"factor[{coarsened[0]!r}]={windows[coarsened[0]]} would average the coord "
-                f"{name!r} of dtype {coord.dtype}, which has no mean; drop it first "
-                f"(obj.drop_vars({name!r})) or leave {coarsened[0]!r} out of factor"
-            )
+    out: dict[int, bool] = {}
+    levels = path / "levels"
+    if not levels.is_dir():
+        return out
+    for child in levels.iterdir():
+        if child.name.isdigit() and is_zarr_store(child):
+            try:
+                attrs = zarr.open_group(str(child), mode="r", use_consolidated=False).attrs
+                out[int(child.name)] = bool(attrs.get("bigimg_complete"))
+            except Exception:
+                out[int(child.name)] = False
+    return dict(sorted(out.items()))
 
 
 def _level_path(k: int) -> str:
@@ -389,9 +294,7 @@ def _multiscales(base: xr.DataArray, n_levels: int) -> dict[str, Any]:
 def _write_multiscales(root: Path, base: xr.DataArray, n_levels: int) -> None:
     import zarr
 
-    from bigimg.io import _quiet_zarr
-
-    with _quiet_zarr():
+    with quiet_zarr():
         group = zarr.open_group(str(root), mode="r+", use_consolidated=False)
         group.attrs["ome"] = _multiscales(base, n_levels)
         zarr.consolidate_metadata(str(root))

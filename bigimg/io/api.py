@@ -1,0 +1,240 @@
+"""The public store API: write an image with its pyramid, open it, describe it.
+
+:mod:`bigimg.io.store` handles one store (layout, completeness, resume,
+checked reads) and :mod:`bigimg.io.pyramid` the levels inside it; the
+functions here put the two together.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, cast
+
+import numpy as np
+import xarray as xr
+
+from bigimg.errors import unreadable_metadata
+from bigimg.io.pyramid import best_level, level_states, open_level, pyramid_levels, write_pyramid
+from bigimg.io.read import open_image
+from bigimg.io.store import (
+    VAR,
+    WriteResult,
+    dim_names,
+    existing_store,
+    is_zarr_store,
+    open_store,
+    stored_chunks,
+    write,
+)
+from bigimg.resample import check_size
+
+
+def to_zarr(
+    obj: xr.DataArray,
+    store: str | os.PathLike[str],
+    *,
+    overwrite: bool = False,
+    resume: bool = False,
+    config: Any = None,
+    source: str | None = None,
+    progress: bool | None = None,
+    pyramid: bool = False,
+    inputs: Mapping[str, Any] | None = None,
+) -> WriteResult:
+    """Compute ``obj`` and write it to a Zarr store (computes).
+
+    Parameters
+    ----------
+    obj : xarray.DataArray
+        The (lazy) image to write; it becomes the store's ``image`` variable.
+    store : str or path-like
+        A local directory path for the Zarr v3 store.
+    overwrite : bool, default False
+        Replace an existing store. Without it an existing path is an error.
+    resume : bool, default False
+        Finish an interrupted store: chunks already stored are not recomputed.
+    config : object, optional
+        The pipeline steps recorded as ``bigimg_config`` (JSON).
+    source : str, optional
+        Recorded as ``bigimg_source``; defaults to ``obj.attrs["bigimg_source"]``.
+    progress : bool, optional
+        Show a progress bar on stderr; default: only when stderr is a TTY.
+    pyramid : bool, default False
+        Also write coarsened levels (OME-NGFF ``multiscales``) into the
+        store, see :func:`bigimg.write_pyramid`. The store is marked
+        complete only once every level is.
+    inputs : mapping, optional
+        How the input was opened (``{"nodata": 0, "chunks": ...}``), recorded
+        in the store's fingerprint so that a resume with other options is
+        refused.
+
+    Returns
+    -------
+    WriteResult
+
+    Raises
+    ------
+    FileExistsError
+        The store exists and neither ``overwrite`` nor ``resume`` was given.
+    ValueError
+        The path is a file or a non-Zarr directory, it overlaps the input
+        (``obj.attrs["bigimg_source"]``, whatever ``overwrite`` says), or
+        ``resume`` found a store written from another computation (its
+        fingerprint differs: the message names what).
+
+    Notes
+    -----
+    Group attrs ``bigimg_version``, ``bigimg_source``, ``bigimg_config`` and
+    ``bigimg_complete`` record provenance; ``bigimg_complete`` becomes true
+    last, after every chunk is written, and the metadata is re-consolidated.
+    ``bigimg_fingerprint`` records everything that determines the output
+    (the input's identity: a file's size and mtime, or a store's metadata
+    digest; the input options; the steps; the bigimg version); ``resume``
+    refuses a store whose fingerprint differs, complete or not.
+
+    Examples
+    --------
+    >>> import numpy as np, bigimg as bi, tempfile, os, xarray as xr
+    >>> path = os.path.join(tempfile.mkdtemp(), "out.zarr")
+    >>> img = bi.from_array(np.ones((8, 8)), chunks={"y": 4, "x": 4})
+    >>> bi.to_zarr(img, path, progress=False).chunks_written
+    4
+    >>> bool(xr.open_zarr(path).attrs["bigimg_complete"])
+    True
+    """
+    finish = None
+    if pyramid:
+        # resumes too: complete levels are skipped; the root stays incomplete until all are done
+        def finish(path: Path) -> None:
+            write_pyramid(path, progress=progress, root_pending=True)
+
+    return write(
+        obj,
+        store,
+        overwrite=overwrite,
+        resume=resume,
+        config=config,
+        source=source,
+        progress=progress,
+        inputs=inputs,
+        before_complete=finish,
+    )
+
+
+def open_zarr(
+    store: str | os.PathLike[str],
+    *,
+    allow_incomplete: bool = False,
+    chunks: Any = None,
+    level: int = 0,
+) -> xr.DataArray:
+    """Open a bigimg output store as its ``image`` DataArray (lazy).
+
+    Parameters
+    ----------
+    store : str or path-like
+        A store written by :func:`to_zarr`.
+    allow_incomplete : bool, default False
+        Open a store whose write was interrupted (missing chunks read as NaN).
+    chunks : dict, optional
+        Dask chunks; default: the store's own chunks.
+    level : int, default 0
+        Pyramid level to open (0 = full resolution), see :func:`bigimg.open_level`.
+
+    Returns
+    -------
+    xarray.DataArray
+        With the store's provenance attrs merged into ``attrs``.
+
+    Raises
+    ------
+    FileNotFoundError
+        No such path.
+    ValueError
+        Not a bigimg store, or incomplete and ``allow_incomplete`` is false.
+
+    Examples
+    --------
+    >>> import numpy as np, bigimg as bi, tempfile, os
+    >>> path = os.path.join(tempfile.mkdtemp(), "out.zarr")
+    >>> _ = bi.to_zarr(bi.from_array(np.eye(4)), path, progress=False)
+    >>> bi.open_zarr(path).dims
+    ('y', 'x', 'band')
+    """
+    if level:
+        return open_level(store, level, chunks=chunks)
+    return open_store(store, allow_incomplete=allow_incomplete, chunks=chunks)
+
+
+def store_info(store: str | os.PathLike[str]) -> dict[str, Any]:
+    """Describe a store without reading its chunks: dims, chunks, completeness, provenance.
+
+    Reads metadata and lists chunk files only: it never modifies the store, so
+    it is safe to run on a store that is being written. ``damaged`` names
+    what is wrong with a store marked complete (missing chunks, interrupted
+    pyramid levels), or is None.
+    """
+    import zarr
+
+    path = existing_store(store)
+    try:
+        node = zarr.open(str(path), mode="r", use_consolidated=False)
+        attrs = dict(node.attrs)
+        arr = cast(
+            "zarr.Array | None",
+            node[VAR] if isinstance(node, zarr.Group) and VAR in node else None,
+        )
+    except Exception as e:
+        raise unreadable_metadata(path, e) from e
+    if arr is None:
+        raise ValueError(
+            f"store: {str(path)!r} has no {VAR!r} array, so it was not written by bigimg; "
+            "bigimg.open_image (and bigimg run, quicklook) read it as an input"
+        )
+    stored = len(stored_chunks(path / VAR))
+    total = int(np.prod([len(range(0, s, c)) for s, c in zip(arr.shape, arr.chunks, strict=True)]))
+    complete = bool(attrs.get("bigimg_complete", False))
+    problems = []
+    if complete and stored < total:
+        problems.append(f"{total - stored} of {total} chunks missing from a store marked complete")
+    levels = level_states(path)
+    pending = [k for k, done in levels.items() if not done]
+    if pending:
+        problems.append(f"pyramid level(s) {pending} interrupted")
+    return {
+        "path": str(path),
+        "dims": list(dim_names(arr)),
+        "shape": list(arr.shape),
+        "chunks": list(arr.chunks),
+        "dtype": str(arr.dtype),
+        "complete": complete,
+        "damaged": "; ".join(problems) or None,
+        "chunks_stored": stored,
+        "chunks_total": total,
+        "levels": [k for k, done in levels.items() if done],
+        "bigimg_version": attrs.get("bigimg_version"),
+        "bigimg_source": attrs.get("bigimg_source"),
+        "bigimg_config": attrs.get("bigimg_config"),
+    }
+
+
+def open_for_quicklook(path: str | os.PathLike[str], max_size: int) -> xr.DataArray:
+    """Open an image file for a preview, from a pyramid level when the store has one.
+
+    For a bigimg store with a pyramid (:func:`bigimg.write_pyramid`)
+    this is the coarsest level still at least ``max_size`` pixels on its
+    longest side, so the preview reads a fraction of the data (the stretch
+    percentiles then come from that level); any other image opens with
+    :func:`bigimg.open_image`. The result's ``encoding["source"]`` is
+    ``path``, so that :func:`bigimg.quicklook` refuses to write its PNG into it.
+    """
+    check_size(max_size, "max_size")
+    path = Path(path)
+    if is_zarr_store(path) and (path / "image").is_dir() and pyramid_levels(path) != [0]:
+        out = open_level(path, best_level(path, max_size))
+    else:
+        out = open_image(path)
+    out.encoding["source"] = str(path)
+    return out

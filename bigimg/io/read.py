@@ -1,0 +1,306 @@
+"""Reading inputs: Zarr stores (bigimg's or other tools'), TIFF/GeoTIFF, .npy, PNG/JPEG.
+
+Every reader returns a lazy bigimg image and records the paths its dask
+layers read (:func:`bigimg.files.note_read`), so that no write can overlap
+an input.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import warnings
+from collections.abc import Callable, Hashable, Mapping
+from pathlib import Path
+from typing import Any, cast
+
+import dask.array as da
+import numpy as np
+import xarray as xr
+from dask.base import tokenize
+
+from bigimg.errors import unreadable_metadata
+from bigimg.files import note_read
+from bigimg.image import (
+    IMAGE_DIMS,
+    SPATIAL_DIMS,
+    STACK_DIMS,
+    apply_nodata,
+    from_array,
+    normalize_chunks,
+)
+from bigimg.io.chunks import read_in_chunks
+from bigimg.io.store import open_dataset, stored_image
+
+_ZARR_MARKERS = ("zarr.json", ".zgroup", ".zarray")
+_TIFF_SUFFIXES = {".tif", ".tiff", ".gtiff"}
+_PLAIN_SUFFIXES = {".png", ".jpg", ".jpeg"}
+
+
+def open_image(
+    path: str | Path,
+    *,
+    chunks: str | int | Mapping[Hashable, Any] = "auto",
+    nodata: float | None = None,
+) -> xr.DataArray:
+    """Open an image file lazily as a bigimg DataArray.
+
+    Parameters
+    ----------
+    path : str or Path
+        A Zarr store (a bigimg output, a group holding one array, or a bare
+        array), a TIFF/BigTIFF (read tile by tile), a ``.npy`` file
+        (memory-mapped) or a PNG/JPEG (small images, read whole).
+    chunks, nodata
+        As in :func:`from_array`. From a Zarr store or a tiled TIFF, chunks
+        made of whole store chunks (tiles) are read one region per task;
+        others are read in the store's chunks and rechunked.
+
+    Returns
+    -------
+    xarray.DataArray
+
+    Raises
+    ------
+    FileNotFoundError
+        The path does not exist.
+    ValueError
+        Unknown format, or the data is not 2-4 dimensional.
+
+    Examples
+    --------
+    >>> import numpy as np, bigimg as bi, tempfile, os
+    >>> path = os.path.join(tempfile.mkdtemp(), "a.npy")
+    >>> np.save(path, np.arange(12, dtype="uint8").reshape(3, 4))
+    >>> img = bi.open_image(path, nodata=0)
+    >>> img.dtype, img.dims, bool(img.isnull()[0, 0, 0])
+    (dtype('float32'), ('y', 'x', 'band'), True)
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"path: no such file or directory: {str(path)!r}")
+    suffix = path.suffix.lower()
+    attrs = {"bigimg_source": str(path)}
+    read = None  # for stores: how to read them in other chunks
+    if path.is_dir():
+        if not any((path / m).exists() for m in _ZARR_MARKERS):
+            raise ValueError(f"path: {str(path)!r} is a directory but not a Zarr store")
+        obj, read = _open_zarr_input(path)
+    elif suffix in _TIFF_SUFFIXES:
+        obj, read = _open_tiff(path)
+    elif suffix == ".npy":
+        obj = np.load(path, mmap_mode="r")  # chunked lazily by from_array
+    elif suffix in _PLAIN_SUFFIXES:
+        obj = _open_plain(path)
+    else:
+        raise ValueError(
+            f"path: unknown image format {suffix or '(no suffix)'!r} for {str(path)!r}; "
+            "expected a Zarr store, .tif/.tiff, .npy, .png or .jpg"
+        )
+    if read is not None and chunks != "auto":
+        stored = from_array(obj)  # a dask array keeps its (the store's) chunks
+        out = read_in_chunks(stored, normalize_chunks(stored, chunks), read)
+        if nodata is not None:
+            out = apply_nodata(out, nodata)
+    else:
+        out = from_array(obj, chunks=chunks, nodata=nodata)
+    out.attrs = {**out.attrs, **attrs}
+    return out
+
+
+# ---------------------------------------------------------------- readers
+def _open_zarr_input(path: Path) -> tuple[Any, Callable[[Any], da.Array] | None]:
+    """The array of a Zarr store (lazy, in its chunks), and how to read it in other chunks."""
+    import zarr
+
+    try:
+        node = zarr.open(str(path), mode="r")
+    except Exception as e:
+        raise unreadable_metadata(path, e) from e
+    if not isinstance(node, zarr.Array) and "bigimg_complete" in node.attrs:  # a bigimg store
+        return stored_image(*open_dataset(path, allow_incomplete=False))
+    if not isinstance(node, zarr.Array):
+        return _foreign_group(path, node), None
+    names: Any = node.metadata.dimension_names if node.metadata.zarr_format == 3 else None
+    names = names or node.attrs.get("_ARRAY_DIMENSIONS")
+    if names and tuple(names) != {2: SPATIAL_DIMS, 3: IMAGE_DIMS, 4: STACK_DIMS}.get(node.ndim):
+        data, _ = _zarr_array(node, path)
+        return _named(xr.DataArray(data, dims=tuple(names)), path), None
+    return _zarr_array(node, path)
+
+
+def _foreign_group(path: Path, node: Any) -> xr.DataArray:
+    """The one image variable of a Zarr group written by another tool (xarray, zarr)."""
+    try:
+        ds = xr.open_zarr(path, chunks={}, consolidated=None)
+    except Exception as e:
+        raise unreadable_metadata(path, e) from e
+    images = [name for name, v in ds.data_vars.items() if v.ndim >= 2]
+    if len(images) != 1:
+        raise ValueError(
+            f"path: Zarr group {str(path)!r} holds variables {list(ds.data_vars)!r}; expected "
+            "a bigimg store or a group with exactly one 2-4 dimensional array"
+        )
+    obj = ds[images[0]]
+    note_read(obj.data.name, path)
+    return _named(obj, path)
+
+
+def _named(obj: xr.DataArray, path: Path) -> xr.DataArray:
+    """``obj`` in bigimg's dim order when its dims are bigimg's names, else renamed by position."""
+    if set(obj.dims) <= set(STACK_DIMS):
+        order = [d for d in STACK_DIMS if d in obj.dims]
+        if not {"y", "x"} <= set(order):
+            raise ValueError(f"path: {str(path)!r} has dims {obj.dims!r}; an image needs y and x")
+        return obj.transpose(*order)
+    if obj.ndim not in (2, 3, 4):
+        raise ValueError(f"path: {str(path)!r} holds a {obj.ndim}-D array; expected 2-4 dims")
+    default = {2: SPATIAL_DIMS, 3: IMAGE_DIMS, 4: STACK_DIMS}[obj.ndim]
+    return obj.rename(dict(zip(obj.dims, default, strict=True)))
+
+
+def _zarr_array(node: Any, path: Path) -> tuple[da.Array, Callable[[Any], da.Array]]:
+    """A zarr array as dask (its chunks) and how to read it in other chunks."""
+
+    def read(chunks: tuple[tuple[int, ...], ...] | None) -> da.Array:
+        spec = node.chunks if chunks is None else chunks[: node.ndim]
+        name = note_read(f"read-zarr-{tokenize(str(path), node.path, spec)}", path)
+        data = da.from_zarr(node, chunks=spec, name=name)
+        return data[..., np.newaxis] if chunks and len(chunks) > node.ndim else data  # band
+
+    return read(None), read
+
+
+def _open_tiff(path: Path) -> tuple[Any, Callable[[Any], da.Array] | None]:
+    """A TIFF tile by tile (tifffile), or a GeoTIFF through rioxarray.
+
+    tifffile's zarr view of a TIFF holds an open file and a lock, which cannot
+    be sent to a worker; each task opens the file by path instead (once per
+    worker process, see :func:`_tiff_node`), so the graph pickles for any
+    ``distributed`` cluster.
+    """
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        geo = tif.is_geotiff
+        axes = tif.series[0].axes
+    if geo:
+        try:
+            return _open_geotiff(path), None
+        except ImportError:  # the optional `geo` extra is not installed
+            pass
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+    node = _tiff_node(*key)
+    dtype = np.dtype(node.dtype)
+
+    def read(chunks: tuple[tuple[int, ...], ...]) -> da.Array:
+        data = da.map_blocks(
+            _read_tiff_block,
+            dtype=dtype,
+            chunks=chunks[: node.ndim],
+            meta=np.empty((0,) * node.ndim, dtype),
+            name=note_read(f"read-tiff-{tokenize(key, chunks)}", path),
+            key=key,
+        )
+        return data[..., np.newaxis] if len(chunks) > node.ndim else data  # from_array's band
+
+    stored = read(tuple(da.core.normalize_chunks(node.chunks, node.shape)))
+    if axes in ("YX", "YXS"):
+        return stored, read
+    return _named(xr.DataArray(stored, dims=_tiff_dims(axes, path)), path), None
+
+
+def _tiff_dims(axes: str, path: Path) -> tuple[str, ...]:
+    """bigimg dim names for tifffile's axes codes: Y, X; S or C -> band; one other -> image."""
+    names = {"Y": "y", "X": "x", "S": "band"}
+    if "S" not in axes:
+        names["C"] = "band"
+    others = [a for a in axes if a not in names]
+    if len(others) > 1:
+        raise ValueError(
+            f"path: TIFF {str(path)!r} has axes {axes!r}; bigimg reads Y, X, samples and at "
+            "most one more axis (a stack of images)"
+        )
+    return tuple(names.get(a, "image") for a in axes)
+
+
+@functools.lru_cache(maxsize=16)
+def _tiff_node(path: str, mtime_ns: int, size: int) -> Any:
+    """The TIFF's level-0 image as a read-only zarr array (cached per process and file version)."""
+    import tifffile
+    import zarr
+
+    node = zarr.open(tifffile.imread(path, aszarr=True), mode="r")
+    return node if isinstance(node, zarr.Array) else node["0"]  # pyramidal TIFF: level 0
+
+
+def _read_tiff_block(block_info: Any = None, *, key: tuple[str, int, int]) -> np.ndarray:
+    path, mtime_ns, size = key
+    stat = os.stat(path)
+    if (stat.st_mtime_ns, stat.st_size) != (mtime_ns, size):
+        raise OSError(f"input {path!r} changed while it was being read; run again")
+    region = tuple(slice(a, b) for a, b in block_info[None]["array-location"])
+    return np.asarray(_tiff_node(*key)[region])
+
+
+_PLAIN_MAX_BYTES = 4 * 2**30
+
+
+def _open_plain(path: Path) -> np.ndarray:
+    """A PNG/JPEG read whole (these formats cannot be read by region).
+
+    Pillow's decompression-bomb guard (about 180 Mpixels) is meant for images
+    from untrusted web uploads; here a large PNG is a legitimate local input,
+    so it is read when its decoded size is at most 4 GiB, and refused with a
+    way forward above that.
+    """
+    import PIL
+    import PIL.Image
+
+    limit = PIL.Image.MAX_IMAGE_PIXELS
+    PIL.Image.MAX_IMAGE_PIXELS = None
+    try:
+        with PIL.Image.open(path) as im:
+            bands = len(im.getbands())
+            nbytes = (
+                im.width
+                * im.height
+                * bands
+                * (2 if im.mode.startswith("I;16") else 4 if im.mode in ("I", "F") else 1)
+            )
+            if nbytes > _PLAIN_MAX_BYTES:
+                raise ValueError(
+                    f"path: {str(path)!r} is {im.width} x {im.height} x {bands} "
+                    f"({nbytes / 2**30:.1f} GiB decoded); PNG/JPEG must be read whole, so bigimg "
+                    "reads them up to 4 GiB: convert it to a tiled TIFF or Zarr first "
+                    "(e.g. `gdal_translate -co TILED=YES -co BIGTIFF=YES in.png out.tif`)"
+                )
+            return np.asarray(im)
+    except PIL.UnidentifiedImageError as e:
+        raise ValueError(f"path: {str(path)!r} is not a readable PNG/JPEG ({e})") from None
+    finally:
+        PIL.Image.MAX_IMAGE_PIXELS = limit
+
+
+def _open_geotiff(path: Path) -> xr.DataArray:
+    """GeoTIFF through rioxarray: x/y coords from the transform, CRS in ``spatial_ref``.
+
+    The CRS and transform ride along as coordinates, so they survive every
+    operation and are written to Zarr (``xr.open_zarr(...).rio.crs`` reads them).
+    """
+    import rioxarray
+
+    with warnings.catch_warnings():  # rioxarray's own chunks=True uses a deprecated form
+        warnings.simplefilter("ignore", FutureWarning)
+        obj = cast(
+            xr.DataArray,
+            rioxarray.open_rasterio(path, chunks=True, lock=False, mask_and_scale=False),
+        )
+    obj = obj.transpose("y", "x", "band").assign_coords(band=np.arange(obj.sizes["band"]))
+    obj.attrs = {
+        k: v for k, v in obj.attrs.items() if k not in ("_FillValue", "scale_factor", "add_offset")
+    }
+    obj.encoding = {}
+    note_read(obj.data.name, path)
+    return obj

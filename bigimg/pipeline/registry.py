@@ -1,0 +1,110 @@
+"""The op registry's building blocks: parameter models, ops, sources, one table.
+
+An op is a function ``func(img, **params) -> DataArray`` with a pydantic
+model of its config keys. The model declares the keys and their types only:
+each key's default is read from the signature of the function it is passed
+to, so a default is written once, where a Python user sees it too.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import xarray as xr
+from pydantic import BaseModel, ConfigDict, create_model
+from pydantic.fields import FieldInfo
+
+
+class Params(BaseModel):
+    """Base of every step's parameter model: strict keys, no coercion surprises."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass(frozen=True)
+class Op:
+    """A pipeline op (``[[steps]] op = name``) or input source (``[input] name = {...}``).
+
+    ``writes`` names the ``Path`` params that are files the op writes: the
+    pipeline refuses them when they exist (unless ``overwrite``) or overlap
+    any input or output, and calls the op with ``overwrite=``; every other
+    ``Path`` param is an input. ``computes`` is true for an op that computes
+    global statistics or fits before it returns, so reads its input once
+    more than the write does.
+    """
+
+    name: str
+    func: Callable[..., xr.DataArray]
+    params: type[Params]
+    writes: tuple[str, ...] = ()
+    computes: bool = False
+
+
+def op(
+    name: str,
+    func: Callable[..., xr.DataArray],
+    params: type[Params],
+    *,
+    defaults_from: Iterable[Callable[..., Any]] = (),
+    writes: tuple[str, ...] = (),
+    computes: bool = False,
+) -> Op:
+    """An :class:`Op` whose params take their defaults from ``func`` (then ``defaults_from``).
+
+    Raises
+    ------
+    TypeError
+        The model declares a default itself, or names a key that none of the
+        functions takes.
+    """
+    return Op(name, func, _with_defaults(name, params, [func, *defaults_from]), writes, computes)
+
+
+def table(entries: Iterable[Op]) -> dict[str, Op]:
+    """``{name: op}``; a name registered twice is an error, never a silent replacement."""
+    out: dict[str, Op] = {}
+    for entry in entries:
+        if entry.name in out:
+            raise ValueError(
+                f"op {entry.name!r} is registered twice ({out[entry.name].func.__qualname__} "
+                f"and {entry.func.__qualname__})"
+            )
+        out[entry.name] = entry
+    return out
+
+
+def _with_defaults(
+    name: str, params: type[Params], funcs: list[Callable[..., Any]]
+) -> type[Params]:
+    signatures = [inspect.signature(f) for f in funcs]
+    fields: dict[str, Any] = {}
+    for key, field in params.model_fields.items():
+        if not field.is_required():
+            raise TypeError(
+                f"op {name!r}: {params.__name__}.{key} declares a default; defaults come from "
+                f"the signature of {funcs[0].__qualname__}"
+            )
+        found = [s.parameters[key] for s in signatures if key in s.parameters]
+        if not found:
+            raise TypeError(
+                f"op {name!r}: {params.__name__}.{key} is not a parameter of "
+                f"{[f.__qualname__ for f in funcs]}"
+            )
+        defaults = [p.default for p in found if p.default is not inspect.Parameter.empty]
+        if defaults:
+            fields[key] = (
+                field.annotation,
+                FieldInfo.merge_field_infos(field, default=defaults[0]),
+            )
+    if not fields:
+        return params
+    return create_model(
+        params.__name__,
+        __base__=params,
+        __doc__=params.__doc__,
+        __module__=params.__module__,
+        **fields,
+    )
