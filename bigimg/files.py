@@ -13,6 +13,7 @@ nothing from bigimg.
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -20,23 +21,46 @@ from pathlib import Path
 from typing import Any
 
 PathLike = str | os.PathLike[str]
+_SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
 
 
-def _real(path: PathLike) -> Path:
-    """The absolute path with symlinks and ``..`` resolved (also for paths not yet created)."""
-    return Path(os.path.realpath(os.path.expanduser(os.fspath(path))))
+def is_url(where: object) -> bool:
+    """True for ``scheme://...`` strings other than ``file://`` (a local path).
+
+    >>> is_url("s3://bucket/x.zarr"), is_url("file:///tmp/x.zarr"), is_url("/tmp/x.zarr")
+    (True, False, False)
+    """
+    if not isinstance(where, str):
+        return False
+    m = _SCHEME.match(where)
+    return m is not None and m.group(1).lower() != "file"
+
+
+def path_parts(path: PathLike) -> tuple[str, ...]:
+    """``(scheme, *segments)``: a local path resolved (symlinks, ``..``, also for paths not
+    yet created), a URL split on ``/``."""
+    text = os.fspath(path)
+    if text.lower().startswith("file://"):
+        text = text[len("file://") :]
+    if is_url(text):
+        scheme, rest = text.split("://", 1)
+        return (scheme.lower(), *[s for s in rest.split("/") if s])
+    return ("file", *Path(os.path.realpath(os.path.expanduser(text))).parts)
 
 
 def overlaps(a: PathLike, b: PathLike) -> bool:
-    """True when ``a`` and ``b`` are the same path or one lies inside the other.
+    """True when ``a`` and ``b`` are the same path or URL, or one lies inside the other.
 
     >>> overlaps("/data/in.zarr", "/data/in.zarr/image")
     True
     >>> overlaps("/data/in.zarr", "/data/out.zarr")
     False
+    >>> overlaps("s3://bucket/in.zarr", "s3://bucket/in.zarr/levels/1")
+    True
     """
-    ra, rb = _real(a), _real(b)
-    return ra == rb or ra in rb.parents or rb in ra.parents
+    pa, pb = path_parts(a), path_parts(b)
+    n = min(len(pa), len(pb))
+    return pa[:n] == pb[:n]
 
 
 def check_disjoint(output: PathLike, inputs: Iterable[PathLike | None], *, what: str) -> None:

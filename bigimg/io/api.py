@@ -7,19 +7,19 @@ functions here put the two together.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
-from pathlib import Path
+from collections.abc import Hashable, Mapping
 from typing import Any, cast
 
 import numpy as np
 import xarray as xr
 
 from bigimg.errors import unreadable_metadata
+from bigimg.io.location import Location
 from bigimg.io.pyramid import best_level, level_states, open_level, pyramid_levels, write_pyramid
 from bigimg.io.read import open_image
 from bigimg.io.store import (
     VAR,
+    StoreLike,
     WriteResult,
     dim_names,
     existing_store,
@@ -33,8 +33,10 @@ from bigimg.resample import check_size
 
 def to_zarr(
     obj: xr.DataArray,
-    store: str | os.PathLike[str],
+    store: StoreLike,
     *,
+    storage_options: Mapping[str, Any] | None = None,
+    shards: Mapping[Hashable, int] | None = None,
     overwrite: bool = False,
     resume: bool = False,
     config: Any = None,
@@ -49,8 +51,20 @@ def to_zarr(
     ----------
     obj : xarray.DataArray
         The (lazy) image to write; it becomes the store's ``image`` variable.
-    store : str or path-like
-        A local directory path for the Zarr v3 store.
+    store : str, path-like or URL
+        Where the Zarr v3 store goes: a local path, or a URL that fsspec
+        reaches (``s3://bucket/out.zarr``, ``gs://``, ``az://``,
+        ``memory://``, ``file://``).
+    storage_options : dict, optional
+        How to reach a URL (passed to fsspec): for S3 ``{"endpoint_url": ...,
+        "anon": ..., "profile": ..., "client_kwargs": {"region_name": ...}}``;
+        without them the standard environment applies (``AWS_*`` variables,
+        ``~/.aws``). They are never recorded or printed.
+    shards : dict, optional
+        Shard size per dim (Zarr v3 sharding), each a multiple of the chunk
+        size, e.g. ``{"y": 8192, "x": 8192}``: one object per shard instead of
+        per chunk. Each dask task writes one whole shard; resume works per
+        shard; checksums stay per chunk.
     overwrite : bool, default False
         Replace an existing store. Without it an existing path is an error.
     resume : bool, default False
@@ -107,12 +121,14 @@ def to_zarr(
     finish = None
     if pyramid:
         # resumes too: complete levels are skipped; the root stays incomplete until all are done
-        def finish(path: Path) -> None:
-            write_pyramid(path, progress=progress, root_pending=True)
+        def finish(loc: Location) -> None:
+            write_pyramid(loc, progress=progress, root_pending=True)
 
     return write(
         obj,
         store,
+        storage_options=storage_options,
+        shards=shards,
         overwrite=overwrite,
         resume=resume,
         config=config,
@@ -124,17 +140,18 @@ def to_zarr(
 
 
 def open_zarr(
-    store: str | os.PathLike[str],
+    store: StoreLike,
     *,
     allow_incomplete: bool = False,
     chunks: Any = None,
     level: int = 0,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> xr.DataArray:
     """Open a bigimg output store as its ``image`` DataArray (lazy).
 
     Parameters
     ----------
-    store : str or path-like
+    store : str, path-like or URL
         A store written by :func:`to_zarr`.
     allow_incomplete : bool, default False
         Open a store whose write was interrupted (missing chunks read as NaN).
@@ -142,6 +159,8 @@ def open_zarr(
         Dask chunks; default: the store's own chunks.
     level : int, default 0
         Pyramid level to open (0 = full resolution), see :func:`bigimg.open_level`.
+    storage_options : dict, optional
+        How to reach a URL (see :func:`to_zarr`).
 
     Returns
     -------
@@ -163,12 +182,15 @@ def open_zarr(
     >>> bi.open_zarr(path).dims
     ('y', 'x', 'band')
     """
+    loc = Location.of(store, storage_options)
     if level:
-        return open_level(store, level, chunks=chunks)
-    return open_store(store, allow_incomplete=allow_incomplete, chunks=chunks)
+        return open_level(loc, level, chunks=chunks)
+    return open_store(loc, allow_incomplete=allow_incomplete, chunks=chunks)
 
 
-def store_info(store: str | os.PathLike[str]) -> dict[str, Any]:
+def store_info(
+    store: StoreLike, storage_options: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     """Describe a store without reading its chunks: dims, chunks, completeness, provenance.
 
     Reads metadata and lists chunk files only: it never modifies the store, so
@@ -178,36 +200,41 @@ def store_info(store: str | os.PathLike[str]) -> dict[str, Any]:
     """
     import zarr
 
-    path = existing_store(store)
+    loc = existing_store(store, storage_options)
     try:
-        node = zarr.open(str(path), mode="r", use_consolidated=False)
+        node = zarr.open(loc.zarr_store(read_only=True), mode="r", use_consolidated=False)
         attrs = dict(node.attrs)
         arr = cast(
             "zarr.Array | None",
             node[VAR] if isinstance(node, zarr.Group) and VAR in node else None,
         )
     except Exception as e:
-        raise unreadable_metadata(path, e) from e
+        raise unreadable_metadata(str(loc), e) from e
     if arr is None:
         raise ValueError(
-            f"store: {str(path)!r} has no {VAR!r} array, so it was not written by bigimg; "
+            f"store: {str(loc)!r} has no {VAR!r} array, so it was not written by bigimg; "
             "bigimg.open_image (and bigimg run, quicklook) read it as an input"
         )
-    stored = len(stored_chunks(path / VAR))
-    total = int(np.prod([len(range(0, s, c)) for s, c in zip(arr.shape, arr.chunks, strict=True)]))
+    stored = len(stored_chunks(loc, VAR))
+    total = int(
+        np.prod(
+            [len(range(0, s, c)) for s, c in zip(arr.shape, arr.shards or arr.chunks, strict=True)]
+        )
+    )
     complete = bool(attrs.get("bigimg_complete", False))
     problems = []
     if complete and stored < total:
         problems.append(f"{total - stored} of {total} chunks missing from a store marked complete")
-    levels = level_states(path)
+    levels = level_states(loc)
     pending = [k for k, done in levels.items() if not done]
     if pending:
         problems.append(f"pyramid level(s) {pending} interrupted")
     return {
-        "path": str(path),
+        "path": str(loc),
         "dims": list(dim_names(arr)),
         "shape": list(arr.shape),
         "chunks": list(arr.chunks),
+        "shards": list(arr.shards) if arr.shards else None,
         "dtype": str(arr.dtype),
         "complete": complete,
         "damaged": "; ".join(problems) or None,
@@ -220,7 +247,9 @@ def store_info(store: str | os.PathLike[str]) -> dict[str, Any]:
     }
 
 
-def open_for_quicklook(path: str | os.PathLike[str], max_size: int) -> xr.DataArray:
+def open_for_quicklook(
+    path: StoreLike, max_size: int, storage_options: Mapping[str, Any] | None = None
+) -> xr.DataArray:
     """Open an image file for a preview, from a pyramid level when the store has one.
 
     For a bigimg store with a pyramid (:func:`bigimg.write_pyramid`)
@@ -231,10 +260,10 @@ def open_for_quicklook(path: str | os.PathLike[str], max_size: int) -> xr.DataAr
     ``path``, so that :func:`bigimg.quicklook` refuses to write its PNG into it.
     """
     check_size(max_size, "max_size")
-    path = Path(path)
-    if is_zarr_store(path) and (path / "image").is_dir() and pyramid_levels(path) != [0]:
-        out = open_level(path, best_level(path, max_size))
+    loc = Location.of(path, storage_options)
+    if is_zarr_store(loc) and loc.exists(f"{VAR}/zarr.json") and pyramid_levels(loc) != [0]:
+        out = open_level(loc, best_level(loc, max_size))
     else:
-        out = open_image(path)
-    out.encoding["source"] = str(path)
+        out = open_image(loc)
+    out.encoding["source"] = loc.url
     return out

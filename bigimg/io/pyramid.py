@@ -19,7 +19,7 @@ own ``bigimg_complete`` flag is never touched.
 
 from __future__ import annotations
 
-import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,8 @@ import numpy as np
 import xarray as xr
 
 from bigimg.errors import unreadable_metadata
-from bigimg.io.store import VAR, is_zarr_store, open_store, quiet_zarr, write
+from bigimg.io.location import Location
+from bigimg.io.store import VAR, StoreLike, is_zarr_store, open_store, quiet_zarr, write
 from bigimg.resample import check_size, coarsen_mean
 
 LEVELS_GROUP = "levels"
@@ -39,12 +40,13 @@ _STORE_ATTRS = {"bigimg_version", "bigimg_source", "bigimg_config", "bigimg_comp
 
 # ---------------------------------------------------------------- public API
 def write_pyramid(
-    store: str | os.PathLike[str],
+    store: StoreLike,
     *,
     max_size: int = 1024,
     progress: bool | None = None,
     root_pending: bool = False,
-) -> list[Path]:
+    storage_options: Mapping[str, Any] | None = None,
+) -> list[Path | str]:
     """Add coarsened levels to a complete bigimg store (computes).
 
     Levels are halved in ``y`` and ``x`` (NaN-aware 2 x 2 means of the
@@ -56,7 +58,7 @@ def write_pyramid(
 
     Parameters
     ----------
-    store : str or path-like
+    store : str, path-like or URL
         A complete store written by :func:`bigimg.to_zarr`.
     max_size : int, default 1024
         The coarsest level's longest side is at most this many pixels.
@@ -67,6 +69,8 @@ def write_pyramid(
         complete: :func:`bigimg.to_zarr` with ``pyramid=True`` marks it
         complete only after the last level, so a killed pyramid write never
         leaves a store that says complete.
+    storage_options : dict, optional
+        For a URL: how to reach it (see :func:`bigimg.to_zarr`).
 
     Returns
     -------
@@ -100,27 +104,27 @@ def write_pyramid(
     (10, 8, 1)
     """
     check_size(max_size, "max_size")
-    root = Path(store)
+    root = Location.of(store, storage_options)
     base = open_store(root, allow_incomplete=root_pending)  # validates: exists, bigimg store
     chunks = {d: c[0] for d, c in zip(base.dims, base.chunks or (), strict=True)}
     _ensure_levels_group(root)
-    paths: list[Path] = []
+    paths: list[Path | str] = []
     prev, k = base, 0
     while max(prev.sizes["y"], prev.sizes["x"]) > max_size:
         k += 1
         level = coarsen_mean(prev, 2)
         level = level.chunk({d: min(chunks[d], level.sizes[d]) for d in ("y", "x")})
         level.attrs = {a: v for a, v in level.attrs.items() if a not in _STORE_ATTRS}
-        path = _level_store(root, k)
+        path = root.child(LEVELS_GROUP, str(k))
         write(
             level,
             path,
-            resume=path.exists(),
+            resume=is_zarr_store(path),
             config=[{"op": "coarsen_mean", "factor": 2, "level": k}],
             source=f"{root}#{_level_path(k - 1)}",
             progress=progress,
         )
-        paths.append(path)
+        paths.append(path.path if path.local else str(path))
         _write_multiscales(root, base, k)
         prev = open_store(path)
     if k == 0:
@@ -128,7 +132,13 @@ def write_pyramid(
     return paths
 
 
-def open_level(store: str | os.PathLike[str], level: int, *, chunks: Any = None) -> xr.DataArray:
+def open_level(
+    store: StoreLike,
+    level: int,
+    *,
+    chunks: Any = None,
+    storage_options: Mapping[str, Any] | None = None,
+) -> xr.DataArray:
     """Open level ``level`` of a store's pyramid (0 = full resolution), lazily.
 
     Parameters
@@ -165,7 +175,7 @@ def open_level(store: str | os.PathLike[str], level: int, *, chunks: Any = None)
         raise TypeError(f"level must be an int, got {level!r}")
     if level < 0:
         raise ValueError(f"level must be >= 0, got {level!r}")
-    root = Path(store)
+    root = Location.of(store, storage_options)
     if level == 0:
         return open_store(root, chunks=chunks)
     available = pyramid_levels(root)
@@ -174,10 +184,10 @@ def open_level(store: str | os.PathLike[str], level: int, *, chunks: Any = None)
             f"level: store {str(root)!r} has no complete level {level}; it has levels "
             f"{available} (add levels with bigimg.write_pyramid)"
         )
-    return open_store(_level_store(root, level), chunks=chunks)
+    return open_store(root.child(LEVELS_GROUP, str(level)), chunks=chunks)
 
 
-def pyramid_levels(store: str | os.PathLike[str]) -> list[int]:
+def pyramid_levels(store: StoreLike, storage_options: Mapping[str, Any] | None = None) -> list[int]:
     """The complete levels listed in the store's ``multiscales`` metadata (``[0]`` if none).
 
     Examples
@@ -191,9 +201,10 @@ def pyramid_levels(store: str | os.PathLike[str]) -> list[int]:
     import zarr
 
     try:
-        group = zarr.open_group(str(store), mode="r", use_consolidated=False)
+        loc = Location.of(store, storage_options)
+        group = zarr.open_group(loc.zarr_store(read_only=True), mode="r", use_consolidated=False)
     except Exception as e:
-        raise unreadable_metadata(store, e) from e
+        raise unreadable_metadata(str(store), e) from e
     ome = group.attrs.get("ome", {})
     multiscales = ome.get("multiscales", []) if isinstance(ome, dict) else []
     if not multiscales:
@@ -201,7 +212,7 @@ def pyramid_levels(store: str | os.PathLike[str]) -> list[int]:
     return [_level_of(ds["path"]) for ds in multiscales[0]["datasets"]]
 
 
-def best_level(store: str | os.PathLike[str], max_size: int) -> int:
+def best_level(store: StoreLike, max_size: int) -> int:
     """The coarsest level whose longest side is still at least ``max_size`` (0 if none).
 
     A quick-look of ``max_size`` pixels read from this level reads the least
@@ -217,21 +228,20 @@ def best_level(store: str | os.PathLike[str], max_size: int) -> int:
 
 
 # ---------------------------------------------------------------- internals
-def level_states(path: Path) -> dict[int, bool]:
+def level_states(loc: Location) -> dict[int, bool]:
     """Pyramid levels found under ``levels/``: level -> complete (read-only)."""
     import zarr
 
     out: dict[int, bool] = {}
-    levels = path / "levels"
-    if not levels.is_dir():
-        return out
-    for child in levels.iterdir():
-        if child.name.isdigit() and is_zarr_store(child):
+    for name in loc.children(LEVELS_GROUP):
+        child = loc.child(LEVELS_GROUP, name)
+        if name.isdigit() and is_zarr_store(child):
             try:
-                attrs = zarr.open_group(str(child), mode="r", use_consolidated=False).attrs
-                out[int(child.name)] = bool(attrs.get("bigimg_complete"))
+                store = child.zarr_store(read_only=True)
+                attrs = zarr.open_group(store, mode="r", use_consolidated=False).attrs
+                out[int(name)] = bool(attrs.get("bigimg_complete"))
             except Exception:
-                out[int(child.name)] = False
+                out[int(name)] = False
     return dict(sorted(out.items()))
 
 
@@ -240,19 +250,14 @@ def _level_path(k: int) -> str:
     return VAR if k == 0 else f"{LEVELS_GROUP}/{k}/{VAR}"
 
 
-def _level_store(root: Path, k: int) -> Path:
-    """Level ``k`` (k >= 1) as a bigimg store of its own, nested in ``root``."""
-    return root / LEVELS_GROUP / str(k)
-
-
 def _level_of(path: str) -> int:
     return 0 if path == VAR else int(path.split("/")[1])
 
 
-def _ensure_levels_group(root: Path) -> None:
+def _ensure_levels_group(root: Location) -> None:
     import zarr
 
-    group = zarr.open_group(str(root), mode="r+", use_consolidated=False)
+    group = zarr.open_group(root.zarr_store(), mode="r+", use_consolidated=False)
     if LEVELS_GROUP not in group:
         group.create_group(LEVELS_GROUP, attributes={"bigimg_pyramid": True})
 
@@ -291,10 +296,11 @@ def _multiscales(base: xr.DataArray, n_levels: int) -> dict[str, Any]:
     }
 
 
-def _write_multiscales(root: Path, base: xr.DataArray, n_levels: int) -> None:
+def _write_multiscales(root: Location, base: xr.DataArray, n_levels: int) -> None:
     import zarr
 
+    store = root.zarr_store()
     with quiet_zarr():
-        group = zarr.open_group(str(root), mode="r+", use_consolidated=False)
+        group = zarr.open_group(store, mode="r+", use_consolidated=False)
         group.attrs["ome"] = _multiscales(base, n_levels)
-        zarr.consolidate_metadata(str(root))
+        zarr.consolidate_metadata(store)

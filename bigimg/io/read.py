@@ -30,7 +30,8 @@ from bigimg.image import (
     normalize_chunks,
 )
 from bigimg.io.chunks import read_in_chunks
-from bigimg.io.store import open_dataset, stored_image
+from bigimg.io.location import Location
+from bigimg.io.store import is_zarr_store, open_dataset, storage_errors, stored_image
 
 _ZARR_MARKERS = ("zarr.json", ".zgroup", ".zarray")
 _TIFF_SUFFIXES = {".tif", ".tiff", ".gtiff"}
@@ -38,23 +39,29 @@ _PLAIN_SUFFIXES = {".png", ".jpg", ".jpeg"}
 
 
 def open_image(
-    path: str | Path,
+    path: str | os.PathLike[str] | Location,
     *,
     chunks: str | int | Mapping[Hashable, Any] = "auto",
     nodata: float | None = None,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> xr.DataArray:
     """Open an image file lazily as a bigimg DataArray.
 
     Parameters
     ----------
-    path : str or Path
+    path : str, path-like or URL
         A Zarr store (a bigimg output, a group holding one array, or a bare
-        array), a TIFF/BigTIFF (read tile by tile), a ``.npy`` file
-        (memory-mapped) or a PNG/JPEG (small images, read whole).
+        array), a TIFF/BigTIFF/GeoTIFF/COG (read tile by tile), a ``.npy``
+        file (memory-mapped) or a PNG/JPEG (small images, read whole). Zarr
+        stores and TIFFs may also be URLs (``s3://``, ``gs://``, ``az://``,
+        ``http(s)://``, ``memory://``): each task then reads only the
+        objects or byte ranges of its own chunk.
     chunks, nodata
         As in :func:`from_array`. From a Zarr store or a tiled TIFF, chunks
         made of whole store chunks (tiles) are read one region per task;
         others are read in the store's chunks and rechunked.
+    storage_options : dict, optional
+        How to reach a URL (see :func:`bigimg.to_zarr`).
 
     Returns
     -------
@@ -66,6 +73,8 @@ def open_image(
         The path does not exist.
     ValueError
         Unknown format, or the data is not 2-4 dimensional.
+    OSError
+        A URL that cannot be reached (endpoint, bucket, credentials).
 
     Examples
     --------
@@ -76,27 +85,20 @@ def open_image(
     >>> img.dtype, img.dims, bool(img.isnull()[0, 0, 0])
     (dtype('float32'), ('y', 'x', 'band'), True)
     """
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"path: no such file or directory: {str(path)!r}")
-    suffix = path.suffix.lower()
-    attrs = {"bigimg_source": str(path)}
+    loc = Location.of(path, storage_options)
+    suffix = Path(loc.name).suffix.lower()
+    attrs = {"bigimg_source": str(loc)}
     read = None  # for stores: how to read them in other chunks
-    if path.is_dir():
-        if not any((path / m).exists() for m in _ZARR_MARKERS):
-            raise ValueError(f"path: {str(path)!r} is a directory but not a Zarr store")
-        obj, read = _open_zarr_input(path)
-    elif suffix in _TIFF_SUFFIXES:
-        obj, read = _open_tiff(path)
-    elif suffix == ".npy":
-        obj = np.load(path, mmap_mode="r")  # chunked lazily by from_array
-    elif suffix in _PLAIN_SUFFIXES:
-        obj = _open_plain(path)
-    else:
-        raise ValueError(
-            f"path: unknown image format {suffix or '(no suffix)'!r} for {str(path)!r}; "
-            "expected a Zarr store, .tif/.tiff, .npy, .png or .jpg"
-        )
+    kind = _kind(loc, suffix)
+    with storage_errors(loc):
+        if kind == "zarr":
+            obj, read = _open_zarr_input(loc)
+        elif kind == "tiff":
+            obj, read = _open_tiff(loc)
+        elif kind == "npy":
+            obj = np.load(loc.path, mmap_mode="r")  # chunked lazily by from_array
+        else:
+            obj = _open_plain(loc)
     if read is not None and chunks != "auto":
         stored = from_array(obj)  # a dask array keeps its (the store's) chunks
         out = read_in_chunks(stored, normalize_chunks(stored, chunks), read)
@@ -108,15 +110,45 @@ def open_image(
     return out
 
 
+def _kind(loc: Location, suffix: str) -> str:
+    """``"zarr"``, ``"tiff"``, ``"npy"`` or ``"plain"``; clear errors for anything else."""
+    if loc.local:
+        path = loc.path
+        if not path.exists():
+            raise FileNotFoundError(f"path: no such file or directory: {str(path)!r}")
+        if path.is_dir():
+            if not is_zarr_store(loc):
+                raise ValueError(f"path: {str(path)!r} is a directory but not a Zarr store")
+            return "zarr"
+    else:
+        with storage_errors(loc):
+            if is_zarr_store(loc):
+                return "zarr"
+            fs, fpath = loc.filesystem()
+            found = fs.exists(fpath)
+        if not found:
+            raise FileNotFoundError(f"path: no such file or Zarr store: {str(loc)!r}")
+    if suffix in _TIFF_SUFFIXES:
+        return "tiff"
+    if suffix == ".npy" and loc.local:
+        return "npy"
+    if suffix in _PLAIN_SUFFIXES:
+        return "plain"
+    raise ValueError(
+        f"path: unknown image format {suffix or '(no suffix)'!r} for {str(loc)!r}; "
+        "expected a Zarr store, .tif/.tiff, .npy (local), .png or .jpg"
+    )
+
+
 # ---------------------------------------------------------------- readers
-def _open_zarr_input(path: Path) -> tuple[Any, Callable[[Any], da.Array] | None]:
+def _open_zarr_input(path: Location) -> tuple[Any, Callable[[Any], da.Array] | None]:
     """The array of a Zarr store (lazy, in its chunks), and how to read it in other chunks."""
     import zarr
 
     try:
-        node = zarr.open(str(path), mode="r")
+        node = zarr.open(path.zarr_store(read_only=True), mode="r")
     except Exception as e:
-        raise unreadable_metadata(path, e) from e
+        raise unreadable_metadata(str(path), e) from e
     if not isinstance(node, zarr.Array) and "bigimg_complete" in node.attrs:  # a bigimg store
         return stored_image(*open_dataset(path, allow_incomplete=False))
     if not isinstance(node, zarr.Array):
@@ -129,12 +161,12 @@ def _open_zarr_input(path: Path) -> tuple[Any, Callable[[Any], da.Array] | None]
     return _zarr_array(node, path)
 
 
-def _foreign_group(path: Path, node: Any) -> xr.DataArray:
+def _foreign_group(path: Location, node: Any) -> xr.DataArray:
     """The one image variable of a Zarr group written by another tool (xarray, zarr)."""
     try:
-        ds = xr.open_zarr(path, chunks={}, consolidated=None)
+        ds = xr.open_zarr(path.zarr_store(read_only=True), chunks={}, consolidated=None)
     except Exception as e:
-        raise unreadable_metadata(path, e) from e
+        raise unreadable_metadata(str(path), e) from e
     images = [name for name, v in ds.data_vars.items() if v.ndim >= 2]
     if len(images) != 1:
         raise ValueError(
@@ -142,11 +174,11 @@ def _foreign_group(path: Path, node: Any) -> xr.DataArray:
             "a bigimg store or a group with exactly one 2-4 dimensional array"
         )
     obj = ds[images[0]]
-    note_read(obj.data.name, path)
+    note_read(obj.data.name, path.url)
     return _named(obj, path)
 
 
-def _named(obj: xr.DataArray, path: Path) -> xr.DataArray:
+def _named(obj: xr.DataArray, path: Location) -> xr.DataArray:
     """``obj`` in bigimg's dim order when its dims are bigimg's names, else renamed by position."""
     if set(obj.dims) <= set(STACK_DIMS):
         order = [d for d in STACK_DIMS if d in obj.dims]
@@ -159,29 +191,31 @@ def _named(obj: xr.DataArray, path: Path) -> xr.DataArray:
     return obj.rename(dict(zip(obj.dims, default, strict=True)))
 
 
-def _zarr_array(node: Any, path: Path) -> tuple[da.Array, Callable[[Any], da.Array]]:
+def _zarr_array(node: Any, path: Location) -> tuple[da.Array, Callable[[Any], da.Array]]:
     """A zarr array as dask (its chunks) and how to read it in other chunks."""
 
     def read(chunks: tuple[tuple[int, ...], ...] | None) -> da.Array:
         spec = node.chunks if chunks is None else chunks[: node.ndim]
-        name = note_read(f"read-zarr-{tokenize(str(path), node.path, spec)}", path)
+        name = note_read(f"read-zarr-{tokenize(path, node.path, spec)}", path.url)
         data = da.from_zarr(node, chunks=spec, name=name)
         return data[..., np.newaxis] if chunks and len(chunks) > node.ndim else data  # band
 
     return read(None), read
 
 
-def _open_tiff(path: Path) -> tuple[Any, Callable[[Any], da.Array] | None]:
+def _open_tiff(path: Location) -> tuple[Any, Callable[[Any], da.Array] | None]:
     """A TIFF tile by tile (tifffile), or a GeoTIFF through rioxarray.
 
     tifffile's zarr view of a TIFF holds an open file and a lock, which cannot
-    be sent to a worker; each task opens the file by path instead (once per
-    worker process, see :func:`_tiff_node`), so the graph pickles for any
-    ``distributed`` cluster.
+    be sent to a worker; each task opens the file by its location instead
+    (once per worker process and file version, see :func:`_tiff_node`), so
+    the graph pickles for any ``distributed`` cluster. A remote TIFF is read
+    through fsspec: each task fetches the byte ranges of its own tiles.
     """
     import tifffile
 
-    with tifffile.TiffFile(path) as tif:
+    fs, fpath = path.filesystem()
+    with fs.open(fpath, "rb") as fh, tifffile.TiffFile(fh) as tif:
         geo = tif.is_geotiff
         axes = tif.series[0].axes
     if geo:
@@ -189,8 +223,7 @@ def _open_tiff(path: Path) -> tuple[Any, Callable[[Any], da.Array] | None]:
             return _open_geotiff(path), None
         except ImportError:  # the optional `geo` extra is not installed
             pass
-    stat = path.stat()
-    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+    key = _tiff_version(path)
     node = _tiff_node(*key)
     dtype = np.dtype(node.dtype)
 
@@ -200,7 +233,7 @@ def _open_tiff(path: Path) -> tuple[Any, Callable[[Any], da.Array] | None]:
             dtype=dtype,
             chunks=chunks[: node.ndim],
             meta=np.empty((0,) * node.ndim, dtype),
-            name=note_read(f"read-tiff-{tokenize(key, chunks)}", path),
+            name=note_read(f"read-tiff-{tokenize(key, chunks)}", path.url),
             key=key,
         )
         return data[..., np.newaxis] if len(chunks) > node.ndim else data  # from_array's band
@@ -211,7 +244,18 @@ def _open_tiff(path: Path) -> tuple[Any, Callable[[Any], da.Array] | None]:
     return _named(xr.DataArray(stored, dims=_tiff_dims(axes, path)), path), None
 
 
-def _tiff_dims(axes: str, path: Path) -> tuple[str, ...]:
+def _tiff_version(loc: Location) -> tuple[Location, str]:
+    """``(location, version)``: a local file's mtime and size, a remote one's size and ETag."""
+    if loc.local:
+        path = loc.path.resolve()
+        stat = path.stat()
+        return Location.of(str(path)), f"{stat.st_mtime_ns}:{stat.st_size}"
+    fs, fpath = loc.filesystem()
+    info = fs.info(fpath)
+    return loc, f"{info.get('size')}:{info.get('ETag') or info.get('etag') or info.get('mtime')}"
+
+
+def _tiff_dims(axes: str, path: Location) -> tuple[str, ...]:
     """bigimg dim names for tifffile's axes codes: Y, X; S or C -> band; one other -> image."""
     names = {"Y": "y", "X": "x", "S": "band"}
     if "S" not in axes:
@@ -226,20 +270,26 @@ def _tiff_dims(axes: str, path: Path) -> tuple[str, ...]:
 
 
 @functools.lru_cache(maxsize=16)
-def _tiff_node(path: str, mtime_ns: int, size: int) -> Any:
+def _tiff_node(loc: Location, version: str) -> Any:
     """The TIFF's level-0 image as a read-only zarr array (cached per process and file version)."""
     import tifffile
     import zarr
 
-    node = zarr.open(tifffile.imread(path, aszarr=True), mode="r")
+    if loc.local:
+        store = tifffile.imread(loc.url, aszarr=True)
+    else:
+        fs, fpath = loc.filesystem()
+        store = tifffile.TiffFile(fs.open(fpath, "rb")).aszarr()  # stays open with the cache entry
+    node = zarr.open(store, mode="r")
     return node if isinstance(node, zarr.Array) else node["0"]  # pyramidal TIFF: level 0
 
 
-def _read_tiff_block(block_info: Any = None, *, key: tuple[str, int, int]) -> np.ndarray:
-    path, mtime_ns, size = key
-    stat = os.stat(path)
-    if (stat.st_mtime_ns, stat.st_size) != (mtime_ns, size):
-        raise OSError(f"input {path!r} changed while it was being read; run again")
+def _read_tiff_block(block_info: Any = None, *, key: tuple[Location, str]) -> np.ndarray:
+    loc, version = key
+    if loc.local:  # a remote file's version would cost a request per task
+        stat = os.stat(loc.url)
+        if f"{stat.st_mtime_ns}:{stat.st_size}" != version:
+            raise OSError(f"input {loc.url!r} changed while it was being read; run again")
     region = tuple(slice(a, b) for a, b in block_info[None]["array-location"])
     return np.asarray(_tiff_node(*key)[region])
 
@@ -247,7 +297,7 @@ def _read_tiff_block(block_info: Any = None, *, key: tuple[str, int, int]) -> np
 _PLAIN_MAX_BYTES = 4 * 2**30
 
 
-def _open_plain(path: Path) -> np.ndarray:
+def _open_plain(loc: Location) -> np.ndarray:
     """A PNG/JPEG read whole (these formats cannot be read by region).
 
     Pillow's decompression-bomb guard (about 180 Mpixels) is meant for images
@@ -261,7 +311,8 @@ def _open_plain(path: Path) -> np.ndarray:
     limit = PIL.Image.MAX_IMAGE_PIXELS
     PIL.Image.MAX_IMAGE_PIXELS = None
     try:
-        with PIL.Image.open(path) as im:
+        fs, fpath = loc.filesystem()
+        with fs.open(fpath, "rb") as fh, PIL.Image.open(fh) as im:
             bands = len(im.getbands())
             nbytes = (
                 im.width
@@ -271,19 +322,19 @@ def _open_plain(path: Path) -> np.ndarray:
             )
             if nbytes > _PLAIN_MAX_BYTES:
                 raise ValueError(
-                    f"path: {str(path)!r} is {im.width} x {im.height} x {bands} "
+                    f"path: {str(loc)!r} is {im.width} x {im.height} x {bands} "
                     f"({nbytes / 2**30:.1f} GiB decoded); PNG/JPEG must be read whole, so bigimg "
                     "reads them up to 4 GiB: convert it to a tiled TIFF or Zarr first "
                     "(e.g. `gdal_translate -co TILED=YES -co BIGTIFF=YES in.png out.tif`)"
                 )
             return np.asarray(im)
     except PIL.UnidentifiedImageError as e:
-        raise ValueError(f"path: {str(path)!r} is not a readable PNG/JPEG ({e})") from None
+        raise ValueError(f"path: {str(loc)!r} is not a readable PNG/JPEG ({e})") from None
     finally:
         PIL.Image.MAX_IMAGE_PIXELS = limit
 
 
-def _open_geotiff(path: Path) -> xr.DataArray:
+def _open_geotiff(loc: Location) -> xr.DataArray:
     """GeoTIFF through rioxarray: x/y coords from the transform, CRS in ``spatial_ref``.
 
     The CRS and transform ride along as coordinates, so they survive every
@@ -295,12 +346,18 @@ def _open_geotiff(path: Path) -> xr.DataArray:
         warnings.simplefilter("ignore", FutureWarning)
         obj = cast(
             xr.DataArray,
-            rioxarray.open_rasterio(path, chunks=True, lock=False, mask_and_scale=False),
+            rioxarray.open_rasterio(
+                loc.url if loc.local else loc.filesystem()[1],
+                chunks=True,
+                lock=False,
+                mask_and_scale=False,
+                **({} if loc.local else {"opener": loc.filesystem()[0]}),
+            ),
         )
     obj = obj.transpose("y", "x", "band").assign_coords(band=np.arange(obj.sizes["band"]))
     obj.attrs = {
         k: v for k, v in obj.attrs.items() if k not in ("_FillValue", "scale_factor", "add_offset")
     }
     obj.encoding = {}
-    note_read(obj.data.name, path)
+    note_read(obj.data.name, loc.url)
     return obj

@@ -2,11 +2,17 @@
 
 A bigimg store is a Zarr v3 group holding one data variable, ``image``, written
 through xarray so that ``xr.open_zarr(path)["image"]`` reads it with nothing
-else. Chunks are written one task per chunk; zarr's local store writes each
-chunk file atomically (a temporary ``*.partial`` file renamed into place), so a
-chunk file that exists is complete. ``bigimg_complete`` is set only after every
-chunk is stored; ``resume=True`` writes just the chunks that are missing.
-Every chunk carries a CRC32C checksum, so a damaged chunk fails to decode.
+else. It lives at any :class:`~bigimg.io.location.Location` (a local path or
+an object-store URL), and everything here goes through zarr's store API:
+listing keys, ``exists``, ``get`` and ``set``.
+
+Objects are written one task per stored object (a chunk, or a whole shard
+when the store is sharded), and each is complete once listed: zarr's local
+store renames a temporary ``*.partial`` file into place, and an object
+store's PUT replaces a whole object at once. ``bigimg_complete`` is set only
+after every object is stored; ``resume=True`` writes just the missing ones.
+Every chunk (the inner chunks of a shard too) carries a CRC32C checksum, so a
+damaged one fails to decode and the error names it.
 """
 
 from __future__ import annotations
@@ -15,7 +21,6 @@ import hashlib
 import itertools
 import json
 import os
-import shutil
 import time
 import warnings
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
@@ -31,8 +36,9 @@ import xarray as xr
 from bigimg._version import __version__
 from bigimg.compute import compute_with_progress
 from bigimg.errors import CorruptStoreError, unreadable_metadata
-from bigimg.files import check_disjoint, note_read, read_paths
+from bigimg.files import check_disjoint, note_read, path_parts, read_paths
 from bigimg.io.chunks import read_in_chunks
+from bigimg.io.location import Location
 
 VAR = "image"
 _STACK_LABELS = "image_label"
@@ -43,36 +49,45 @@ _MARKERS = ("zarr.json", ".zgroup", ".zarray")
 class WriteResult:
     """What :func:`to_zarr` did: the store, and chunks written vs already there."""
 
-    path: Path
+    path: Path | str  # a Path for a local store, else the URL
     chunks_written: int
     chunks_skipped: int
     seconds: float
 
 
-def is_zarr_store(path: Path) -> bool:
-    return path.is_dir() and any((path / m).exists() for m in _MARKERS)
+def is_zarr_store(where: str | os.PathLike[str] | Location) -> bool:
+    """True when ``where`` holds Zarr metadata at its root (never raises for a missing path)."""
+    loc = Location.of(where)
+    if loc.local:
+        return loc.path.is_dir() and any((loc.path / m).exists() for m in _MARKERS)
+    return any(loc.exists(m) for m in _MARKERS)
+
+
+StoreLike = str | os.PathLike[str] | Location
 
 
 def write(
     obj: xr.DataArray,
-    store: str | os.PathLike[str],
+    store: StoreLike,
     *,
+    storage_options: Mapping[str, Any] | None = None,
     overwrite: bool = False,
     resume: bool = False,
     config: Any = None,
     source: str | None = None,
     progress: bool | None = None,
     inputs: Mapping[str, Any] | None = None,
-    before_complete: Callable[[Path], object] | None = None,
+    shards: Mapping[Hashable, int] | None = None,
+    before_complete: Callable[[Location], object] | None = None,
 ) -> WriteResult:
     """Write ``obj`` as a bigimg store (computes); :func:`bigimg.to_zarr` documents the rest.
 
-    ``before_complete(path)`` runs, under the writer lock, after every chunk
-    is stored and before the store is marked complete (the pyramid levels).
+    ``before_complete(location)`` runs, under the writer lock, after every
+    object is stored and before the store is marked complete (the pyramid levels).
     """
     if not isinstance(obj, xr.DataArray):
         raise TypeError(f"obj must be an xarray.DataArray, got {type(obj).__name__}")
-    path = Path(store)
+    loc = Location.of(store, storage_options)
     config_json = json.dumps(config if config is not None else obj.attrs.get("bigimg_config"))
     source = str(source or obj.attrs.get("bigimg_source", ""))
     sources = cast(
@@ -85,9 +100,11 @@ def write(
     if obj.chunks is not None:
         sources |= read_paths(obj.data)
     check_disjoint(
-        path, [s for s in sources if Path(s).exists() and not is_level_of(path, s)], what="store"
+        loc.url,
+        [s for s in sources if _may_exist(s) and not is_level_of(loc, s)],
+        what="store",
     )
-    fingerprint = fingerprint_json(source, inputs, config_json)
+    fingerprint = fingerprint_json(source, inputs, config_json, loc)
     attrs = {
         "bigimg_version": __version__,
         "bigimg_source": source,
@@ -95,60 +112,77 @@ def write(
         "bigimg_fingerprint": fingerprint,
         "bigimg_complete": False,
     }
-    ds = as_dataset(obj)
+    ds, encoding = as_dataset(obj, shards)
     start = time.perf_counter()
-    check_output(path, overwrite=overwrite, resume=resume)
-    with writer_lock(path):
-        written, skipped = _write_store(ds, path, attrs, fingerprint, resume, progress)
+    check_output(loc, overwrite=overwrite, resume=resume)
+    with writer_lock(loc):
+        written, skipped = _write_store(ds, encoding, loc, attrs, fingerprint, resume, progress)
         if before_complete is not None:
-            before_complete(path)
-        mark_complete(path)
-    return WriteResult(path, written, skipped, time.perf_counter() - start)
+            before_complete(loc)
+        mark_complete(loc)
+    return WriteResult(
+        loc.path if loc.local else str(loc), written, skipped, time.perf_counter() - start
+    )
+
+
+def _may_exist(source: str) -> bool:
+    """A local source that exists, or any URL (checking one would cost a request)."""
+    return Location.of(source).local is False or Path(source).exists()
 
 
 def _write_store(
     ds: xr.Dataset,
-    path: Path,
+    encoding: dict[Hashable, Any],
+    loc: Location,
     attrs: dict[str, Any],
     fingerprint: dict[str, Any],
     resume: bool,
     progress: bool | None,
 ) -> tuple[int, int]:
-    """Create (or check and resume) the store and write its missing chunks."""
-    fresh = _prepare_path(path, resume=resume)
+    """Create (or check and resume) the store and write its missing objects."""
+    fresh = _prepare(loc, resume=resume)
     if fresh:
         ds.attrs.update(attrs)
-        with quiet_zarr():
+        with quiet_zarr(), storage_errors(loc):
             ds.to_zarr(
-                path,
+                loc.zarr_store(),
                 mode="w-",
                 compute=False,
                 consolidated=True,
                 zarr_format=3,
                 write_empty_chunks=True,
-                encoding=_encoding(ds),
+                encoding=encoding,
             )
-        return _write_chunks(ds, path, progress=progress)
-    _check_resumable(path, ds, fingerprint)
-    if _read_attrs(path).get("bigimg_complete"):
+        return _write_chunks(ds, loc, progress=progress)
+    _check_resumable(loc, ds, encoding, fingerprint)
+    if _read_attrs(loc).get("bigimg_complete"):
         return 0, 0
-    for name in ds.variables:
-        _clean_partials(path / str(name))
-    return _write_chunks(ds, path, progress=progress)
+    if loc.local:
+        for name in ds.variables:
+            _clean_partials(loc.path / str(name))
+    return _write_chunks(ds, loc, progress=progress)
 
 
 @contextmanager
-def writer_lock(path: Path) -> Iterator[None]:
-    """Hold the store's writer lock: a second writer (even with overwrite) is refused.
+def writer_lock(loc: Location) -> Iterator[None]:
+    """Hold a local store's writer lock: a second writer (even with overwrite) is refused.
 
     The lock is an ``flock`` on the hidden file ``.<store name>.bigimg-lock``
     beside the store (inside it, zarr would list it as a foreign object), held
     by the process that runs :func:`to_zarr` for the whole write. The kernel
     releases it when that process ends, however it ends, so a killed writer
     never leaves a stale lock; the file is removed after a finished write.
+
+    Object stores have no such lock (a lock object would outlive a killed
+    writer and block its resume): there, one writer per store is the
+    caller's rule.
     """
+    if not loc.local:
+        yield
+        return
     import fcntl
 
+    path = loc.path
     lock = path.parent / f".{path.name}.bigimg-lock"
     with open(lock, "a") as fh:
         try:
@@ -164,30 +198,52 @@ def writer_lock(path: Path) -> Iterator[None]:
             lock.unlink(missing_ok=True)
 
 
+@contextmanager
+def storage_errors(loc: Location) -> Iterator[None]:
+    """Turn a remote store's connection, permission and missing-bucket errors into one line.
+
+    The message names the URL (never the storage options) and the error's
+    first line; it is an ``OSError``, so the CLI reports it and exits 2.
+    """
+    if loc.local:
+        yield
+        return
+    try:
+        yield
+    except (CorruptStoreError, ValueError, TypeError, KeyError):
+        raise
+    except Exception as e:
+        first = (str(e).splitlines() or [""])[0][:300]
+        raise OSError(f"store: cannot access {loc}: {type(e).__name__}: {first}") from e
+
+
 def open_dataset(
-    store: str | os.PathLike[str], *, allow_incomplete: bool
-) -> tuple[Path, xr.Dataset]:
-    """The store's path and lazy Dataset; clear errors unless it is a (complete) bigimg store."""
-    path = existing_store(store)
+    store: StoreLike,
+    *,
+    allow_incomplete: bool,
+    storage_options: Mapping[str, Any] | None = None,
+) -> tuple[Location, xr.Dataset]:
+    """The store's location and lazy Dataset; clear errors unless it is a (complete) bigimg store."""
+    loc = existing_store(store, storage_options)
     try:
         with quiet_zarr():
-            ds = xr.open_zarr(path, consolidated=None, chunks={})
+            ds = xr.open_zarr(loc.zarr_store(read_only=True), consolidated=None, chunks={})
     except Exception as e:
-        raise unreadable_metadata(path, e) from e
+        raise unreadable_metadata(str(loc), e) from e
     if VAR not in ds.variables:
         raise ValueError(
-            f"store: {str(path)!r} has no {VAR!r} variable (found {list(ds.data_vars)!r}); "
+            f"store: {str(loc)!r} has no {VAR!r} variable (found {list(ds.data_vars)!r}); "
             "it was not written by bigimg"
         )
     if not ds.attrs.get("bigimg_complete") and not allow_incomplete:
         raise ValueError(
-            f"store: {str(path)!r} is incomplete (its write was interrupted); finish it with "
+            f"store: {str(loc)!r} is incomplete (its write was interrupted); finish it with "
             "`bigimg run --resume` or bi.to_zarr(..., resume=True), or pass allow_incomplete=True"
         )
-    return path, ds
+    return loc, ds
 
 
-def stored_image(path: Path, ds: xr.Dataset) -> tuple[xr.DataArray, Callable[[Any], Any]]:
+def stored_image(loc: Location, ds: xr.Dataset) -> tuple[xr.DataArray, Callable[[Any], Any]]:
     """The store's image in its own chunks, and how to read it in others (see ``read_in_chunks``)."""
     var = ds.variables[VAR]
     coords = {k: c for k, c in ds.coords.items() if k != VAR and set(c.dims) <= set(var.dims)}
@@ -195,22 +251,28 @@ def stored_image(path: Path, ds: xr.Dataset) -> tuple[xr.DataArray, Callable[[An
         coords[VAR] = coords.pop(_STACK_LABELS).rename(VAR)
     complete = bool(ds.attrs.get("bigimg_complete"))
     out = xr.DataArray(
-        _checked_read(path, VAR, var, var.chunks, complete=complete),
+        _checked_read(loc, VAR, var, var.chunks, complete=complete),
         dims=var.dims,
         coords=coords,
         name=VAR,
         attrs={**var.attrs, **ds.attrs},
     )
-    return out, lambda chunks: _checked_read(path, VAR, var, chunks, complete=complete)
+    return out, lambda chunks: _checked_read(loc, VAR, var, chunks, complete=complete)
 
 
 def open_store(
-    store: str | os.PathLike[str], *, allow_incomplete: bool = False, chunks: Any = None
+    store: StoreLike,
+    *,
+    allow_incomplete: bool = False,
+    chunks: Any = None,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> xr.DataArray:
     """A bigimg store's ``image`` (lazy); :func:`bigimg.open_zarr` documents it."""
-    path, ds = open_dataset(store, allow_incomplete=allow_incomplete)
-    out, read = stored_image(path, ds)
-    out.encoding["source"] = str(path)  # what to_zarr must never overwrite
+    loc, ds = open_dataset(
+        store, allow_incomplete=allow_incomplete, storage_options=storage_options
+    )
+    out, read = stored_image(loc, ds)
+    out.encoding["source"] = loc.url  # what to_zarr must never overwrite
     if chunks is None:
         return out
     if not isinstance(chunks, Mapping):
@@ -225,7 +287,6 @@ def open_store(
     return read_in_chunks(out, target, read)
 
 
-# ---------------------------------------------------------------- internals
 @contextmanager
 def quiet_zarr() -> Iterator[None]:
     """Silence zarr's note that consolidated metadata is not in the v3 spec."""
@@ -235,32 +296,32 @@ def quiet_zarr() -> Iterator[None]:
 
 
 def _checked_read(
-    path: Path, name: str, var: xr.Variable, chunks: Any, *, complete: bool = False
+    loc: Location, name: str, var: xr.Variable, chunks: Any, *, complete: bool = False
 ) -> Any:
     """The variable in ``chunks`` as a dask array whose read errors name the chunk.
 
-    From a ``complete`` store every chunk must be present: zarr would read a
-    missing one as the fill value, so each task checks its chunks' keys first.
+    From a ``complete`` store every object must be present: zarr would read a
+    missing one as the fill value, so each task checks its objects' keys first.
     """
     import dask.array as da
     from dask.base import tokenize
 
     dtype = np.dtype(var.dtype)
-    layer = note_read(f"read-zarr-{tokenize(str(path), name, chunks, complete)}", path)
+    layer = note_read(f"read-zarr-{tokenize(loc, name, chunks, complete)}", loc.url)
     return da.map_blocks(
         _read_chunk,
         dtype=dtype,
         chunks=chunks,
         meta=np.empty((0,) * var.ndim, dtype),
         name=layer,
-        store=str(path),
+        store=loc,
         var=name,
         complete=complete,
     )
 
 
 def _read_chunk(
-    block_info: Any = None, *, store: str, var: str, complete: bool = False
+    block_info: Any = None, *, store: Location, var: str, complete: bool = False
 ) -> np.ndarray:
     import zarr
 
@@ -268,7 +329,7 @@ def _read_chunk(
     region = tuple(slice(a, b) for a, b in info["array-location"])
     arr = None
     try:
-        arr = zarr.open_array(store, path=var, mode="r")
+        arr = zarr.open_array(store.zarr_store(read_only=True), path=var, mode="r")
         data = np.asarray(arr[region])
         if complete:
             _check_present(arr, store, var, region, data)
@@ -284,30 +345,35 @@ def _read_chunk(
         ) from e
 
 
-def _region_chunks(arr: Any, region: tuple[slice, ...]) -> Iterator[tuple[int, ...]]:
-    """Indices of the store chunks that ``region`` touches."""
-    ranges = [range(r.start // c, -(-r.stop // c)) for r, c in zip(region, arr.chunks, strict=True)]
+def _grid(arr: Any) -> tuple[int, ...]:
+    """The shape of one stored object: a shard if the array is sharded, else a chunk."""
+    return tuple(arr.shards or arr.chunks)
+
+
+def _region_blocks(grid: tuple[int, ...], region: tuple[slice, ...]) -> Iterator[tuple[int, ...]]:
+    """Indices of the blocks of shape ``grid`` that ``region`` touches."""
+    ranges = [range(r.start // c, -(-r.stop // c)) for r, c in zip(region, grid, strict=True)]
     return itertools.product(*ranges)
 
 
 def _check_present(
-    arr: Any, store: str, var: str, region: tuple[slice, ...], data: np.ndarray
+    arr: Any, store: Location, var: str, region: tuple[slice, ...], data: np.ndarray
 ) -> None:
-    """Raise naming the first chunk of ``region`` missing from a complete store.
+    """Raise naming the first object of ``region`` missing from a complete store.
 
-    zarr reads a missing chunk as the fill value, so a chunk whose first
-    element read (in ``data``) is not the fill value is present; only the
-    others are looked up in the store (a key lookup costs about as much as
-    4% of decoding a 3 MiB chunk, so it is skipped where it cannot matter).
+    zarr reads a missing object as the fill value, so one whose first element
+    read (in ``data``) is not the fill value is present; only the others are
+    looked up in the store (a key lookup costs about as much as 4% of
+    decoding a 3 MiB chunk locally, so it is skipped where it cannot matter).
     """
     from zarr.core.sync import sync
 
     fill = arr.fill_value
-    for index in _region_chunks(arr, region):
+    grid = _grid(arr)
+    for index in _region_blocks(grid, region):
         first = data[
             tuple(
-                max(i * c, r.start) - r.start
-                for i, c, r in zip(index, arr.chunks, region, strict=True)
+                max(i * c, r.start) - r.start for i, c, r in zip(index, grid, region, strict=True)
             )
         ]
         if not (first == fill or (first != first and fill != fill)):  # != itself: NaN
@@ -321,27 +387,43 @@ def _check_present(
 
 
 def _first_unreadable_chunk(arr: Any, region: tuple[slice, ...]) -> Any:
-    """``(index, error)`` of the first store chunk in ``region`` that fails to read, or None.
+    """``(index, error)`` of the first chunk in ``region`` that fails to read, or None.
 
-    A task may read several store chunks (see :func:`bigimg.io.chunks.read_in_chunks`);
-    on failure each is read alone, so the error names the damaged one.
+    A task may read several chunks (see :func:`bigimg.io.chunks.read_in_chunks`,
+    and the inner chunks of a shard); on failure each is read alone, so the
+    error names the damaged one.
     """
-    for index in _region_chunks(arr, region):
+    chunks = tuple(arr.chunks)
+    for index in _region_blocks(chunks, region):
+        where = tuple(
+            slice(i * c, min((i + 1) * c, n))
+            for i, c, n in zip(index, chunks, arr.shape, strict=True)
+        )
         try:
-            arr.get_block_selection(index)
+            arr[where]
         except Exception as e:
             return index, e
     return None
 
 
-def as_dataset(obj: xr.DataArray) -> xr.Dataset:
+def as_dataset(
+    obj: xr.DataArray, shards: Mapping[Hashable, int] | None = None
+) -> tuple[xr.Dataset, dict[Hashable, Any]]:
+    """The Dataset to store, in dask chunks of one stored object each, and its encoding.
+
+    Zarr chunks are regular: the largest dask chunk along each dim. With
+    ``shards`` (shard size per dim, each a multiple of the chunk size; dims
+    left out take one chunk), each dask chunk becomes one whole shard, so
+    exactly one task writes each shard object.
+    """
     arr = obj.data
     if not hasattr(arr, "chunks") or arr.chunks is None:
         obj = obj.chunk()
     # zarr needs regular chunks: take the largest chunk along each dim
     chunks = cast("tuple[tuple[int, ...], ...]", obj.chunks)  # dask-backed now
     regular = {d: max(c) for d, c in zip(obj.dims, chunks, strict=True)}
-    obj = obj.chunk(regular)
+    shard = _shard_shape(obj, regular, shards)
+    obj = obj.chunk(shard or regular)
     if VAR in obj.coords:  # a stack: the `image` dim's labels cannot share the variable's name
         labels = obj.coords[VAR]
         obj = obj.drop_vars(VAR).assign_coords({_STACK_LABELS: (VAR, labels.values, labels.attrs)})
@@ -351,7 +433,38 @@ def as_dataset(obj: xr.DataArray) -> xr.Dataset:
     for name, coord in ds.coords.items():  # dask coords: write them chunk by chunk too
         if coord.chunks is not None:
             ds = ds.assign_coords({name: coord.chunk({d: regular[d] for d in coord.dims})})
-    return ds
+    encoding = _encoding(ds)
+    if shard:
+        encoding[VAR]["chunks"] = tuple(regular[d] for d in obj.dims)
+        encoding[VAR]["shards"] = tuple(shard[d] for d in obj.dims)
+    return ds, encoding
+
+
+def _shard_shape(
+    obj: xr.DataArray, chunks: Mapping[Hashable, int], shards: Mapping[Hashable, int] | None
+) -> dict[Hashable, int] | None:
+    """Shard size per dim (validated), or None when the store is not sharded."""
+    if shards is None:
+        return None
+    if not isinstance(shards, Mapping):
+        raise TypeError(f"shards must be a dict of shard size by dim, got {shards!r}")
+    unknown = [d for d in shards if d not in obj.dims]
+    if unknown:
+        raise ValueError(
+            f"shards names unknown dim(s) {unknown!r}; the image has dims {obj.dims!r}"
+        )
+    out = {}
+    for d in obj.dims:
+        size = shards.get(d, chunks[d])
+        if not isinstance(size, int | np.integer) or isinstance(size, bool) or size < 1:
+            raise ValueError(f"shards[{d!r}] must be a positive int, got {size!r}")
+        if size % chunks[d]:
+            raise ValueError(
+                f"shards[{d!r}]={size} must be a multiple of the chunk size {chunks[d]} along "
+                f"{d!r} (rechunk the image, or pick a multiple)"
+            )
+        out[d] = int(size)
+    return out
 
 
 def _encoding(ds: xr.Dataset) -> dict[Hashable, Any]:
@@ -369,11 +482,12 @@ def _encoding(ds: xr.Dataset) -> dict[Hashable, Any]:
 
 
 def check_output(
-    store: str | os.PathLike[str],
+    store: StoreLike,
     *,
     overwrite: bool = False,
     resume: bool = False,
     inputs: Iterable[str | os.PathLike[str] | None] = (),
+    storage_options: Mapping[str, Any] | None = None,
 ) -> str:
     """Check that ``store`` may be written, without touching it.
 
@@ -387,21 +501,32 @@ def check_output(
     ------
     FileExistsError, FileNotFoundError, ValueError
         As :func:`to_zarr` would.
+    OSError
+        An object store that cannot be reached (endpoint, bucket, credentials).
     """
-    path = Path(store)
-    check_disjoint(path, inputs, what="store")
+    loc = Location.of(store, storage_options)
+    check_disjoint(loc.url, inputs, what="store")
     if overwrite and resume:
         raise ValueError("overwrite and resume are exclusive: pass one of them")
-    if not path.exists():
-        if not path.parent.exists():
-            raise FileNotFoundError(f"store: parent folder {str(path.parent)!r} does not exist")
-        return "create"
-    if not path.is_dir():
-        raise ValueError(f"store: {str(path)!r} is a file, not a Zarr store")
-    if not is_zarr_store(path):
-        if any(path.iterdir()):
+    if loc.read_only:
+        raise ValueError(f"store: {str(loc)!r} is read-only ({loc.scheme}://); write elsewhere")
+    if loc.local:
+        path = loc.path
+        if not path.exists():
+            if not path.parent.exists():
+                raise FileNotFoundError(f"store: parent folder {str(path.parent)!r} does not exist")
+            return "create"
+        if not path.is_dir():
+            raise ValueError(f"store: {str(path)!r} is a file, not a Zarr store")
+        empty = not any(path.iterdir())
+    else:
+        _check_bucket(loc)
+        with storage_errors(loc):
+            empty = loc.is_empty()
+    if not is_zarr_store(loc):
+        if not empty:
             raise ValueError(
-                f"store: {str(path)!r} is a non-empty folder that is not a Zarr store; "
+                f"store: {str(loc)!r} is a non-empty folder that is not a Zarr store; "
                 "refusing to write into it"
             )
         return "create"
@@ -410,51 +535,80 @@ def check_output(
     if overwrite:
         return "replace"
     raise FileExistsError(
-        f"store: {str(path)!r} already exists; pass overwrite=True (--overwrite) to replace "
+        f"store: {str(loc)!r} already exists; pass overwrite=True (--overwrite) to replace "
         "it or resume=True (--resume) to finish an interrupted write"
     )
 
 
-def _prepare_path(path: Path, *, resume: bool) -> bool:
-    """Clear the (locked, checked) output path if needed; True when a fresh store is made."""
-    if resume and is_zarr_store(path):
+def _check_bucket(loc: Location) -> None:
+    """Raise when the bucket holding ``loc`` is missing, forbidden or unreachable (one request)."""
+    if loc.scheme in ("memory", "http", "https"):
+        return
+    fs, path = loc.filesystem()
+    bucket = path.strip("/").split("/", 1)[0]
+    try:
+        with storage_errors(loc):
+            fs.info(bucket)
+    except OSError as e:
+        if isinstance(e.__cause__, FileNotFoundError):
+            raise FileNotFoundError(
+                f"store: bucket {bucket!r} of {str(loc)!r} does not exist"
+            ) from None
+        raise
+
+
+def _prepare(loc: Location, *, resume: bool) -> bool:
+    """Clear the (locked, checked) output if needed; True when a fresh store is made."""
+    if resume and is_zarr_store(loc):
         return False
-    if is_zarr_store(path):  # replaced (check_output allowed it)
-        shutil.rmtree(path)
-    elif path.is_dir():  # an empty folder
-        path.rmdir()
+    if is_zarr_store(loc):  # replaced (check_output allowed it)
+        with storage_errors(loc):
+            loc.remove()
+    elif loc.local and loc.path.is_dir():  # an empty folder
+        loc.path.rmdir()
     return True
 
 
-def _read_attrs(path: Path) -> dict[str, Any]:
+def _read_attrs(loc: Location) -> dict[str, Any]:
     import zarr
 
-    return dict(zarr.open_group(str(path), mode="r", use_consolidated=False).attrs)
+    store = loc.zarr_store(read_only=True)
+    return dict(zarr.open_group(store, mode="r", use_consolidated=False).attrs)
 
 
-def _check_resumable(path: Path, ds: xr.Dataset, fingerprint: dict[str, Any]) -> None:
+def _check_resumable(
+    loc: Location, ds: xr.Dataset, encoding: Mapping[Hashable, Any], fingerprint: dict[str, Any]
+) -> None:
     """Refuse to resume a store written from another computation, naming what differs."""
     import zarr
 
-    check_fingerprint(path, fingerprint)
-    group = zarr.open_group(str(path), mode="r", use_consolidated=False)
+    check_fingerprint(loc, fingerprint)
+    group = zarr.open_group(loc.zarr_store(read_only=True), mode="r", use_consolidated=False)
     for name, var in ds.variables.items():
         if var.chunks is None:
             continue
         key = cast(str, name)  # a Zarr store's variable names are str
         if key not in group:
-            raise ValueError(f"resume: {str(path)!r} has no array {name!r}")
+            raise ValueError(f"resume: {str(loc)!r} has no array {name!r}")
         arr = cast("zarr.Array", group[key])
-        want = (tuple(var.shape), tuple(c[0] for c in var.chunks), np.dtype(var.dtype))
+        enc = encoding[name]
+        want = (tuple(var.shape), tuple(enc["chunks"]), np.dtype(var.dtype))
         have = (tuple(arr.shape), tuple(arr.chunks), np.dtype(arr.dtype))
         if want != have:
             raise ValueError(
-                f"resume: {name!r} in {str(path)!r} has (shape, chunks, dtype) {have}, "
+                f"resume: {name!r} in {str(loc)!r} has (shape, chunks, dtype) {have}, "
                 f"the computation gives {want}"
+            )
+        if (arr.shards and tuple(arr.shards)) != (enc.get("shards") and tuple(enc["shards"])):
+            raise ValueError(
+                f"resume: {name!r} in {str(loc)!r} has shards {arr.shards}, the computation "
+                f"gives {enc.get('shards')}"
             )
 
 
-def check_fingerprint(store: str | os.PathLike[str], fingerprint: dict[str, Any]) -> None:
+def check_fingerprint(
+    store: StoreLike, fingerprint: dict[str, Any], storage_options: Mapping[str, Any] | None = None
+) -> None:
     """Refuse to resume ``store`` unless it was written from the same computation.
 
     ``fingerprint`` is :func:`fingerprint`'s value for the computation about to
@@ -462,15 +616,16 @@ def check_fingerprint(store: str | os.PathLike[str], fingerprint: dict[str, Any]
     """
     import zarr
 
-    path = Path(store)
+    loc = Location.of(store, storage_options)
     try:
-        group = zarr.open_group(str(path), mode="r", use_consolidated=False)
+        store_ = loc.zarr_store(read_only=True)
+        group = zarr.open_group(store_, mode="r", use_consolidated=False)
     except Exception as e:
-        raise unreadable_metadata(path, e) from e
+        raise unreadable_metadata(str(loc), e) from e
     stored = group.attrs.get("bigimg_fingerprint")
     if not isinstance(stored, dict):
         raise ValueError(
-            f"resume: {str(path)!r} has no bigimg fingerprint (not written by this bigimg); "
+            f"resume: {str(loc)!r} has no bigimg fingerprint (not written by this bigimg); "
             "use overwrite to start again"
         )
     differs = [
@@ -481,43 +636,78 @@ def check_fingerprint(store: str | os.PathLike[str], fingerprint: dict[str, Any]
             f"{k}: stored {stored.get(k)!r}, now {fingerprint.get(k)!r}" for k in differs
         )
         raise ValueError(
-            f"resume: {str(path)!r} was written from another config or input ({what}); "
+            f"resume: {str(loc)!r} was written from another config or input ({what}); "
             "use overwrite to start again"
         )
 
 
-def fingerprint(source: str, inputs: Mapping[str, Any] | None, config: Any) -> dict[str, Any]:
+def fingerprint(
+    source: str,
+    inputs: Mapping[str, Any] | None,
+    config: Any,
+    storage_options: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """Everything that determines a store's content, as JSON-able values.
 
-    ``source`` is the input (a path, or a source name), ``inputs`` the options
-    it was opened with, ``config`` the steps (recorded as ``bigimg_config``).
+    ``source`` is the input (a path, a URL, or a source name), ``inputs`` the
+    options it was opened with, ``config`` the steps (recorded as
+    ``bigimg_config``); ``storage_options`` reach a URL source (they are not
+    recorded).
     """
-    return fingerprint_json(source, inputs, json.dumps(config))
+    source_loc = Location.of(source, storage_options) if _is_location(source) else None
+    return fingerprint_json(source, inputs, json.dumps(config), source_loc)
+
+
+def _is_location(source: str) -> bool:
+    return bool(source) and (not Location.of(source).local or Path(source).exists())
 
 
 def fingerprint_json(
-    source: str, inputs: Mapping[str, Any] | None, config_json: str
+    source: str,
+    inputs: Mapping[str, Any] | None,
+    config_json: str,
+    source_loc: Location | None = None,
 ) -> dict[str, Any]:
     return {
         "bigimg_version": __version__,
         "source": source,
-        "source_identity": _identity(source),
+        "source_identity": _identity(source, source_loc),
         "inputs": json.loads(json.dumps(dict(inputs or {}), default=str)),
         "steps": config_json,
     }
 
 
-def _identity(source: str) -> str | None:
-    """A cheap identity of an input path: a file's size and mtime, a store's metadata digest.
+def _identity(source: str, loc: Location | None = None) -> str | None:
+    """A cheap identity of an input: a file's size and mtime, a store's metadata digest.
 
     Chunks are not read (that would cost a full pass), so an edit that
-    changes only chunk files of a Zarr input goes unnoticed; any rewrite
-    through zarr or bigimg rewrites the metadata, whose bytes and mtimes are
-    digested.
+    changes only chunk objects of a Zarr input goes unnoticed; any rewrite
+    through zarr or bigimg rewrites the metadata, whose bytes (and, on local
+    disk, mtimes) are digested. A URL is reached with ``loc``'s storage
+    options (the input's, or the output's when the input's are not known).
     """
     if not source:
         return None
-    p = Path(source)
+    if Location.of(source).local:
+        return _local_identity(Path(source))
+    loc = Location(Location.of(source).url, loc.options_json if loc is not None else "{}")
+    try:
+        if is_zarr_store(loc):
+            digest = hashlib.sha256()
+            metas = [
+                k for k in loc.keys() if k.rsplit("/", 1)[-1] in _MARKERS and k.count("/") <= 1
+            ]
+            for key in sorted(metas):  # the root's and its arrays' metadata, not the chunks'
+                digest.update(f"{key}\0".encode() + (loc.get(key) or b""))
+            return f"store metadata sha256={digest.hexdigest()}"
+        fs, path = loc.filesystem()
+        info = fs.info(path)
+        return f"object size={info.get('size')} etag={info.get('ETag') or info.get('etag')}"
+    except Exception:
+        return None
+
+
+def _local_identity(p: Path) -> str | None:
     try:
         if p.is_file():
             st = p.stat()
@@ -538,21 +728,20 @@ def _identity(source: str) -> str | None:
     return None
 
 
-def stored_chunks(array_path: Path) -> set[tuple[int, ...]]:
-    """Block indices of chunk files present (complete: zarr writes atomically).
+def stored_chunks(loc: Location, name: str) -> set[tuple[int, ...]]:
+    """Block indices of the objects (chunks, or shards) of array ``name`` that are stored.
 
-    Read-only: a ``*.partial`` file (a chunk being written, or one whose
-    write was killed) is skipped, never removed here; see :func:`_clean_partials`.
+    A listed key is complete (see the module notes). Read-only: a local
+    ``*.partial`` file (a chunk being written, or one whose write was killed)
+    is skipped, never removed here; see :func:`_clean_partials`.
     """
-    root = array_path / "c"
+    prefix = f"{name}/c/"
     found: set[tuple[int, ...]] = set()
-    if not root.exists():
-        return found
-    for dirpath, _dirs, files in os.walk(root):
-        rel = Path(dirpath).relative_to(root).parts
-        for f in files:
-            if not f.endswith(".partial"):
-                found.add(tuple(int(p) for p in (*rel, f)))
+    with storage_errors(loc):
+        for key in loc.keys(prefix):
+            if key.endswith(".partial"):
+                continue
+            found.add(tuple(int(p) for p in key[len(prefix) :].split("/")))
     return found
 
 
@@ -562,15 +751,15 @@ def _clean_partials(array_path: Path) -> None:
         partial.unlink(missing_ok=True)
 
 
-def is_level_of(path: Path, source: str) -> bool:
-    """True when ``path`` is a pyramid level (``<root>/levels/<k>``) of the store ``source``
+def is_level_of(loc: Location, source: str) -> bool:
+    """True when ``loc`` is a pyramid level (``<root>/levels/<k>``) of the store ``source``
     or of a coarser level's source: levels are written inside the store they summarise."""
-    real, src = Path(os.path.realpath(path)), Path(os.path.realpath(source))
-    root = real.parent.parent
+    real, src = path_parts(loc.url), path_parts(source)
     return (
-        real.parent.name == "levels"
-        and real.name.isdigit()
-        and (src == root or (src.parent == real.parent and src.name.isdigit()))
+        len(real) > 2
+        and real[-2] == "levels"
+        and real[-1].isdigit()
+        and (src == real[:-2] or (src[:-1] == real[:-1] and src[-1].isdigit()))
     )
 
 
@@ -580,25 +769,35 @@ def dim_names(arr: Any) -> tuple[str, ...]:
     return tuple(names or ())
 
 
-def existing_store(store: str | os.PathLike[str]) -> Path:
-    path = Path(store)
-    if not path.exists():
-        raise FileNotFoundError(f"store: no such Zarr store: {str(path)!r}")
-    if not is_zarr_store(path):
-        raise ValueError(f"store: {str(path)!r} is not a Zarr store")
-    return path
+def existing_store(store: StoreLike, storage_options: Mapping[str, Any] | None = None) -> Location:
+    """The location of an existing Zarr store; clear errors otherwise."""
+    loc = Location.of(store, storage_options)
+    if loc.local:
+        if not loc.path.exists():
+            raise FileNotFoundError(f"store: no such Zarr store: {str(loc)!r}")
+        if not is_zarr_store(loc):
+            raise ValueError(f"store: {str(loc)!r} is not a Zarr store")
+        return loc
+    _check_bucket(loc)
+    with storage_errors(loc):
+        if is_zarr_store(loc):
+            return loc
+        empty = loc.is_empty()
+    if empty:
+        raise FileNotFoundError(f"store: no such Zarr store: {str(loc)!r}")
+    raise ValueError(f"store: {str(loc)!r} is not a Zarr store")
 
 
-def _write_block(block: np.ndarray, store: str, name: str, region: tuple[slice, ...]) -> int:
+def _write_block(block: np.ndarray, store: Location, name: str, region: tuple[slice, ...]) -> int:
     import zarr
 
     with zarr.config.set({"array.write_empty_chunks": True}):
-        arr = zarr.open_array(store, path=name, mode="r+")
+        arr = zarr.open_array(store.zarr_store(), path=name, mode="r+")
         arr[region] = block
     return 1
 
 
-def _write_chunks(ds: xr.Dataset, path: Path, *, progress: bool | None) -> tuple[int, int]:
+def _write_chunks(ds: xr.Dataset, loc: Location, *, progress: bool | None) -> tuple[int, int]:
     tasks = []
     skipped = 0
     chunked = {name: var.data for name, var in ds.variables.items() if var.chunks is not None}
@@ -607,7 +806,7 @@ def _write_chunks(ds: xr.Dataset, path: Path, *, progress: bool | None) -> tuple
     # a lone variable; several keep their shared keys, computed once.
     optimize = len(chunked) == 1
     for name, darr in chunked.items():
-        stored = stored_chunks(path / str(name))
+        stored = stored_chunks(loc, str(name))
         blocks = darr.to_delayed(optimize_graph=optimize)
         offsets = [np.concatenate([[0], np.cumsum(c)]) for c in darr.chunks]
         write = dask.delayed(_write_block, pure=True)
@@ -618,15 +817,16 @@ def _write_chunks(ds: xr.Dataset, path: Path, *, progress: bool | None) -> tuple
             region = tuple(
                 slice(int(o[i]), int(o[i + 1])) for o, i in zip(offsets, idx, strict=True)
             )
-            tasks.append(write(blocks[idx], str(path), str(name), region))
-    compute_with_progress(tasks, progress=progress, desc=f"writing {path.name}")
+            tasks.append(write(blocks[idx], loc, str(name), region))
+    compute_with_progress(tasks, progress=progress, desc=f"writing {loc.name}")
     return len(tasks), skipped
 
 
-def mark_complete(path: Path) -> None:
+def mark_complete(loc: Location) -> None:
     import zarr
 
-    with quiet_zarr():
-        group = zarr.open_group(str(path), mode="r+", use_consolidated=False)
+    store = loc.zarr_store()
+    with quiet_zarr(), storage_errors(loc):
+        group = zarr.open_group(store, mode="r+", use_consolidated=False)
         group.attrs["bigimg_complete"] = True
-        zarr.consolidate_metadata(str(path))
+        zarr.consolidate_metadata(store)

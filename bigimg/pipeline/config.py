@@ -20,7 +20,7 @@ import xarray as xr
 from pydantic import BaseModel, ConfigDict, StrictBool, ValidationError
 
 from bigimg.errors import ConfigError
-from bigimg.files import check_disjoint, check_new_file
+from bigimg.files import check_disjoint, check_new_file, is_url
 from bigimg.image import from_array
 from bigimg.io.api import to_zarr
 from bigimg.io.read import open_image
@@ -33,16 +33,19 @@ from bigimg.pipeline.registry import Params
 class InputConfig(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)  # extra = registered sources
 
-    path: Path | None = None
+    path: Path | str | None = None  # a local path (resolved), or a URL
     nodata: float | None = None
     chunks: Literal["auto"] | int | dict[str, int] = "auto"
+    storage_options: dict[str, Any] = {}  # never recorded or printed
 
 
 class OutputConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    path: Path
+    path: Path | str  # a local path (resolved), or a URL
     pyramid: StrictBool = False
+    shards: dict[str, int] | None = None
+    storage_options: dict[str, Any] = {}  # never recorded or printed
 
 
 class StepConfig(BaseModel):
@@ -64,10 +67,10 @@ class Pipeline:
     raw_steps: tuple[dict[str, Any], ...]
     config_path: Path | None = None
 
-    def paths(self) -> tuple[list[Path], list[tuple[str, Path]]]:
+    def paths(self) -> tuple[list[Path | str], list[tuple[str, Path | str]]]:
         """``(reads, writes)``: every path the run reads, and ``(key, path)`` of every one it writes."""
         reads = [p for p in (self.input.path, self.config_path) if p is not None]
-        writes: list[tuple[str, Path]] = [("output.path", self.output.path)]
+        writes: list[tuple[str, Path | str]] = [("output.path", self.output.path)]
         for i, step in enumerate(self.steps):
             for field, value in step.params:
                 if isinstance(value, Path):
@@ -97,22 +100,30 @@ class Pipeline:
         for i, (key, path) in enumerate(writes):
             others = [p for j, (_k, p) in enumerate(writes) if j != i]
             check_disjoint(path, [*reads, *others], what=key)
-        action = check_output(self.output.path, overwrite=overwrite, resume=resume)
+        out_options = self.output.storage_options or None
+        action = check_output(
+            self.output.path, overwrite=overwrite, resume=resume, storage_options=out_options
+        )
         if action == "resume":
-            check_fingerprint(self.output.path, self.fingerprint())
+            check_fingerprint(self.output.path, self.fingerprint(), out_options)
         for key, path in writes[1:]:
             check_new_file(path, overwrite=overwrite or resume, what=key)
         return action
 
     def fingerprint(self) -> dict[str, Any]:
         """What determines the output (see :func:`bigimg.io.fingerprint`)."""
-        return fingerprint(self._source(), self._input_options(), list(self.raw_steps))
+        return fingerprint(
+            self._source(),
+            self._input_options(),
+            list(self.raw_steps),
+            storage_options=self.input.storage_options or None,
+        )
 
     def _source(self) -> str:
         return str(self.input.path) if self.source_name is None else self.source_name
 
     def _input_options(self) -> dict[str, Any]:
-        options = self.input.model_dump(mode="json", exclude={"path"})
+        options = self.input.model_dump(mode="json", exclude={"path", "storage_options"})
         if self.source_params is not None:
             options[self.source_name or ""] = self.source_params.model_dump(mode="json")
         return options
@@ -130,7 +141,12 @@ class Pipeline:
             img = from_array(img, chunks=chunks) if self.input.chunks != "auto" else img
         else:
             assert self.input.path is not None
-            img = open_image(self.input.path, chunks=chunks, nodata=self.input.nodata)
+            img = open_image(
+                self.input.path,
+                chunks=chunks,
+                nodata=self.input.nodata,
+                storage_options=self.input.storage_options or None,
+            )
         for step in self.steps:
             op = OPS[step.op]
             kwargs = dict(step.params)
@@ -153,6 +169,8 @@ class Pipeline:
         return to_zarr(
             img,
             self.output.path,
+            storage_options=self.output.storage_options or None,
+            shards=cast("Mapping[Hashable, int] | None", self.output.shards),
             overwrite=overwrite,
             resume=resume,
             config=list(self.raw_steps),
@@ -200,7 +218,7 @@ def parse_config(data: Mapping[str, Any], *, base: Path) -> Pipeline:
     extra = sorted((inp.model_extra or {}).keys())
     bad = [k for k in extra if k not in SOURCES]
     if bad:
-        allowed = ["path", "nodata", "chunks", *sorted(SOURCES)]
+        allowed = ["path", "nodata", "chunks", "storage_options", *sorted(SOURCES)]
         raise ConfigError(f"config: unknown key(s) {bad} in [input]; allowed: {allowed}")
     if len(extra) + (inp.path is not None) != 1:
         raise ConfigError(
@@ -257,10 +275,11 @@ def _validate(model: type[BaseModel], data: Any, where: str) -> Any:
         raise ConfigError(f"config: {loc}: {err['msg']} (got {err.get('input')!r})") from None
 
 
-def _abs(path: Path | None, base: Path) -> Path | None:
-    if path is None:
-        return None
-    path = path.expanduser()
+def _abs(path: Path | str | None, base: Path) -> Path | str | None:
+    """A local path resolved against ``base``; a URL unchanged."""
+    if path is None or is_url(path):
+        return path
+    path = Path(path).expanduser()
     return path if path.is_absolute() else (base / path).resolve()
 
 
