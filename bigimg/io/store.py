@@ -17,11 +17,13 @@ damaged one fails to decode and the error names it.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import json
 import os
 import time
+import uuid
 import warnings
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -317,19 +319,30 @@ def _checked_read(
         store=loc,
         var=name,
         complete=complete,
+        opened=uuid.uuid4().hex,
     )
 
 
-def _read_chunk(
-    block_info: Any = None, *, store: Location, var: str, complete: bool = False
-) -> np.ndarray:
+@functools.lru_cache(maxsize=32)
+def _open_array(loc: Location, var: str, mode: str, opened: str) -> Any:
+    """The zarr array, opened once per process and graph (``opened`` tells graphs apart).
+
+    Opening reads the array's metadata: once per task would be one more
+    request per chunk on object storage.
+    """
     import zarr
 
+    return zarr.open_array(loc.zarr_store(read_only=mode == "r"), path=var, mode=mode)
+
+
+def _read_chunk(
+    block_info: Any = None, *, store: Location, var: str, complete: bool = False, opened: str = ""
+) -> np.ndarray:
     info = block_info[None]
     region = tuple(slice(a, b) for a, b in info["array-location"])
     arr = None
     try:
-        arr = zarr.open_array(store.zarr_store(read_only=True), path=var, mode="r")
+        arr = _open_array(store, var, "r", opened)
         data = np.asarray(arr[region])
         if complete:
             _check_present(arr, store, var, region, data)
@@ -788,12 +801,13 @@ def existing_store(store: StoreLike, storage_options: Mapping[str, Any] | None =
     raise ValueError(f"store: {str(loc)!r} is not a Zarr store")
 
 
-def _write_block(block: np.ndarray, store: Location, name: str, region: tuple[slice, ...]) -> int:
+def _write_block(
+    block: np.ndarray, store: Location, name: str, region: tuple[slice, ...], opened: str
+) -> int:
     import zarr
 
     with zarr.config.set({"array.write_empty_chunks": True}):
-        arr = zarr.open_array(store.zarr_store(), path=name, mode="r+")
-        arr[region] = block
+        _open_array(store, name, "r+", opened)[region] = block
     return 1
 
 
@@ -805,6 +819,7 @@ def _write_chunks(ds: xr.Dataset, loc: Location, *, progress: bool | None) -> tu
     # from the image's graph (a stack's weight) would recompute it. Optimize only
     # a lone variable; several keep their shared keys, computed once.
     optimize = len(chunked) == 1
+    opened = uuid.uuid4().hex
     for name, darr in chunked.items():
         stored = stored_chunks(loc, str(name))
         blocks = darr.to_delayed(optimize_graph=optimize)
@@ -817,7 +832,7 @@ def _write_chunks(ds: xr.Dataset, loc: Location, *, progress: bool | None) -> tu
             region = tuple(
                 slice(int(o[i]), int(o[i + 1])) for o, i in zip(offsets, idx, strict=True)
             )
-            tasks.append(write(blocks[idx], loc, str(name), region))
+            tasks.append(write(blocks[idx], loc, str(name), region, opened))
     compute_with_progress(tasks, progress=progress, desc=f"writing {loc.name}")
     return len(tasks), skipped
 
