@@ -116,6 +116,11 @@ def cli(tls_ca_file: str | None, tls_cert: str | None, tls_key: str | None) -> N
     default=None,
     help="Also write coarsened levels (OME-NGFF multiscales).",
 )
+@click.option(
+    "--cog",
+    is_flag=True,
+    help="Write a Cloud-Optimized GeoTIFF (output.path must end in .tif) instead of Zarr.",
+)
 def run(
     config: str,
     scheduler: str | None,
@@ -126,11 +131,14 @@ def run(
     resume: bool,
     overwrite: bool,
     pyramid: bool | None,
+    cog: bool,
 ) -> None:
     """Run the pipeline described by CONFIG (TOML)."""
     from bigimg.pipeline import load_config
 
     pipeline = load_config(config)  # validated before any cluster starts
+    if cog:
+        pipeline = pipeline.as_cog()
     pipeline.check(overwrite=overwrite, resume=resume)
     computing = pipeline.computing_steps()
     if computing and _progress(quiet):
@@ -143,10 +151,15 @@ def run(
         result = pipeline.run(
             overwrite=overwrite, resume=resume, progress=_progress(quiet), pyramid=pyramid or None
         )
-    click.echo(
-        f"wrote {result.path} ({result.chunks_written} chunks written, "
-        f"{result.chunks_skipped} already stored) in {result.seconds:.1f} s"
-    )
+    if hasattr(result, "chunks_written"):
+        click.echo(
+            f"wrote {result.path} ({result.chunks_written} chunks written, "
+            f"{result.chunks_skipped} already stored) in {result.seconds:.1f} s"
+        )
+    else:
+        click.echo(
+            f"wrote {result.path} (COG, {len(result.overviews)} overviews) in {result.seconds:.1f} s"
+        )
 
 
 @cli.command()

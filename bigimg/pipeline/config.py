@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any, Literal, cast
 
 import xarray as xr
-from pydantic import BaseModel, ConfigDict, StrictBool, ValidationError
+from pydantic import BaseModel, ConfigDict, StrictBool, ValidationError, model_validator
 
+from bigimg.cog import to_cog
 from bigimg.errors import ConfigError
 from bigimg.files import check_disjoint, check_new_file, is_url
 from bigimg.image import from_array
@@ -43,9 +44,23 @@ class OutputConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     path: Path | str  # a local path (resolved), or a URL
+    format: Literal["zarr", "cog"] = "zarr"
     pyramid: StrictBool = False
     shards: dict[str, int] | None = None
     storage_options: dict[str, Any] = {}  # never recorded or printed
+    nodata: float | None = None  # COG only: the GDAL NoData value
+
+    @model_validator(mode="after")
+    def _cog_options(self) -> OutputConfig:
+        if self.format == "cog":
+            bad = [k for k in ("pyramid", "shards", "storage_options") if getattr(self, k)]
+            if bad:
+                raise ValueError(f"{bad} apply to Zarr output, not format = 'cog'")
+            if is_url(str(self.path)):
+                raise ValueError("a COG is written to a local path")
+        elif self.nodata is not None:
+            raise ValueError("nodata applies to format = 'cog' (Zarr keeps NaN)")
+        return self
 
 
 class StepConfig(BaseModel):
@@ -80,6 +95,17 @@ class Pipeline:
                         reads.append(value)
         return reads, writes
 
+    def as_cog(self) -> Pipeline:
+        """This pipeline writing a Cloud-Optimized GeoTIFF (``bigimg run --cog``)."""
+        data = self.output.model_dump() | {"format": "cog"}
+        try:
+            output = OutputConfig.model_validate(data)
+        except ValidationError as e:
+            raise ConfigError(f"--cog: {e.errors()[0]['msg']}") from None
+        if Path(str(output.path)).suffix.lower() not in (".tif", ".tiff"):
+            raise ConfigError(f"--cog: output.path {str(output.path)!r} must end in .tif or .tiff")
+        return dataclasses.replace(self, output=output)
+
     def computing_steps(self) -> list[str]:
         """The steps that compute before the write (statistics, fits), as ``steps[i] (op)``.
 
@@ -100,6 +126,13 @@ class Pipeline:
         for i, (key, path) in enumerate(writes):
             others = [p for j, (_k, p) in enumerate(writes) if j != i]
             check_disjoint(path, [*reads, *others], what=key)
+        if self.output.format == "cog":
+            if resume:
+                raise ValueError("resume: a COG is written in one go; run again with overwrite")
+            check_new_file(self.output.path, overwrite=overwrite, what="output.path")
+            for key, path in writes[1:]:
+                check_new_file(path, overwrite=overwrite, what=key)
+            return "replace" if Path(self.output.path).exists() else "create"
         out_options = self.output.storage_options or None
         action = check_output(
             self.output.path, overwrite=overwrite, resume=resume, storage_options=out_options
@@ -163,9 +196,21 @@ class Pipeline:
         progress: bool | None = None,
         pyramid: bool | None = None,
     ) -> Any:
-        """Build the graph and write it to ``output.path`` (computes)."""
+        """Build the graph and write it to ``output.path`` (computes).
+
+        Returns a :class:`bigimg.WriteResult` for Zarr output, a
+        :class:`bigimg.cog.CogResult` for ``format = "cog"``.
+        """
         self.check(overwrite=overwrite, resume=resume)  # fail before any work
         img = self.build(overwrite=overwrite or resume)
+        if self.output.format == "cog":
+            return to_cog(
+                img,
+                self.output.path,
+                overwrite=overwrite,
+                nodata=self.output.nodata,
+                progress=progress,
+            )
         return to_zarr(
             img,
             self.output.path,
