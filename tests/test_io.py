@@ -51,10 +51,12 @@ def test_round_trip_with_coords_and_provenance(tmp_path):
     img.attrs["units"] = "reflectance"
     res = bi.to_zarr(img, tmp_path / "o.zarr", config=[{"op": "x"}], source="s.tif", progress=False)
     assert res.chunks_written == 5 * 3 and res.chunks_skipped == 0
-    ds = xr.open_zarr(tmp_path / "o.zarr")  # plain xarray reads it
+    ds = xr.open_zarr(tmp_path / "o.zarr")  # plain xarray reads it, by dim names
     assert list(ds.data_vars) == ["image"]
+    assert ds["image"].dims == ("band", "y", "x")  # on disk in OME-NGFF order
     xr.testing.assert_identical(
-        ds["image"].drop_attrs().compute(), img.rename("image").drop_attrs().compute()
+        ds["image"].transpose(*img.dims).drop_attrs().compute(),
+        img.rename("image").drop_attrs().compute(),
     )
     assert ds["image"].attrs["units"] == "reflectance"
     assert ds.attrs["bigimg_complete"] is True
@@ -69,7 +71,8 @@ def test_round_trip_with_coords_and_provenance(tmp_path):
 def test_irregular_chunks_are_regularised(tmp_path):
     img = bi.from_array(np.ones((10, 10)), chunks={"y": (3, 7), "x": 5})
     bi.to_zarr(img, tmp_path / "o.zarr", progress=False)
-    assert bi.store_info(tmp_path / "o.zarr")["chunks"] == [7, 5, 1]
+    info = bi.store_info(tmp_path / "o.zarr")  # on-disk order: (band, y, x)
+    assert info["dims"] == ["band", "y", "x"] and info["chunks"] == [1, 7, 5]
     np.testing.assert_array_equal(bi.open_zarr(tmp_path / "o.zarr").values, img.values)
 
 
@@ -186,7 +189,7 @@ def test_corrupt_chunk_is_detected(tmp_path, damage):
     img = bi.from_array(np.random.default_rng(0).random((16, 16)), chunks=8)
     store = tmp_path / "o.zarr"
     bi.to_zarr(img, store, progress=False)
-    chunk = store / "image" / "c" / "1" / "0" / "0"
+    chunk = store / "image" / "c" / "0" / "1" / "0"  # keys in on-disk order: band, y, x
     raw = bytearray(chunk.read_bytes())
     if damage == "flip":
         raw[len(raw) // 2] ^= 0x40
@@ -195,7 +198,7 @@ def test_corrupt_chunk_is_detected(tmp_path, damage):
     chunk.write_bytes(bytes(raw))
     for chunks in [None, {"y": 16, "x": 16}]:  # one task per store chunk, or one for all
         with pytest.raises(
-            bi.CorruptStoreError, match=r"array .image. chunk \(1, 0, 0\) cannot be read"
+            bi.CorruptStoreError, match=r"array .image. chunk \(0, 1, 0\) cannot be read"
         ):
             bi.open_zarr(store, chunks=chunks).values  # noqa: B018
 
@@ -206,7 +209,7 @@ def test_store_info_counts(tmp_path):
         img, tmp_path / "o.zarr", config=[{"op": "astype", "dtype": "float32"}], progress=False
     )
     info = bi.store_info(tmp_path / "o.zarr")
-    assert info["dims"] == ["y", "x", "band"] and info["shape"] == [10, 10, 1]
+    assert info["dims"] == ["band", "y", "x"] and info["shape"] == [1, 10, 10]  # on disk
     assert info["chunks_stored"] == info["chunks_total"] == 9
     assert info["complete"] is True
 
@@ -241,5 +244,7 @@ def test_stack_round_trip_keeps_image_labels(tmp_path):
     xr.testing.assert_identical(
         out.drop_attrs().compute(), stack.rename("image").drop_attrs().compute()
     )
-    np.testing.assert_array_equal(xr.open_zarr(tmp_path / "s.zarr")["image"].values, arr)
+    on_disk = xr.open_zarr(tmp_path / "s.zarr")["image"]
+    assert on_disk.dims == ("image", "band", "y", "x")
+    np.testing.assert_array_equal(on_disk.transpose(*stack.dims).values, arr)
     assert bi.open_image(tmp_path / "s.zarr").dims == ("image", "y", "x", "band")

@@ -16,9 +16,10 @@ written with ``bi.to_zarr(img, path, pyramid=True)`` must be
 And bigimg reads OME-Zarr stores written by ome-zarr-py and ngff-zarr
 (``open_image``, ``store_info``, ``quicklook``).
 
-Tests marked ``xfail(reason="#18", strict=True)`` fail today; they pass once
-#18 is done (strict: an unexpected pass fails the suite, so remove the mark
-then). The validators, readers and writers are optional: each test skips when
+On disk the image is ``(band, y, x)`` (OME order); bigimg reads it back as
+``(y, x, band)``. The GDAL test stays ``xfail(reason="#18", strict=True)``
+until it has run against GDAL >= 3.13 (it skips on older GDAL; strict: an
+unexpected pass fails the suite, so remove the mark then). The validators, readers and writers are optional: each test skips when
 its package is not installed (``yaozarrs``, ``ome-zarr-models``, ``ome-zarr``,
 ``ngff-zarr``, ``rasterio``).
 """
@@ -96,18 +97,16 @@ def _ome_node(path: Path) -> Any:
 
 
 ALL = ["rgb", "gray", "yx"]
-# today the axes are stored (y, x, band): the channel axis last is invalid OME-NGFF 0.5
-WITH_BAND_XFAIL = [pytest.param("rgb", marks=XFAIL_18), pytest.param("gray", marks=XFAIL_18), "yx"]
 
 
 # ---------------------------------------------------------------- OME-NGFF 0.5 validators
-@pytest.mark.parametrize("name", WITH_BAND_XFAIL)
+@pytest.mark.parametrize("name", ALL)
 def test_yaozarrs_accepts_pyramid_store(pyramids: dict[str, Any], name: str) -> None:
     yaozarrs = pytest.importorskip("yaozarrs")
     yaozarrs.validate_zarr_store(str(pyramids[name]["path"]))  # raises on any error
 
 
-@pytest.mark.parametrize("name", WITH_BAND_XFAIL)
+@pytest.mark.parametrize("name", ALL)
 def test_ome_zarr_models_accepts_pyramid_store(pyramids: dict[str, Any], name: str) -> None:
     pytest.importorskip("ome_zarr_models")
     from ome_zarr_models.v05 import Image
@@ -132,7 +131,7 @@ def test_ome_zarr_reader_sees_levels_and_channels(pyramids: dict[str, Any], name
         assert channels == ([] if bands is None else [bands])
 
 
-@pytest.mark.parametrize("name", WITH_BAND_XFAIL)
+@pytest.mark.parametrize("name", ALL)
 def test_ome_zarr_reader_gets_band_y_x_arrays(pyramids: dict[str, Any], name: str) -> None:
     """OME-NGFF order on disk: (band, y, x); level 0 holds the image."""
     store = pyramids[name]
@@ -280,7 +279,6 @@ def test_foreign_store_is_valid_ome_zarr(foreign: dict[str, Any]) -> None:
     assert foreign["levels"] >= 2
 
 
-@XFAIL_18
 def test_open_image_reads_foreign_ome_zarr(foreign: dict[str, Any]) -> None:
     """Level 0 (full resolution) as (y, x, band), the channel axis as ``band``."""
     img = bi.open_image(foreign["path"])
@@ -288,23 +286,18 @@ def test_open_image_reads_foreign_ome_zarr(foreign: dict[str, Any]) -> None:
     np.testing.assert_array_equal(img.values, foreign["view"])
 
 
-def test_open_image_reads_an_ome_level_array_by_dim_names(
-    foreign: dict[str, Any], request: pytest.FixtureRequest
-) -> None:
+def test_open_image_reads_an_ome_level_array_by_dim_names(foreign: dict[str, Any]) -> None:
     """One level's array opened directly: its ``dimension_names`` (c, y, x) decide the dims.
 
-    Today a 3-D array whose names are not bigimg's is renamed by position, so
-    (c, y, x) silently becomes y=c, x=y, band=x.
+    Before #18 a 3-D array whose names were not bigimg's was renamed by
+    position, so (c, y, x) silently became y=c, x=y, band=x.
     """
-    if foreign["axes"] == "cyx":
-        request.applymarker(XFAIL_18)
     level0 = _ome_datasets(foreign["path"])[0]["path"]
     img = bi.open_image(foreign["path"] / level0)
     assert img.dims == ("y", "x", "band")
     np.testing.assert_array_equal(img.values, foreign["view"])
 
 
-@XFAIL_18
 def test_store_info_describes_foreign_ome_zarr(foreign: dict[str, Any]) -> None:
     info = bi.store_info(foreign["path"])
     sizes = dict(zip(info["dims"], info["shape"], strict=True))
@@ -312,10 +305,93 @@ def test_store_info_describes_foreign_ome_zarr(foreign: dict[str, Any]) -> None:
     assert info["levels"] == list(range(1, foreign["levels"]))
 
 
-@XFAIL_18
 def test_quicklook_of_foreign_ome_zarr(foreign: dict[str, Any], tmp_path: Path) -> None:
     png = tmp_path / "q.png"
     preview = bi.quicklook(bi.open_image(foreign["path"]), png, max_size=32)
     assert png.is_file()
     assert preview.dims == ("y", "x", "band")
     assert preview.sizes["band"] == foreign["view"].shape[-1]
+
+
+# ---------------------------------------------------------------- metadata, names, OME 0.4
+def test_root_has_zarr_conventions_multiscales(pyramids: dict[str, Any]) -> None:
+    """What GDAL >= 3.13 reads for overviews: the declared convention and one layout entry
+    per level, each derived from the previous one (scale 2 in y and x, on-disk axis order)."""
+    attrs = zarr.open_group(str(pyramids["rgb"]["path"]), mode="r").attrs
+    assert [c["uuid"] for c in attrs["zarr_conventions"]] == [
+        "d35379db-88df-4056-af3a-620245f8e347"
+    ]
+    layout = attrs["multiscales"]["layout"]
+    assert [entry["asset"] for entry in layout] == ["image", "levels/1", "levels/2"]
+    assert [entry.get("derived_from") for entry in layout] == [None, "image", "levels/1"]
+    assert layout[0]["transform"]["scale"] == [1, 1, 1]
+    assert all(entry["transform"]["scale"] == [1, 2, 2] for entry in layout[1:])
+    axes = zarr.open_group(str(pyramids["rgb"]["path"]), mode="r").attrs["ome"]["multiscales"]
+    assert [a["name"] for a in axes[0]["axes"]] == ["band", "y", "x"]
+
+
+def test_stored_array_is_band_y_x_with_its_dimension_names(pyramids: dict[str, Any]) -> None:
+    for k, ds in enumerate(_ome_datasets(pyramids["rgb"]["path"])):
+        arr = zarr.open_array(str(pyramids["rgb"]["path"] / ds["path"]), mode="r")
+        assert arr.metadata.dimension_names == ("band", "y", "x")
+        assert arr.shape == (3, *_level_sizes(k).values())
+
+
+@pytest.mark.parametrize(
+    ("names", "dims"),
+    [(("c", "y", "x"), ("y", "x", "band")), (("y", "x", "channel"), ("y", "x", "band"))],
+)
+def test_open_image_maps_dimension_names_by_name(
+    tmp_path: Path, names: tuple[str, ...], dims: tuple[str, ...]
+) -> None:
+    data = np.arange(2 * 5 * 4, dtype=np.uint8).reshape(2, 5, 4)
+    data = data if names[0] == "c" else np.moveaxis(data, 0, -1)
+    zarr.create_array(str(tmp_path / "a.zarr"), data=data, dimension_names=names)
+    img = bi.open_image(tmp_path / "a.zarr")
+    assert img.dims == dims and img.sizes["band"] == 2
+    np.testing.assert_array_equal(img.transpose(*_as_bigimg(names)).values, data)
+
+
+def _as_bigimg(names: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple("band" if n in ("c", "channel") else n for n in names)
+
+
+def test_open_image_drops_size_one_dims_and_refuses_other_ones(tmp_path: Path) -> None:
+    data = np.zeros((1, 2, 5, 4), dtype=np.uint8)
+    zarr.create_array(str(tmp_path / "t1.zarr"), data=data, dimension_names=("t", "c", "y", "x"))
+    assert bi.open_image(tmp_path / "t1.zarr").dims == ("y", "x", "band")
+    zarr.create_array(
+        str(tmp_path / "z3.zarr"), data=np.zeros((3, 5, 4)), dimension_names=("z", "y", "x")
+    )
+    with pytest.raises(ValueError, match=r"select one plane first"):
+        bi.open_image(tmp_path / "z3.zarr")
+
+
+def test_open_image_reads_ome_0_4_multiscales(tmp_path: Path) -> None:
+    """OME-NGFF 0.4 (Zarr v2): ``multiscales`` at the top level of the group's attributes."""
+    data = (np.random.default_rng(4).random((2, 1, 6, 8)) * 100).astype(np.uint16)
+    group = zarr.open_group(str(tmp_path / "v04.zarr"), mode="w", zarr_format=2)
+    group.create_array("0", data=data, chunks=(1, 1, 3, 4))
+    group.create_array("1", data=data[..., ::2, ::2], chunks=(1, 1, 3, 4))
+    axes = [
+        {"name": "c", "type": "channel"},
+        {"name": "z", "type": "space"},
+        {"name": "y", "type": "space"},
+        {"name": "x", "type": "space"},
+    ]
+    group.attrs["multiscales"] = [
+        {
+            "version": "0.4",
+            "axes": axes,
+            "datasets": [
+                {"path": p, "coordinateTransformations": [{"type": "scale", "scale": s}]}
+                for p, s in (("0", [1, 1, 1, 1]), ("1", [1, 1, 2, 2]))
+            ],
+        }
+    ]
+    img = bi.open_image(tmp_path / "v04.zarr")
+    assert img.dims == ("y", "x", "band")
+    np.testing.assert_array_equal(img.values, np.moveaxis(data[:, 0], 0, -1))
+    info = bi.store_info(tmp_path / "v04.zarr")
+    assert info["dims"] == ["c", "z", "y", "x"] and info["levels"] == [1]
+    assert info["complete"] is None and info["damaged"] is None

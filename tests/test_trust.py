@@ -237,8 +237,8 @@ def test_info_never_deletes_a_running_writes_temporaries(store):
 
 # ------------------------------------------------ 6. a missing chunk is damage
 def test_missing_chunk_of_a_complete_store_is_named(store):
-    (store / "image" / "c" / "1" / "1" / "0").unlink()
-    with pytest.raises(CorruptStoreError, match=r"chunk \(1, 1, 0\) is missing"):
+    (store / "image" / "c" / "0" / "1" / "1").unlink()  # keys in on-disk order: band, y, x
+    with pytest.raises(CorruptStoreError, match=r"chunk \(0, 1, 1\) is missing"):
         bi.open_zarr(store).compute()
     with pytest.raises(CorruptStoreError, match="is missing"):
         bi.open_zarr(store, chunks={"y": 256, "x": 256}).compute()
@@ -296,13 +296,13 @@ def test_config_op_must_be_a_string(store):
 
 
 def test_task_errors_reach_the_cli_as_one_line(store):
-    chunk = store / "image" / "c" / "1" / "1" / "0"
+    chunk = store / "image" / "c" / "0" / "1" / "1"  # band, y, x
     data = bytearray(chunk.read_bytes())
     data[20] ^= 0xFF
     chunk.write_bytes(bytes(data))
     cfg = _toml(store.parent / "c.toml", "in.zarr", "out.zarr", ASTYPE)
     proc = bigimg("run", str(cfg), "--quiet", "--workers", "1")
-    assert_one_line_error(proc, "chunk (1, 1, 0) cannot be read")
+    assert_one_line_error(proc, "chunk (0, 1, 1) cannot be read")
 
 
 def test_ctrl_c_prints_one_line(tmp_path):

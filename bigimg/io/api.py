@@ -16,7 +16,7 @@ import xarray as xr
 from bigimg.errors import unreadable_metadata
 from bigimg.io.location import Location
 from bigimg.io.pyramid import best_level, level_states, open_level, pyramid_levels, write_pyramid
-from bigimg.io.read import open_image
+from bigimg.io.read import ome_axes_names, ome_multiscale, open_image
 from bigimg.io.store import (
     VAR,
     StoreLike,
@@ -196,7 +196,14 @@ def store_info(
     Reads metadata and lists chunk files only: it never modifies the store, so
     it is safe to run on a store that is being written. ``damaged`` names
     what is wrong with a store marked complete (missing chunks, interrupted
-    pyramid levels), or is None.
+    pyramid levels), or is None. ``dims``, ``shape`` and ``chunks`` describe
+    the stored array, in its on-disk order (``band, y, x``: see
+    :mod:`bigimg.io.store`); :func:`open_zarr` reads it as ``(y, x, band)``.
+
+    An OME-Zarr image written by another tool (ome-zarr-py, ngff-zarr) is
+    described from its OME metadata: level 0's dims (the OME axes), shape,
+    chunks and dtype, its ``datasets`` and ``levels``; ``complete`` is None,
+    as such a store carries no completeness flag, and ``damaged`` is None.
     """
     import zarr
 
@@ -210,6 +217,9 @@ def store_info(
         )
     except Exception as e:
         raise unreadable_metadata(str(loc), e) from e
+    ome = ome_multiscale(attrs) if arr is None and isinstance(node, zarr.Group) else None
+    if ome is not None:
+        return _ome_info(loc, node, attrs, ome)
     if arr is None:
         raise ValueError(
             f"store: {str(loc)!r} has no {VAR!r} array, so it was not written by bigimg; "
@@ -244,6 +254,39 @@ def store_info(
         "bigimg_version": attrs.get("bigimg_version"),
         "bigimg_source": attrs.get("bigimg_source"),
         "bigimg_config": attrs.get("bigimg_config"),
+    }
+
+
+def _ome_info(
+    loc: Location, group: Any, attrs: Mapping[str, Any], ome: Mapping[str, Any]
+) -> dict[str, Any]:
+    """:func:`store_info` of an OME-Zarr image written by another tool: level 0 and the levels.
+
+    Not a bigimg store, so there is no completeness flag or provenance to
+    report (``complete`` is None), and nothing is called damaged.
+    """
+    level0 = str(ome["datasets"][0].get("path", ""))
+    try:
+        arr = group[level0]
+        dims = ome_axes_names(ome.get("axes") or dim_names(arr))
+        shape, chunks = list(arr.shape), list(arr.chunks)
+        shards = list(arr.shards) if getattr(arr, "shards", None) else None
+        dtype = str(arr.dtype)
+    except Exception as e:
+        raise unreadable_metadata(str(loc), e) from e
+    version = attrs["ome"].get("version") if isinstance(attrs.get("ome"), dict) else None
+    return {
+        "path": str(loc),
+        "format": f"OME-Zarr {version or ome.get('version', '')}".strip(),
+        "dims": dims,
+        "shape": shape,
+        "chunks": chunks,
+        "shards": shards,
+        "dtype": dtype,
+        "complete": None,
+        "damaged": None,
+        "datasets": [str(d.get("path")) for d in ome["datasets"]],
+        "levels": list(range(1, len(ome["datasets"]))),
     }
 
 

@@ -14,7 +14,12 @@ The root group's ``ome`` attribute lists the levels in the OME-NGFF 0.5
 ``multiscales`` layout (axes, datasets with ``path`` and
 ``coordinateTransformations``), updated after each level is complete, so a
 reader never sees a level that is still being written, and the root store's
-own ``bigimg_complete`` flag is never touched.
+own ``bigimg_complete`` flag is never touched. The axes are in the on-disk
+order, ``band`` (type ``channel``) before ``y`` and ``x`` (type ``space``)
+(see :mod:`bigimg.io.store`), so OME-NGFF validators and readers (napari's
+ome-zarr-py) accept the store. The root also carries the zarr-conventions
+``multiscales`` attribute (declared in ``zarr_conventions``), through which
+GDAL >= 3.13 sees the levels as overviews.
 """
 
 from __future__ import annotations
@@ -28,14 +33,39 @@ import xarray as xr
 
 from bigimg.errors import unreadable_metadata
 from bigimg.io.location import Location
-from bigimg.io.store import VAR, StoreLike, is_zarr_store, open_store, quiet_zarr, write
+from bigimg.io.store import (
+    VAR,
+    StoreLike,
+    disk_order,
+    is_zarr_store,
+    open_store,
+    quiet_zarr,
+    write,
+)
 from bigimg.resample import check_size, coarsen_mean
 
 LEVELS_GROUP = "levels"
 NGFF_VERSION = "0.5"
 _AXIS_TYPES = {"y": "space", "x": "space", "band": "channel"}
 # group attrs that open_zarr merges into the DataArray: each level records its own
-_STORE_ATTRS = {"bigimg_version", "bigimg_source", "bigimg_config", "bigimg_complete", "ome"}
+_STORE_ATTRS = {
+    "bigimg_version",
+    "bigimg_source",
+    "bigimg_config",
+    "bigimg_complete",
+    "ome",
+    "multiscales",
+    "zarr_conventions",
+}
+# https://github.com/zarr-conventions/multiscales (v1), read by GDAL >= 3.13
+_MULTISCALES_CONVENTION = {
+    "uuid": "d35379db-88df-4056-af3a-620245f8e347",
+    "name": "multiscales",
+    "schema_url": (
+        "https://raw.githubusercontent.com/zarr-conventions/multiscales/refs/tags/v1/schema.json"
+    ),
+    "spec_url": "https://github.com/zarr-conventions/multiscales/blob/v1/README.md",
+}
 
 
 # ---------------------------------------------------------------- public API
@@ -263,9 +293,10 @@ def _ensure_levels_group(root: Location) -> None:
 
 
 def _multiscales(base: xr.DataArray, n_levels: int) -> dict[str, Any]:
-    """OME-NGFF 0.5 ``ome`` attribute for levels 0..n_levels."""
+    """OME-NGFF 0.5 ``ome`` attribute for levels 0..n_levels (axes in on-disk order)."""
+    dims = disk_order(base.dims)
     axes = []
-    for d in base.dims:
+    for d in dims:
         axis: dict[str, Any] = {"name": str(d)}
         if d in _AXIS_TYPES:
             axis["type"] = _AXIS_TYPES[d]
@@ -273,10 +304,10 @@ def _multiscales(base: xr.DataArray, n_levels: int) -> dict[str, Any]:
     datasets = []
     for k in range(n_levels + 1):
         s = 2**k
-        scale = [float(s) if d in ("y", "x") else 1.0 for d in base.dims]
+        scale = [float(s) if d in ("y", "x") else 1.0 for d in dims]
         transforms: list[dict[str, Any]] = [{"type": "scale", "scale": scale}]
         if k:  # a level-k pixel covers level-0 pixels [s*i, s*i + s): its centre
-            shift = [(s - 1) / 2 if d in ("y", "x") else 0.0 for d in base.dims]
+            shift = [(s - 1) / 2 if d in ("y", "x") else 0.0 for d in dims]
             transforms.append({"type": "translation", "translation": shift})
         datasets.append({"path": _level_path(k), "coordinateTransformations": transforms})
     return {
@@ -296,11 +327,38 @@ def _multiscales(base: xr.DataArray, n_levels: int) -> dict[str, Any]:
     }
 
 
+def _conventions(base: xr.DataArray, n_levels: int) -> dict[str, Any]:
+    """zarr-conventions ``multiscales`` root attributes for levels 0..n_levels.
+
+    Each level ``levels/<k>`` is derived from the previous one: scale 2 in
+    ``y`` and ``x``, and a level-k pixel's centre is half a level-(k-1) pixel
+    in (the OME translation ``(2**k - 1) / 2`` in level-0 pixels, step by step).
+    """
+    dims = disk_order(base.dims)
+    layout: list[dict[str, Any]] = [{"asset": VAR, "transform": {"scale": [1.0] * len(dims)}}]
+    for k in range(1, n_levels + 1):
+        transform = {
+            "scale": [2.0 if d in ("y", "x") else 1.0 for d in dims],
+            "translation": [0.5 if d in ("y", "x") else 0.0 for d in dims],
+        }
+        layout.append(
+            {
+                "asset": f"{LEVELS_GROUP}/{k}",
+                "derived_from": VAR if k == 1 else f"{LEVELS_GROUP}/{k - 1}",
+                "transform": transform,
+            }
+        )
+    return {
+        "zarr_conventions": [_MULTISCALES_CONVENTION],
+        "multiscales": {"layout": layout, "resampling_method": "average"},
+    }
+
+
 def _write_multiscales(root: Location, base: xr.DataArray, n_levels: int) -> None:
     import zarr
 
     store = root.zarr_store()
     with quiet_zarr():
         group = zarr.open_group(store, mode="r+", use_consolidated=False)
-        group.attrs["ome"] = _multiscales(base, n_levels)
+        group.attrs.update({"ome": _multiscales(base, n_levels), **_conventions(base, n_levels)})
         zarr.consolidate_metadata(store)

@@ -31,11 +31,12 @@ from bigimg.image import (
 )
 from bigimg.io.chunks import read_in_chunks
 from bigimg.io.location import Location
-from bigimg.io.store import is_zarr_store, open_dataset, storage_errors, stored_image
+from bigimg.io.store import dim_names, is_zarr_store, open_dataset, storage_errors, stored_image
 
 _ZARR_MARKERS = ("zarr.json", ".zgroup", ".zarray")
 _TIFF_SUFFIXES = {".tif", ".tiff", ".gtiff"}
 _PLAIN_SUFFIXES = {".png", ".jpg", ".jpeg"}
+_CHANNEL_NAMES = {"c", "channel", "channels", "band", "bands"}
 
 
 def open_image(
@@ -152,13 +153,62 @@ def _open_zarr_input(path: Location) -> tuple[Any, Callable[[Any], da.Array] | N
     if not isinstance(node, zarr.Array) and "bigimg_complete" in node.attrs:  # a bigimg store
         return stored_image(*open_dataset(path, allow_incomplete=False))
     if not isinstance(node, zarr.Array):
+        ome = ome_multiscale(node.attrs)
+        if ome is not None:
+            return _ome_level0(path, node, ome)
         return _foreign_group(path, node), None
     names: Any = node.metadata.dimension_names if node.metadata.zarr_format == 3 else None
     names = names or node.attrs.get("_ARRAY_DIMENSIONS")
     if names and tuple(names) != {2: SPATIAL_DIMS, 3: IMAGE_DIMS, 4: STACK_DIMS}.get(node.ndim):
         data, _ = _zarr_array(node, path)
-        return _named(xr.DataArray(data, dims=tuple(names)), path), None
+        return _named(xr.DataArray(data, dims=tuple(str(n) for n in names)), path), None
     return _zarr_array(node, path)
+
+
+def ome_multiscale(attrs: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The first OME-NGFF multiscale image of a group: 0.5 in ``ome``, 0.4 at the top level."""
+    ome = attrs.get("ome")
+    found = ome.get("multiscales") if isinstance(ome, dict) else attrs.get("multiscales")
+    # a dict `multiscales` is the zarr-conventions one (bigimg writes both), not OME's list
+    if isinstance(found, list) and found and isinstance(found[0], dict):
+        first = found[0]
+        if isinstance(first.get("datasets"), list) and first["datasets"]:
+            return first
+    return None
+
+
+def _ome_level0(path: Location, node: Any, ome: Mapping[str, Any]) -> tuple[Any, None]:
+    """Level 0 (``datasets[0]``) of an OME-Zarr image, its dims named by the OME axes."""
+    level0 = str(ome["datasets"][0].get("path", ""))
+    try:
+        arr = node[level0]
+    except Exception as e:
+        raise unreadable_metadata(str(path), e) from e
+    if not hasattr(arr, "shape") or not hasattr(arr, "chunks"):
+        raise ValueError(
+            f"path: OME-Zarr {str(path)!r}: dataset {level0!r} (level 0) is not an array"
+        )
+    axes = ome.get("axes") or dim_names(arr)  # OME 0.3 and older: axes are bare names
+    data, _ = _zarr_array(arr, path)
+    renamed = _ome_dims(axes, data.shape, path)
+    obj = xr.DataArray(data, dims=tuple(ome_axes_names(axes)))
+    return _named(obj.rename(renamed), path), None
+
+
+def ome_axes_names(axes: Any) -> list[str]:
+    """Names of OME axes (dicts with ``name``, or plain names in OME 0.3)."""
+    return [str(a["name"]) if isinstance(a, Mapping) else str(a) for a in axes]
+
+
+def _ome_dims(axes: Any, shape: tuple[int, ...], path: Location) -> dict[str, str]:
+    """OME axis name -> bigimg dim: the channel axis becomes ``band``, space axes keep y/x."""
+    names = ome_axes_names(axes)
+    if len(names) != len(shape):
+        raise ValueError(
+            f"path: OME-Zarr {str(path)!r} lists axes {names!r} for a {len(shape)}-D array"
+        )
+    types = [a.get("type") if isinstance(a, Mapping) else None for a in axes]
+    return {n: "band" for n, t in zip(names, types, strict=True) if t == "channel"}
 
 
 def _foreign_group(path: Location, node: Any) -> xr.DataArray:
@@ -179,7 +229,24 @@ def _foreign_group(path: Location, node: Any) -> xr.DataArray:
 
 
 def _named(obj: xr.DataArray, path: Location) -> xr.DataArray:
-    """``obj`` in bigimg's dim order when its dims are bigimg's names, else renamed by position."""
+    """``obj`` with bigimg's dims, mapped by name when it has ``y`` and ``x``, else by position.
+
+    By name: a channel dim (``c``, ``channel``) becomes ``band`` and the dims
+    are put in bigimg's order; other dims of size 1 (OME's ``t``, ``z``) are
+    dropped, and any other dim is refused (select a plane first), never
+    renamed by position. Without ``y`` and ``x`` (``dim_0``, ...), the dims are
+    renamed by position to ``(y, x[, band])`` or ``(image, y, x, band)``.
+    """
+    if {"y", "x"} <= set(obj.dims):
+        obj = obj.rename({d: "band" for d in obj.dims if str(d).lower() in _CHANNEL_NAMES})
+        extra = [d for d in obj.dims if d not in STACK_DIMS]
+        if any(obj.sizes[d] != 1 for d in extra):
+            raise ValueError(
+                f"path: {str(path)!r} has dims {dict(obj.sizes)!r}; bigimg reads y, x, a "
+                f"channel dim (c, channel or band) and an image dim, not {extra!r} (dims of size "
+                "1 are dropped): select one plane first, e.g. with xarray's .isel"
+            )
+        obj = obj.squeeze(extra, drop=True) if extra else obj
     if set(obj.dims) <= set(STACK_DIMS):
         order = [d for d in STACK_DIMS if d in obj.dims]
         if not {"y", "x"} <= set(order):

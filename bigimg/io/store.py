@@ -13,6 +13,14 @@ store's PUT replaces a whole object at once. ``bigimg_complete`` is set only
 after every object is stored; ``resume=True`` writes just the missing ones.
 Every chunk (the inner chunks of a shard too) carries a CRC32C checksum, so a
 damaged one fails to decode and the error names it.
+
+On disk the image is in OME-NGFF order, ``(band, y, x)`` (a stack:
+``(image, band, y, x)``; a plain ``(y, x)`` image stays ``(y, x)``), with
+those ``dimension_names``, so OME-Zarr tools (validators, napari's reader)
+accept a pyramid store; bigimg's readers transpose it back to ``(y, x, band)``
+lazily (see :func:`disk_order`). Chunk keys, and the chunk indices that
+error messages name, are in that on-disk order: ``image/c/<band>/<y>/<x>``.
+Stores written before the change, ``(y, x, band)`` on disk, still read.
 """
 
 from __future__ import annotations
@@ -39,6 +47,7 @@ from bigimg._version import __version__
 from bigimg.compute import compute_with_progress
 from bigimg.errors import CorruptStoreError, unreadable_metadata
 from bigimg.files import check_disjoint, note_read, path_parts, read_paths
+from bigimg.image import STACK_DIMS
 from bigimg.io.chunks import read_in_chunks
 from bigimg.io.location import Location
 
@@ -252,14 +261,26 @@ def stored_image(loc: Location, ds: xr.Dataset) -> tuple[xr.DataArray, Callable[
     if _STACK_LABELS in coords:  # a stack's `image` labels, stored aside (see as_dataset)
         coords[VAR] = coords.pop(_STACK_LABELS).rename(VAR)
     complete = bool(ds.attrs.get("bigimg_complete"))
+    view = view_order(var.dims)
+    perm = tuple(var.dims.index(d) for d in view)  # view axis i is disk axis perm[i]
+    disk_chunks = cast("tuple[tuple[int, ...], ...]", var.chunks)  # opened with chunks={}
+
+    def read(chunks: tuple[tuple[int, ...], ...]) -> Any:
+        """The image in ``chunks`` (given in view order), read on disk and transposed lazily."""
+        disk: list[tuple[int, ...]] = [()] * len(perm)
+        for i, p in enumerate(perm):
+            disk[p] = chunks[i]
+        data = _checked_read(loc, VAR, var, tuple(disk), complete=complete)
+        return data if perm == tuple(range(len(perm))) else data.transpose(perm)
+
     out = xr.DataArray(
-        _checked_read(loc, VAR, var, var.chunks, complete=complete),
-        dims=var.dims,
+        read(tuple(disk_chunks[p] for p in perm)),
+        dims=view,
         coords=coords,
         name=VAR,
         attrs={**var.attrs, **ds.attrs},
     )
-    return out, lambda chunks: _checked_read(loc, VAR, var, chunks, complete=complete)
+    return out, read
 
 
 def open_store(
@@ -419,6 +440,36 @@ def _first_unreadable_chunk(arr: Any, region: tuple[slice, ...]) -> Any:
     return None
 
 
+def disk_order(dims: Iterable[Hashable]) -> list[Hashable]:
+    """The on-disk (OME-NGFF) dim order: other dims (a stack's ``image``), ``band``, ``y``, ``x``.
+
+    OME-NGFF 0.5 puts a channel axis before the space axes, so bigimg stores
+    ``(y, x, band)`` as ``(band, y, x)`` and ``(image, y, x, band)`` as
+    ``(image, band, y, x)``.
+
+    Examples
+    --------
+    >>> disk_order(("image", "y", "x", "band"))
+    ['image', 'band', 'y', 'x']
+    """
+    dims = list(dims)
+    image = [d for d in ("band", "y", "x") if d in dims]
+    return [d for d in dims if d not in image] + image
+
+
+def view_order(dims: Iterable[Hashable]) -> list[Hashable]:
+    """bigimg's dim order for a stored array: ``(image, y, x, band)``'s, other dims first.
+
+    Examples
+    --------
+    >>> view_order(("band", "y", "x"))
+    ['y', 'x', 'band']
+    """
+    dims = list(dims)
+    known = [d for d in STACK_DIMS if d in dims]
+    return [d for d in dims if d not in known] + known
+
+
 def as_dataset(
     obj: xr.DataArray, shards: Mapping[Hashable, int] | None = None
 ) -> tuple[xr.Dataset, dict[Hashable, Any]]:
@@ -436,7 +487,7 @@ def as_dataset(
     chunks = cast("tuple[tuple[int, ...], ...]", obj.chunks)  # dask-backed now
     regular = {d: max(c) for d, c in zip(obj.dims, chunks, strict=True)}
     shard = _shard_shape(obj, regular, shards)
-    obj = obj.chunk(shard or regular)
+    obj = obj.chunk(shard or regular).transpose(*disk_order(obj.dims))
     if VAR in obj.coords:  # a stack: the `image` dim's labels cannot share the variable's name
         labels = obj.coords[VAR]
         obj = obj.drop_vars(VAR).assign_coords({_STACK_LABELS: (VAR, labels.values, labels.attrs)})
