@@ -83,6 +83,17 @@ def test_dask_coordinate_written(tmp_path):
     np.testing.assert_array_equal(xr.open_zarr(tmp_path / "o.zarr")["weight"].values, 2.0)
 
 
+def test_image_shaped_coordinate_reads_back_in_bigimg_order(tmp_path):
+    """On disk (band, y, x) like the image; bi.open_zarr gives it back as (y, x, band)."""
+    img = bi.from_array(np.arange(96.0).reshape(8, 6, 2), chunks={"y": 4, "x": 4})
+    img = img.assign_coords(weight=(("y", "x", "band"), img.data * 2))
+    bi.to_zarr(img, tmp_path / "o.zarr", progress=False)
+    assert xr.open_zarr(tmp_path / "o.zarr")["weight"].dims == ("band", "y", "x")
+    out = bi.open_zarr(tmp_path / "o.zarr")
+    assert out.dims == out["weight"].dims == ("y", "x", "band")
+    np.testing.assert_array_equal(out["weight"].values, img.values * 2)
+
+
 def test_refuses_overwrite_and_bad_paths(tmp_path):
     img = bi.from_array(np.ones((4, 4)))
     store = tmp_path / "o.zarr"

@@ -237,9 +237,12 @@ def pyramid_levels(store: StoreLike, storage_options: Mapping[str, Any] | None =
         raise unreadable_metadata(str(store), e) from e
     ome = group.attrs.get("ome", {})
     multiscales = ome.get("multiscales", []) if isinstance(ome, dict) else []
-    if not multiscales:
-        return [0]
-    return [_level_of(ds["path"]) for ds in multiscales[0]["datasets"]]
+    paths = (
+        [str(ds.get("path")) for ds in multiscales[0].get("datasets", [])] if multiscales else []
+    )
+    if not paths or any(p != _level_path(_level_of(p)) for p in paths):
+        return [0]  # no pyramid, or another tool's OME-Zarr layout (not bigimg's levels)
+    return [_level_of(p) for p in paths]
 
 
 def best_level(store: StoreLike, max_size: int) -> int:
@@ -281,7 +284,12 @@ def _level_path(k: int) -> str:
 
 
 def _level_of(path: str) -> int:
-    return 0 if path == VAR else int(path.split("/")[1])
+    """The level of an OME dataset path written by bigimg; -1 for any other path."""
+    if path == VAR:
+        return 0
+    parts = path.split("/")
+    ok = len(parts) == 3 and parts[0] == LEVELS_GROUP and parts[1].isdigit() and parts[2] == VAR
+    return int(parts[1]) if ok else -1
 
 
 def _ensure_levels_group(root: Location) -> None:

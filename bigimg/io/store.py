@@ -262,6 +262,7 @@ def stored_image(loc: Location, ds: xr.Dataset) -> tuple[xr.DataArray, Callable[
         coords[VAR] = coords.pop(_STACK_LABELS).rename(VAR)
     complete = bool(ds.attrs.get("bigimg_complete"))
     view = view_order(var.dims)
+    coords = {k: c.transpose(*[d for d in view if d in c.dims]) for k, c in coords.items()}
     perm = tuple(var.dims.index(d) for d in view)  # view axis i is disk axis perm[i]
     disk_chunks = cast("tuple[tuple[int, ...], ...]", var.chunks)  # opened with chunks={}
 
