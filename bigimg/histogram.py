@@ -13,27 +13,29 @@ wider integers and floats first find the valid range (pass 1) and then count
 counts: a lookup table for 8/16-bit integers (``lut[img]``), linear
 interpolation between bin centres otherwise, chunk by chunk and lazily.
 
-Layers: kernels (``_*_kernel``, plain numpy on one block) -> chunked builders
-(``_blockwise``, ``_minmax``, ``_sum_partials`` and the ``_*_counts``
-helpers; the only dask code) -> public API (:func:`histogram`,
+Layers: kernels (``_*_kernel`` and ``_merge_minmax``, plain numpy on one
+block) -> chunked builders (``_blockwise`` for the maps; ``_reduce``, a
+:class:`~bigimg.compute.Reduction` of a kernel's partial results, for the
+counts and ranges; the only dask code) -> public API (:func:`histogram`,
 :func:`equalize_hist`, :func:`plot_histogram`).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 import os
-from collections.abc import Hashable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import dask
 import dask.array as da
 import numpy as np
 import xarray as xr
 
+from bigimg.compute import Reduction, reduce_blocks, sum_parts
 from bigimg.files import check_new_file, new_file
 from bigimg.image import check_image, float_dtype, like
 
@@ -50,8 +52,9 @@ __all__ = ["equalize_hist", "histogram", "plot_histogram"]
 
 # ---------------------------------------------------------------- kernels
 # Each kernel takes one block and ``kept``: the axes along which separate
-# histograms are kept (``band`` by default). Partial results have the block's
-# shape with every other axis collapsed to 1, plus one trailing axis.
+# histograms are kept (``band`` by default). Partial results, and the tables
+# the counting kernels read, have the block's shape with every other axis
+# collapsed to 1, plus one trailing axis.
 
 
 def _rows(
@@ -139,6 +142,13 @@ def _minmax_kernel(
     return out
 
 
+def _merge_minmax(parts: list[np.ndarray]) -> np.ndarray:
+    """Combine :func:`_minmax_kernel` partials: ``[min of the mins, max of the maxes]``."""
+    lo = np.minimum.reduce([p[..., 0] for p in parts])
+    hi = np.maximum.reduce([p[..., 1] for p in parts])
+    return np.stack([lo, hi], axis=-1)
+
+
 def _count_dtype_kernel(block: np.ndarray, *, kept: tuple[int, ...]) -> np.ndarray:
     """8/16-bit integers: counts of every value of the dtype (bin ``i`` is ``dtype.min + i``)."""
     n = 1 << (8 * block.dtype.itemsize)
@@ -178,17 +188,18 @@ def _count_uniform_kernel(
     """``n`` uniform bins per kept index, exactly as ``numpy.histogram``.
 
     The range is ``fixed`` (the user's ``range``, its two values passed on
-    untouched) or ``ranges[idx]`` (``(first, last)`` per kept index, found in
-    the data, in the image's dtype as numpy's ``a.min()``). numpy computes the
-    edges in the dtype those values promote to with the data's, so they are
-    never converted here.
+    untouched) or read from ``ranges`` (``(first, last)`` per kept index, laid
+    out like the partial result, found in the data, in the image's dtype as
+    numpy's ``a.min()``). numpy computes the edges in the dtype those values
+    promote to with the data's, so they are never converted here.
     """
     out = np.empty(_partial_shape(block.shape, kept, n), dtype=np.int64)
     for idx, sl in _rows(block.shape, kept):
         sub = block[sl]
         vals = sub[~_excluded(sub, exclude)] if exclude else sub  # NaN is outside any range
-        rng = fixed if fixed is not None else tuple(ranges[idx])  # type: ignore[index]
-        out[_partial_index(block.ndim, kept, idx)] = np.histogram(vals, bins=n, range=rng)[0]
+        where = _partial_index(block.ndim, kept, idx)
+        rng = fixed if fixed is not None else tuple(ranges[where])  # type: ignore[index]
+        out[where] = np.histogram(vals, bins=n, range=rng)[0]
     return out
 
 
@@ -318,16 +329,13 @@ def _blockwise(
     tables: Sequence[np.ndarray] = (),
     *,
     dtype: Any,
-    partial: int | None = None,
     **kwargs: Any,
 ) -> da.Array:
     """Map ``kernel(block, *table_blocks, kept=kept, **kwargs)`` over the blocks of ``arr``.
 
     Each table has the kept axes' sizes first (then any trailing axes) and is
     chunked like ``arr`` along them, so a task receives only its own rows and
-    the graph holds each table once. With ``partial=n`` the output is one
-    partial result per block: non-kept axes of length 1 and a trailing axis
-    of length ``n``, ready for a tree reduction.
+    the graph holds each table once.
     """
     dtype = np.dtype(dtype)
     nd = arr.ndim
@@ -339,37 +347,55 @@ def _blockwise(
         chunks = tuple(arr.chunks[a] for a in kept) + tuple((s,) for s in table.shape[len(kept) :])
         args += [da.from_array(table, chunks=chunks), kept + tuple(range(nxt, nxt + extra))]
         nxt += extra
-    if partial is None:
-        return da.blockwise(
-            kernel, ind, *args, dtype=dtype, meta=np.empty((0,) * nd, dtype),
-            concatenate=True, kept=kept, **kwargs,
-        )  # fmt: skip
     return da.blockwise(
-        kernel, (*ind, nd), *args,
-        new_axes={nd: partial},
-        adjust_chunks={a: 1 for a in ind if a not in kept},
-        dtype=dtype, meta=np.empty((0,) * (nd + 1), dtype),
+        kernel, ind, *args, dtype=dtype, meta=np.empty((0,) * nd, dtype),
         concatenate=True, kept=kept, **kwargs,
     )  # fmt: skip
 
 
-def _reduced(kept: tuple[int, ...], ndim: int) -> tuple[int, ...]:
-    return tuple(a for a in range(ndim) if a not in kept)
+def _reduce(
+    s: _Setup,
+    kernel: Callable[..., np.ndarray],
+    size: int,
+    *,
+    combine: Callable[[list[np.ndarray]], np.ndarray],
+    dtype: Any,
+    table: np.ndarray | None = None,
+    **kwargs: Any,
+) -> np.ndarray:
+    """``kernel``'s partial results over the blocks of ``s.arr``, combined (computes).
+
+    ``kernel(block[, table_block], kept=s.kept, **kwargs)`` returns ``size``
+    values per kept index; ``table`` holds ``(kept sizes..., k)`` values the
+    kernel reads, passed to each task for its own kept indices only. Returns
+    ``(kept sizes..., size)``.
+    """
+    arrays = [s.arr]
+    if table is not None:
+        shape = _partial_shape(s.arr.shape, s.kept, table.shape[-1])
+        chunks = [s.arr.chunks[a] if a in s.kept else (1,) for a in range(s.arr.ndim)]
+        arrays.append(da.from_array(table.reshape(shape), chunks=(*chunks, (table.shape[-1],))))
+    reduction: Reduction[np.ndarray, np.ndarray] = Reduction(
+        chunk=functools.partial(kernel, kept=s.kept, **kwargs), combine=combine
+    )
+    reduced = tuple(a for a in range(s.arr.ndim) if a not in s.kept)
+    out = reduce_blocks(
+        arrays, reduction, axis=reduced, dtype=dtype, new_axes=(size,), name="histogram"
+    )
+    return out.compute().reshape((*(s.arr.shape[a] for a in s.kept), size))
 
 
-def _minmax(
-    arr: da.Array, kept: tuple[int, ...], exclude: tuple[Any, ...]
-) -> tuple[da.Array, da.Array]:
-    """Pass 1 (lazy): min and max of the valid values per kept index."""
-    part = _blockwise(_minmax_kernel, arr, kept, dtype=arr.dtype, partial=2, exclude=exclude)
-    red = _reduced(kept, arr.ndim)
-    first = (slice(None),) * arr.ndim
-    return part[(*first, 0)].min(axis=red), part[(*first, 1)].max(axis=red)
+def _counts(s: _Setup, kernel: Callable[..., np.ndarray], size: int, **kwargs: Any) -> np.ndarray:
+    """Counts ``(kept sizes..., size)`` summed from ``kernel``'s per-block counts (computes)."""
+    return _reduce(s, kernel, size, combine=sum_parts, dtype=np.int64, **kwargs)
 
 
-def _sum_partials(part: da.Array, kept: tuple[int, ...]) -> da.Array:
-    """Tree reduction of per-block counts -> ``(kept sizes..., n)``."""
-    return part.sum(axis=_reduced(kept, part.ndim - 1), dtype=np.int64)
+def _minmax(s: _Setup) -> tuple[np.ndarray, np.ndarray]:
+    """Min and max of the valid values per kept index, ``[+big, -big]`` where none (computes)."""
+    both = _reduce(
+        s, _minmax_kernel, 2, combine=_merge_minmax, dtype=s.arr.dtype, exclude=s.exclude
+    )
+    return both[..., 0], both[..., 1]
 
 
 # ---------------------------------------------------------------- validation
@@ -596,10 +622,7 @@ def _int_counts(
         if lo > hi:
             raise ValueError(f"range {rng!r} holds no integer value of img's dtype {dt}")
     if _small_int(dt):
-        part = _blockwise(
-            _count_dtype_kernel, s.arr, s.kept, dtype=np.int64, partial=1 << (8 * dt.itemsize)
-        )
-        (counts,) = dask.compute(_sum_partials(part, s.kept))
+        counts = _counts(s, _count_dtype_kernel, 1 << (8 * dt.itemsize))
         for v in s.exclude:
             counts[..., int(v) - info.min] = 0
         if rng is None:
@@ -609,7 +632,7 @@ def _int_counts(
             lo, hi = int(seen[0]) + info.min, int(seen[-1]) + info.min
         return counts[..., lo - info.min : hi - info.min + 1], lo
     if rng is None:
-        mins, maxs = dask.compute(*_minmax(s.arr, s.kept, s.exclude))
+        mins, maxs = _minmax(s)
         _check_nonempty(img, s, mins > maxs, "after exclusion")
         lo, hi = int(mins.min()), int(maxs.max())
     n = hi - lo + 1
@@ -619,24 +642,12 @@ def _int_counts(
             "counted exactly; pass a narrower range= or cast img to float to use bins="
         )
     _check_size(img, s, n)
-    part = _blockwise(
-        _count_window_kernel,
-        s.arr,
-        s.kept,
-        dtype=np.int64,
-        partial=n,
-        low=lo,
-        n=n,
-        exclude=s.exclude,
-    )
-    (counts,) = dask.compute(_sum_partials(part, s.kept))
-    return counts, lo
+    return _counts(s, _count_window_kernel, n, low=lo, n=n, exclude=s.exclude), lo
 
 
 def _float_ranges(img: xr.DataArray, s: _Setup) -> tuple[np.ndarray, np.ndarray]:
     """Pass 1 (computes): per kept index min and max of the valid values, finite-checked."""
-    mins, maxs = dask.compute(*_minmax(s.arr, s.kept, s.exclude))
-    mins, maxs = np.asarray(mins), np.asarray(maxs)
+    mins, maxs = _minmax(s)
     _check_nonempty(img, s, mins > maxs, "after exclusion")
     if not (np.isfinite(mins).all() and np.isfinite(maxs).all()):
         raise ValueError(
@@ -650,28 +661,11 @@ def _uniform_counts(
     s: _Setup, ranges: np.ndarray | None, n: int, fixed: tuple[Any, Any] | None = None
 ) -> np.ndarray:
     """Counts in ``n`` uniform bins over ``fixed`` or over each kept index's ``ranges`` (computes)."""
-    part = _blockwise(
-        _count_uniform_kernel,
-        s.arr,
-        s.kept,
-        [] if ranges is None else [ranges],
-        dtype=np.int64,
-        partial=n,
-        n=n,
-        exclude=s.exclude,
-        fixed=fixed,
-    )
-    (counts,) = dask.compute(_sum_partials(part, s.kept))
-    return counts
+    return _counts(s, _count_uniform_kernel, n, table=ranges, n=n, exclude=s.exclude, fixed=fixed)
 
 
 def _edges_counts(s: _Setup, edges: np.ndarray) -> np.ndarray:
-    part = _blockwise(
-        _count_edges_kernel, s.arr, s.kept, dtype=np.int64, partial=edges.size - 1,
-        edges=edges, exclude=s.exclude,
-    )  # fmt: skip
-    (counts,) = dask.compute(_sum_partials(part, s.kept))
-    return counts
+    return _counts(s, _count_edges_kernel, edges.size - 1, edges=edges, exclude=s.exclude)
 
 
 def _uniform_edges(dtype: np.dtype, n: int, first: Any, last: Any) -> np.ndarray:
@@ -917,10 +911,7 @@ def equalize_hist(
         )  # fmt: skip
     elif _small_int(dt):
         info = np.iinfo(dt)
-        part = _blockwise(
-            _count_dtype_kernel, s.arr, s.kept, dtype=np.int64, partial=1 << (8 * dt.itemsize)
-        )
-        (counts,) = dask.compute(_sum_partials(part, s.kept))
+        counts = _counts(s, _count_dtype_kernel, 1 << (8 * dt.itemsize))
         values = np.arange(info.min, info.max + 1)
         for v in s.exclude:
             counts[..., int(v) - info.min] = 0

@@ -27,14 +27,19 @@ import numpy as np
 import xarray as xr
 from scipy import fft as sfft
 
-from bigimg.compute import compute_with_progress, one_blas_thread_per_task
+from bigimg.compute import (
+    Reduction,
+    compute_with_progress,
+    one_blas_thread_per_task,
+    reduce_blocks,
+    sum_parts,
+)
 from bigimg.errors import BigimgWarning
 from bigimg.image import check_image, float_dtype, per_dim
 
 METHODS = ("bilinear", "nearest", "fourier")
 _AXES = ("y", "x")
 _TASK_BYTES = 64 * 2**20  # frames per task are capped to about this many bytes
-_SPLIT_EVERY = 8  # fan-in of the tree reduction over the stack
 # 1e-6 px, far below any registration's accuracy; beyond it the upsampled DFT's
 # matrices (about 3.5 sqrt(factor) rows per axis) take seconds and GiB per frame.
 MAX_UPSAMPLE = 1e6
@@ -280,6 +285,12 @@ def _nan_sum_count(block: np.ndarray) -> np.ndarray:
     return out
 
 
+def _nanmean_of(sums: np.ndarray) -> np.ndarray:
+    """Summed :func:`_nan_sum_count` partials (1, y, x, 2) -> (1, y, x, 1) mean, NaN where no value."""
+    total, count = sums[..., :1], sums[..., 1:]
+    return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
 def _add_at_offset(
     out: np.ndarray, src: np.ndarray | float, oy: int, ox: int, *, like: np.ndarray | None = None
 ) -> None:
@@ -391,17 +402,9 @@ def _whole_frames(arr: da.Array) -> da.Array:
 def _nanmean_chunked(arr: da.Array) -> da.Array:
     """Lazy NaN-mean over the stack of band-collapsed frames -> (y, x), tree-reduced."""
     arr = _whole_frames(arr)
-    _, ny, nx, _ = arr.shape
-    parts = da.map_blocks(
-        _nan_sum_count,
-        arr,
-        chunks=((1,) * arr.numblocks[0], (ny,), (nx,), (2,)),
-        dtype=np.float64,
-        meta=np.empty((0, 0, 0, 0), np.float64),
-    )
-    sums = parts.sum(axis=0, split_every=_SPLIT_EVERY)
-    total, count = sums[..., 0], sums[..., 1]
-    return da.where(count > 0, total / da.maximum(count, 1), np.nan)
+    nanmean = Reduction(chunk=_nan_sum_count, combine=sum_parts, finalize=_nanmean_of)
+    mean = reduce_blocks(arr, nanmean, axis=(0, 3), dtype=np.float64, name="nanmean")
+    return mean[0, :, :, 0]
 
 
 def _register_chunked(
@@ -495,7 +498,10 @@ def _shift_and_add_chunked(
                     )
                 )
             if parts:
-                block = da.concatenate(parts, axis=0).sum(axis=0, split_every=_SPLIT_EVERY)
+                deposits = da.concatenate(parts, axis=0)  # the partial sums
+                block = reduce_blocks(
+                    deposits, Reduction(None, sum_parts), axis=0, dtype=np.float64, name="stack"
+                )[0]
             else:
                 block = da.zeros(
                     (y_hi - y_lo, x_hi - x_lo, arr.shape[3], 2), chunks=(-1, -1, band_chunks, -1)

@@ -1,14 +1,17 @@
 """Gaussian stretch: map values through the normal CDF of each band.
 
 ``out = out_min + (out_max - out_min) * ndtr((v - mean) / (n * std))`` with
-the exact normal CDF (:func:`scipy.special.ndtr`). Layers: the per-chunk
-kernel ``_stretch_kernel`` and the statistics check ``_checked_stats``
-(numpy), the lazy statistics and graph wiring in :func:`_band_stats`, and the
-public :func:`gaussian_stretch`.
+the exact normal CDF (:func:`scipy.special.ndtr`). Layers: the numpy kernels
+(``_stretch_kernel``; the per-band moments ``_band_moments``,
+``_merge_band_moments`` and ``_mean_std``, a chunk -> combine -> finalize
+:class:`~bigimg.compute.Reduction`; the check ``_checked_stats``), the lazy
+statistics and graph wiring in :func:`_band_stats`, and the public
+:func:`gaussian_stretch`.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 from collections.abc import Sequence
@@ -20,7 +23,10 @@ import scipy.special
 import xarray as xr
 from dask.graph_manipulation import bind
 
+from bigimg.compute import Reduction, reduce_blocks
 from bigimg.image import check_image, float_dtype, like
+
+_Moments = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 
 # ---------------------------------------------------------------- kernels
@@ -33,10 +39,51 @@ def _stretch_kernel(
     return (lo + (hi - lo) * scipy.special.ndtr(z)).astype(dtype, copy=False)
 
 
-def _checked_stats(
-    mean: np.ndarray, std: np.ndarray, n_inf: np.ndarray, n_valid: np.ndarray, labels: np.ndarray
-) -> np.ndarray:
-    """Stack ``(mean, std)`` after checking them; raises naming the band."""
+def _band_moments(block: np.ndarray, *, axes: tuple[int, ...]) -> _Moments:
+    """Per band (``axes`` reduced, kept as length 1): float64 ``(count, mean, M2, n_inf)``.
+
+    ``count`` counts the non-NaN values, ``M2 = Σ (v - mean)²`` over them and
+    ``n_inf`` the ±inf ones (which make ``mean`` and ``M2`` non-finite). A
+    band with no valid value has ``mean = M2 = 0``.
+    """
+    x = np.asarray(block, dtype=np.float64)
+    valid = ~np.isnan(x)
+    count = valid.sum(axis=axes, keepdims=True)
+    total = np.where(valid, x, 0.0).sum(axis=axes, keepdims=True)
+    with np.errstate(invalid="ignore"):  # inf - inf: n_inf says why
+        mean = np.divide(total, count, out=np.zeros_like(total), where=count > 0)
+        dev = np.where(valid, x - mean, 0.0)
+    m2 = (dev * dev).sum(axis=axes, keepdims=True)  # overflow warns: _checked_stats raises
+    return count, mean, m2, np.isinf(x).sum(axis=axes, keepdims=True)
+
+
+def _merge_band_moments(parts: list[_Moments]) -> _Moments:
+    """Chan et al.'s pairwise update of per-band ``(count, mean, M2, n_inf)``, in order."""
+    count, mean, m2, n_inf = parts[0]
+    for count_b, mean_b, m2_b, n_inf_b in parts[1:]:
+        total = count + count_b
+        weight = np.divide(count_b, total, out=np.zeros(total.shape), where=total > 0)
+        with np.errstate(invalid="ignore"):  # inf - inf: n_inf says why
+            delta = mean_b - mean
+            mean = mean + delta * weight
+            m2 = m2 + m2_b + delta * delta * (count * weight)
+        count, n_inf = total, n_inf + n_inf_b
+    return count, mean, m2, n_inf
+
+
+def _mean_std(part: _Moments) -> np.ndarray:
+    """``(mean, std, n_inf, count)`` per band on a trailing axis; population std (ddof=0).
+
+    A band with no valid value gets NaN, with numpy's RuntimeWarning for it.
+    """
+    count, mean, m2, n_inf = part
+    std = np.sqrt(m2 / count)
+    return np.stack([np.where(count > 0, mean, np.nan), std, n_inf, count], axis=-1)
+
+
+def _checked_stats(stats: np.ndarray, *, labels: np.ndarray) -> np.ndarray:
+    """``(mean, std)`` rows from :func:`_mean_std`'s ``(band, 4)`` output; raises naming the band."""
+    mean, std, n_inf, n_valid = stats.T
     for i, label in enumerate(labels.tolist()):
         if n_inf[i]:
             raise ValueError(
@@ -63,29 +110,26 @@ def _checked_stats(
 # ---------------------------------------------------------------- statistics
 def _band_stats(img: xr.DataArray) -> tuple[xr.DataArray, xr.DataArray]:
     """Lazy per-band global nan-mean and nan-std (one chunked pass, checked in the graph)."""
-    dims = [d for d in img.dims if d != "band"]
     data = img.data if isinstance(img.data, da.Array) else da.from_array(img.data)
-    data = data.astype(np.float64)
-    axes = tuple(img.get_axis_num(d) for d in dims)
-    mean = da.nanmean(data, axis=axes)
-    std = da.nanstd(data, axis=axes)
-    n_inf = da.isinf(data).sum(axis=axes)
-    n_valid = da.count_nonzero(~da.isnan(data), axis=axes)
-    labels = np.asarray(
-        img["band"].values if "band" in img.coords else np.arange(img.sizes.get("band", 1))
+    axes = tuple(i for i, d in enumerate(img.dims) if d != "band")
+    nb = img.sizes.get("band", 1)
+    moments = Reduction(
+        chunk=functools.partial(_band_moments, axes=axes),
+        combine=_merge_band_moments,
+        finalize=_mean_std,
+    )
+    per_band = reduce_blocks(
+        data, moments, axis=axes, dtype=np.float64, new_axes=(4,), name="band-moments"
     )
     if "band" not in img.dims:
-        mean, std, labels = mean[None], std[None], np.array(["(all)"])
-        n_inf, n_valid = n_inf[None], n_valid[None]
+        labels = np.array(["(all)"])
+    else:
+        labels = np.asarray(img["band"].values if "band" in img.coords else np.arange(nb))
     stats = da.map_blocks(
         _checked_stats,
-        mean.rechunk(-1),
-        std.rechunk(-1),
-        n_inf.rechunk(-1),
-        n_valid.rechunk(-1),
-        labels,
-        new_axis=0,
-        chunks=((2,), mean.shape),
+        per_band.reshape((nb, 4)).rechunk(-1),
+        labels=labels,
+        chunks=((2,), (nb,)),
         dtype=np.float64,
         meta=np.empty((0, 0), np.float64),
     )
@@ -217,11 +261,11 @@ def gaussian_stretch(
     the CDF), and with the default statistics they are an error (above).
 
     With the default statistics, the output graph reads ``img`` twice: one
-    chunked pass for the per-band moments (dask's Chan-style combine, in
-    float64), then the stretch itself, whose input reads are bound to run
-    after the statistics. Reading twice keeps memory bounded by the chunk
-    size instead of holding the whole image while the statistics finish.
-    Pass ``mean``/``std`` to read once.
+    chunked pass for the per-band moments (float64, merged by Chan et al.'s
+    pairwise update in a tree), then the stretch itself, whose input reads
+    are bound to run after the statistics. Reading twice keeps memory
+    bounded by the chunk size instead of holding the whole image while the
+    statistics finish. Pass ``mean``/``std`` to read once.
 
     Examples
     --------

@@ -19,6 +19,7 @@ Layers, as everywhere in bigimg:
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import numbers
@@ -37,7 +38,7 @@ import xarray as xr
 
 from bigimg import files
 from bigimg._version import __version__
-from bigimg.compute import one_blas_thread_per_task
+from bigimg.compute import Reduction, one_blas_thread_per_task, reduce_blocks
 from bigimg.image import check_image, float_dtype, like
 
 MAX_FEATURES = 16_384
@@ -51,13 +52,18 @@ _MAX_METADATA_CHARS = 2**16
 _GEMM_ROWS = 8192  # rows per BLAS product in fit and transform (fewer if features are many)
 _SCRATCH_BYTES = 128 * 2**20  # largest per-thread scratch array kept across tasks
 _TARGET_CHUNK_BYTES = 256 * 2**20
-_SPLIT_EVERY = 4
+_Moments = tuple[int, np.ndarray, np.ndarray]  # (n, mean, M2) of some rows
+_SPLIT_EVERY = 4  # fan-in of the fit's merge tree: a merge holds 4 features² float64 matrices
 
 
 # ================================================================ kernels
 def _chunk_moments(
-    x: np.ndarray, *, offset: int = 0, nan_policy: str = "raise", sample_dim: str = "image"
-) -> tuple[int, np.ndarray, np.ndarray]:
+    x: np.ndarray,
+    *,
+    offset: Sequence[int] = (0, 0),
+    nan_policy: str = "raise",
+    sample_dim: str = "image",
+) -> _Moments:
     """``(n, mean, M2)`` of the rows of one ``(samples, features)`` block.
 
     ``M2 = Σ (x - mean)ᵀ (x - mean)`` is a float64 matrix, upper triangle
@@ -71,14 +77,14 @@ def _chunk_moments(
     serialized dask's threads.
 
     Rows holding NaN or ±inf raise a ``ValueError`` naming them (``offset``
-    is the block's first row index), or are dropped under
+    is the block's first ``(row, column)`` index), or are dropped under
     ``nan_policy="omit"``.
     """
     if x.dtype.kind == "f":
         bad = ~np.isfinite(x).all(axis=1)
         if bad.any():
             if nan_policy == "raise":
-                _raise_nonfinite_rows(x, bad, offset, sample_dim)
+                _raise_nonfinite_rows(x, bad, offset[0], sample_dim)
             x = x[~bad]
     n, f = x.shape
     if n == 0:
@@ -178,8 +184,8 @@ def _scratch(name: str, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
 
 
 def _merge_moments(
-    parts: Sequence[tuple[int, np.ndarray, np.ndarray]],
-) -> tuple[int, np.ndarray, np.ndarray]:
+    parts: Sequence[_Moments],
+) -> _Moments:
     """Chan et al.'s pairwise update of ``(n, mean, M2)`` triples.
 
     Accumulates into the first non-empty part's ``M2`` in place (each part
@@ -375,22 +381,17 @@ def _stack_matrix(
     return arr.reshape((arr.shape[0], n_features))
 
 
-def _fit_moments(
-    mat: da.Array, *, nan_policy: str, sample_dim: str
-) -> tuple[int, np.ndarray, np.ndarray]:
+def _fit_moments(mat: da.Array, *, nan_policy: str, sample_dim: str) -> _Moments:
     """One pass over ``mat`` (computes): per-chunk moments, tree of Chan merges."""
-    blocks = mat.to_delayed().ravel()
-    offsets = np.cumsum((0,) + mat.chunks[0][:-1])
-    moments = dask.delayed(_chunk_moments, pure=True)
-    merge = dask.delayed(_merge_moments, pure=True)
-    level = [
-        moments(b, offset=int(o), nan_policy=nan_policy, sample_dim=sample_dim)
-        for b, o in zip(blocks, offsets, strict=True)
-    ]
-    while len(level) > 1:
-        level = [merge(level[i : i + _SPLIT_EVERY]) for i in range(0, len(level), _SPLIT_EVERY)]
+    moments: Reduction[_Moments, _Moments] = Reduction(
+        chunk=functools.partial(_chunk_moments, nan_policy=nan_policy, sample_dim=sample_dim),
+        combine=_merge_moments,
+        with_offset=True,
+    )
     with one_blas_thread_per_task():
-        (result,) = dask.compute(level[0])
+        (result,) = dask.compute(
+            reduce_blocks(mat, moments, split_every=_SPLIT_EVERY, name="zca-moments")
+        )
     return result
 
 
@@ -568,11 +569,12 @@ class ZCA:
         ValueError
             ``sample_dim`` is missing, fewer than 2 samples, no feature dim,
             more than 16,384 features, unknown chunk sizes (all raised before
-            any compute); during the pass, a sample holds NaN or ±inf under
-            ``nan_policy="raise"`` (the message names the first ones); after
-            it, fewer than 2 samples left, values whose squares overflow
-            float64, or a singular covariance with ``eps=0`` (smallest
-            eigenvalue within numpy's ``matrix_rank`` tolerance of 0).
+            any compute); after the pass, a sample holds NaN or ±inf under
+            ``nan_policy="raise"`` (the message names the first ones, in the
+            first chunk holding any), fewer than 2 samples left, values
+            whose squares overflow float64, or a singular covariance with
+            ``eps=0`` (smallest eigenvalue within numpy's ``matrix_rank``
+            tolerance of 0).
         """
         feature_dims = self._check_input(stack, "stack")
         n = stack.sizes[self.sample_dim]
