@@ -1,38 +1,33 @@
-"""Shared test helpers: a scheduler that forbids computes, a real LocalCluster."""
+"""Fixtures and pytest hooks shared by the tests: Hypothesis profiles, dask clusters.
+
+Plain helpers (``raise_if_dask_computes``, the CLI runner, the dask process launchers)
+are in ``tests/helpers.py``; Hypothesis strategies are in ``tests/strategies.py``.
+"""
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
+import os
+import time
 
 import dask
 import pytest
+from hypothesis import settings
+
+from tests.helpers import free_port, start_dask, stop_dask
+
+# ---------------------------------------------------------------- Hypothesis profiles
+# HYPOTHESIS_PROFILE=ci (the default, `make test`): about as many examples as the suite ran
+# with hard-coded counts, the same examples on every run (derandomize implies no example
+# database). HYPOTHESIS_PROFILE=thorough: ten times as many, freshly random each run, with
+# failures saved to .hypothesis/ and replayed first. Tests keep deadline=None themselves.
+settings.register_profile("ci", settings.get_profile("ci"), max_examples=15, derandomize=True)
+settings.register_profile(
+    "thorough", max_examples=150, derandomize=False, deadline=None, print_blob=True
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
-class _CountingScheduler:
-    """A dask scheduler that counts computes and raises past ``max_computes``."""
-
-    def __init__(self, max_computes: int = 0) -> None:
-        self.total_computes = 0
-        self.max_computes = max_computes
-
-    def __call__(self, dsk, keys, **kwargs):  # type: ignore[no-untyped-def]
-        self.total_computes += 1
-        if self.total_computes > self.max_computes:
-            raise RuntimeError(
-                f"Too many computes. Total: {self.total_computes} > max: {self.max_computes}."
-            )
-        return dask.get(dsk, keys, **kwargs)
-
-
-@contextlib.contextmanager
-def raise_if_dask_computes(max_computes: int = 0) -> Iterator[_CountingScheduler]:
-    """xarray's pattern: fail if the block computes anything with dask."""
-    scheduler = _CountingScheduler(max_computes)
-    with dask.config.set(scheduler=scheduler):
-        yield scheduler
-
-
+# ---------------------------------------------------------------- dask clusters
 @pytest.fixture(scope="session")
 def local_client():
     """A real distributed LocalCluster on 127.0.0.1 (2 workers, 1 thread each)."""
@@ -57,3 +52,28 @@ def client(local_client):
     """The LocalCluster client, active as the default scheduler for one test."""
     with local_client.as_current(), dask.config.set(scheduler=local_client.get):
         yield local_client
+
+
+@pytest.fixture
+def real_cluster(tmp_path):
+    """A `dask scheduler` and two `dask worker` processes on 127.0.0.1: (address, processes)."""
+    from distributed import Client
+
+    port = free_port()
+    addr = f"tcp://127.0.0.1:{port}"
+    procs = start_dask(tmp_path, port, 2)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with Client(addr, timeout=5) as c:
+                if len(c.scheduler_info()["workers"]) == 2:
+                    break
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            pytest.fail(
+                "cluster did not start: " + (tmp_path / "scheduler.log").read_text()[-2000:]
+            )
+        time.sleep(0.5)
+    yield addr, procs
+    stop_dask(procs)

@@ -14,8 +14,7 @@ import numpy as np
 import pytest
 
 import bigimg as bi
-from tests.conftest import raise_if_dask_computes
-from tests.test_cli import bigimg
+from tests.helpers import bigimg, raise_if_dask_computes
 
 rng = np.random.default_rng(0)
 IMG = bi.from_array(rng.random((32, 32, 3)).astype("float32"), chunks={"y": 16, "x": 16})

@@ -3,12 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -16,22 +11,9 @@ import pytest
 
 import bigimg as bi
 from bigimg.demo import synthetic_mosaic
+from tests.helpers import assert_one_line_error, bigimg
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
-BIN = Path(sys.executable).parent
-
-
-def bigimg(
-    *args: str, cwd: Path | None = None, timeout: float = 180, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "bigimg", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        timeout=timeout,
-        env=env,
-    )
 
 
 @pytest.fixture
@@ -39,14 +21,6 @@ def workdir(tmp_path) -> Path:
     bi.to_zarr(synthetic_mosaic(256, chunks=128), tmp_path / "mosaic.zarr", progress=False)
     shutil.copy(CONFIGS / "astype.toml", tmp_path / "run.toml")
     return tmp_path
-
-
-def assert_one_line_error(proc: subprocess.CompletedProcess, match: str) -> None:
-    assert proc.returncode == 2, proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1, proc.stderr
-    assert lines[0].startswith("bigimg: error:") and match in lines[0], lines[0]
-    assert "Traceback" not in proc.stderr
 
 
 def test_run_info_and_overwrite(workdir):
@@ -89,103 +63,6 @@ def test_demo_small(tmp_path):
     assert out.shape == (256, 256, 3)
     assert (tmp_path / "demo" / "quicklook.png").stat().st_size > 0
     assert "pipeline" in proc.stdout
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_dask(
-    tmp_path: Path, port: int, n_workers: int, *flags: str, protocol: str = "tcp"
-) -> list:
-    """Start `dask scheduler` and `n_workers` `dask worker` processes on 127.0.0.1."""
-    dask = str(BIN / "dask")
-    addr = f"{protocol}://127.0.0.1:{port}"
-    procs = [
-        subprocess.Popen(
-            [
-                dask,
-                "scheduler",
-                "--protocol",
-                protocol,
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--dashboard-address",
-                "127.0.0.1:0",
-                *flags,
-            ],
-            stdout=(tmp_path / "scheduler.log").open("w"),
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    ]
-    for i in range(n_workers):
-        procs.append(
-            subprocess.Popen(
-                [
-                    dask,
-                    "worker",
-                    addr,
-                    "--nthreads",
-                    "1",
-                    "--nworkers",
-                    "1",
-                    "--host",
-                    "127.0.0.1",
-                    "--no-dashboard",
-                    "--memory-limit",
-                    "1GB",
-                    "--name",
-                    f"w{i}",
-                    *flags,
-                ],
-                stdout=(tmp_path / f"worker{i}.log").open("w"),
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        )
-    return procs
-
-
-def stop_dask(procs: list) -> None:
-    for p in procs:
-        if p.poll() is None:
-            os.killpg(p.pid, 15)
-    for p in procs:
-        try:
-            p.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(p.pid, 9)
-            p.wait()
-
-
-@pytest.fixture
-def real_cluster(tmp_path):
-    """A `dask scheduler` and two `dask worker` processes on 127.0.0.1."""
-    from distributed import Client
-
-    port = _free_port()
-    addr = f"tcp://127.0.0.1:{port}"
-    procs = start_dask(tmp_path, port, 2)
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            with Client(addr, timeout=5) as c:
-                if len(c.scheduler_info()["workers"]) == 2:
-                    break
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            pytest.fail(
-                "cluster did not start: " + (tmp_path / "scheduler.log").read_text()[-2000:]
-            )
-        time.sleep(0.5)
-    yield addr, procs
-    stop_dask(procs)
 
 
 @pytest.mark.cluster

@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 
 import bigimg as bi
 from bigimg.filters import MODES, _gaussian_block, _source_index, gaussian_filter
-from tests.conftest import raise_if_dask_computes
+from tests.helpers import raise_if_dask_computes
+from tests.strategies import chunkings
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
@@ -140,15 +141,7 @@ def test_stack_dims_and_coords_attrs_survive():
 
 
 # ---------------------------------------------------------------- chunk invariance
-@st.composite
-def _chunking(draw, n):
-    sizes = []
-    while sum(sizes) < n:
-        sizes.append(draw(st.integers(1, max(1, n - sum(sizes)))))
-    return tuple(sizes)
-
-
-@settings(max_examples=20, deadline=None)
+@settings(deadline=None)
 @given(
     data=st.data(),
     mode=st.sampled_from(MODES),
@@ -161,7 +154,7 @@ def test_chunk_invariance_with_nan(data, mode, sigma_y, sigma_x, policy):
     a = _rand((31, 26, 2), seed=3)
     a[:4, :] = np.nan
     a[10:13, 17:20] = np.nan
-    cy, cx = data.draw(_chunking(31)), data.draw(_chunking(26))
+    cy, cx = data.draw(chunkings((31, 26)))
     sigma = {"y": sigma_y, "x": sigma_x}
     whole = gaussian_filter(
         bi.from_array(a, chunks={"y": -1, "x": -1}), sigma, mode=mode, nan_policy=policy
@@ -439,13 +432,14 @@ def test_fft_path_is_bit_identical_across_chunkings(dtype, policy, mode):
         np.testing.assert_allclose(outs[0], ref, rtol=1e-5, atol=1e-6)
 
 
-@settings(max_examples=10, deadline=None)
+# slow (two FFT-path filters a draw, seconds each): 2/3 of the profile's examples (10 in ci)
+@settings(max_examples=settings().max_examples * 2 // 3, deadline=None)
 @given(data=st.data(), sigma=st.sampled_from([13.0, 30.0]))
 def test_fft_path_bit_identical_for_drawn_chunkings(data, sigma):
     a = _rand((97, 83, 1), seed=11)
     a[40:45, :30] = np.nan
     whole = gaussian_filter(bi.from_array(a, chunks={"y": -1, "x": -1}), sigma).values
-    chunks = {"y": data.draw(_chunking(97)), "x": data.draw(_chunking(83))}
+    chunks = data.draw(chunkings({"y": 97, "x": 83}))
     out = gaussian_filter(bi.from_array(a, chunks=chunks), sigma).values
     np.testing.assert_array_equal(out, whole)
 

@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 import bigimg as bi
 from bigimg.histogram import _count_edges_kernel, _interp_uniform, _minmax_kernel
 from bigimg.pipeline import load_config
-from tests.conftest import raise_if_dask_computes
+from tests.helpers import raise_if_dask_computes
+from tests.strategies import chunkings
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
@@ -55,17 +56,6 @@ def _uint8_with_border(shape=(48, 40, 3), seed=0) -> np.ndarray:
     a[:4] = 0
     a[:, :3] = 255
     return a
-
-
-@st.composite
-def chunkings(draw, shape):
-    """Chunk boundaries drawn per dim (flox's ``chunked_arrays`` idea), sizes down to 1."""
-    out = []
-    for n in shape:
-        cuts = draw(st.lists(st.integers(1, n - 1), max_size=4, unique=True)) if n > 1 else []
-        edges = [0, *sorted(cuts), n]
-        out.append(tuple(b - a for a, b in zip(edges[:-1], edges[1:], strict=True)))
-    return tuple(out)
 
 
 # ---------------------------------------------------------------- histogram vs numpy
@@ -213,7 +203,7 @@ def test_equalize_dims_choose_what_shares_a_cdf(dtype):
         _assert_equalized(per_image[i], stack[i], exclude=[0, 255])
 
 
-@settings(max_examples=15, deadline=None)
+@settings(deadline=None)
 @given(data=st.data())
 def test_chunking_never_changes_histogram_or_equalization(data):
     a = _float_with_nan_border((23, 17, 2), seed=5)

@@ -13,7 +13,7 @@ from skimage import data
 
 import bigimg as bi
 from bigimg.image import per_dim
-from tests.conftest import raise_if_dask_computes
+from tests.helpers import raise_if_dask_computes
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +51,7 @@ def test_chunk_dict_leaves_other_dims_whole():
     cx=st.integers(1, 40),
     nodata=st.sampled_from([0, 7, 255]),
 )
-@settings(max_examples=20, deadline=None)
+@settings(deadline=None)
 def test_nodata_becomes_nan_any_chunking(cy, cx, nodata):
     rng = np.random.default_rng(cy * 100 + cx)
     arr = rng.integers(0, 256, (37, 29), dtype=np.uint8)

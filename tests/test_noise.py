@@ -27,7 +27,8 @@ import bigimg as bi
 from bigimg import noise as noise_mod
 from bigimg.noise import _white_noise, add_noise, correlated_noise
 from bigimg.pipeline import parse_config
-from tests.conftest import raise_if_dask_computes
+from tests.helpers import raise_if_dask_computes
+from tests.strategies import chunkings
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "configs"
@@ -52,14 +53,6 @@ def _reference(seed, shape, ls_y, ls_x, *, truncate=4.0, mean=0.0, std=1.0):
     kernel = np.outer(ky, kx)
     kernel /= np.sqrt(np.sum(kernel**2))
     return mean + std * scipy.signal.fftconvolve(white.astype(np.float64), kernel, mode="valid")
-
-
-@st.composite
-def _chunking(draw, n):
-    """Chunk sizes along one axis: arbitrary boundaries (flox's chunked_arrays idea)."""
-    cuts = sorted(draw(st.sets(st.integers(1, n - 1), max_size=min(6, n - 1))))
-    edges = [0, *cuts, n]
-    return tuple(b - a for a, b in zip(edges[:-1], edges[1:], strict=True))
 
 
 # ---------------------------------------------------------------- white noise kernel
@@ -137,7 +130,7 @@ def test_band_dim_gets_independent_fields():
 
 
 # ---------------------------------------------------------------- chunk invariance
-@settings(max_examples=20, deadline=None)
+@settings(deadline=None)
 @given(
     data=st.data(),
     length_scale=st.sampled_from([0.7, 3.0, 9.0]),
@@ -146,7 +139,7 @@ def test_band_dim_gets_independent_fields():
 def test_chunking_never_changes_a_bit(data, length_scale, dtype):
     """Chunk boundaries anywhere, also through the kernel (radius up to 36 > chunks)."""
     shape = (45, 38)
-    chunks = {"y": data.draw(_chunking(45)), "x": data.draw(_chunking(38))}
+    chunks = data.draw(chunkings({"y": 45, "x": 38}))
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(noise_mod, "_TILE_PIXELS", 16 * 16)  # several FFT tiles per axis
         whole = correlated_noise(shape, length_scale=length_scale, seed=5, chunks=-1, dtype=dtype)

@@ -15,7 +15,7 @@ import pytest
 
 import bigimg as bi
 from bigimg.demo import synthetic_mosaic
-from tests.test_cli import bigimg, real_cluster  # noqa: F401  (fixture)
+from tests.helpers import bigimg, free_port, start_dask, stop_dask
 
 PIPELINE = """
 [input]
@@ -111,7 +111,7 @@ def test_killed_runs_resume_bit_identically(workdir):
 
 
 @pytest.mark.cluster
-def test_worker_killed_mid_run(workdir, real_cluster):  # noqa: F811
+def test_worker_killed_mid_run(workdir, real_cluster):
     addr, procs = real_cluster
     store = workdir / "failover.zarr"
     proc = _popen_run(workdir / "failover.toml", "--scheduler", addr)
@@ -197,14 +197,12 @@ def _make_tls(d: Path) -> dict[str, Path]:
 @pytest.mark.cluster
 def test_tls_cluster(tmp_path):
     """`--tls-*` flags reach a scheduler that only speaks TLS; without them the run is refused."""
-    from tests.test_cli import _free_port, start_dask, stop_dask
-
     tls = _make_tls(tmp_path)
     bi.to_zarr(synthetic_mosaic(128, chunks=64), tmp_path / "mosaic.zarr", progress=False)
     (tmp_path / "run.toml").write_text(
         '[input]\npath = "mosaic.zarr"\n[[steps]]\nop = "astype"\ndtype = "float32"\n[output]\npath = "o.zarr"\n'
     )
-    port = _free_port()
+    port = free_port()
     addr = f"tls://127.0.0.1:{port}"
     flags = [
         "--tls-ca-file",

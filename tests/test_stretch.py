@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 import bigimg as bi
 from bigimg.stretch import _stretch_kernel, gaussian_stretch
-from tests.conftest import raise_if_dask_computes
+from tests.helpers import raise_if_dask_computes
 
 
 @pytest.fixture(autouse=True)
@@ -90,7 +90,7 @@ def test_stack_stats_over_all_images():
     assert out.dims == img.dims and list(out.band.values) == ["r", "g", "b"]
 
 
-@settings(max_examples=15, deadline=None)
+@settings(deadline=None)
 @given(cy=st.integers(1, 40), cx=st.integers(1, 36))
 def test_chunk_invariance(cy, cx):
     a = _image(4)

@@ -21,7 +21,7 @@ import zarr
 
 import bigimg as bi
 from bigimg.errors import CorruptStoreError
-from tests.test_cli import assert_one_line_error, bigimg
+from tests.helpers import assert_one_line_error, bigimg
 
 rng = np.random.default_rng(14)
 RGB = (rng.random((300, 260, 3)) * 255).astype("uint8")

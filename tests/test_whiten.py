@@ -20,7 +20,7 @@ from bigimg.whiten import (
     _standardize_block,
     _whiten_block,
 )
-from tests.conftest import raise_if_dask_computes
+from tests.helpers import raise_if_dask_computes
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 SHAPE = (90, 4, 3, 2)  # image, y, x, band: 24 features
@@ -203,7 +203,7 @@ def test_both_layouts_give_the_same_whitening(data):
     np.testing.assert_allclose(z_chw.transform(nchw).values, out_chw.values, rtol=1e-6, atol=1e-9)
 
 
-@settings(max_examples=15, deadline=None)
+@settings(deadline=None)
 @given(
     image_chunk=st.integers(1, 90),
     y_chunk=st.integers(1, 4),
@@ -375,7 +375,7 @@ def test_standardize_uint8_constant_and_real_image():
     assert np.isnan(all_nan.values).all()
 
 
-@settings(max_examples=15, deadline=None)
+@settings(deadline=None)
 @given(y_chunk=st.integers(1, 4), x_chunk=st.integers(1, 3), image_chunk=st.integers(1, 12))
 def test_standardize_chunk_invariance(data, y_chunk, x_chunk, image_chunk):
     x = data[:12].copy()
