@@ -48,7 +48,8 @@ def test_round_trip_on_memory_url_with_provenance(url, img):
     assert (info["chunks_stored"], info["chunks_total"]) == (12, 12)
     # plain xarray reads it through zarr's own store layer too
     store = zarr.storage.FsspecStore.from_url(url)
-    np.testing.assert_array_equal(xr.open_zarr(store)["image"].values, img.values)
+    on_disk = xr.open_zarr(store)["image"].transpose("y", "x", "band")  # stored band-first
+    np.testing.assert_array_equal(on_disk.values, img.values)
 
 
 def test_existing_store_refused_replaced_and_resumed(url, img):
