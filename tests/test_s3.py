@@ -95,8 +95,8 @@ def test_corrupt_object_is_named(s3_bucket):
     opts = s3_bucket.storage_options
     url = s3_bucket.url("c.zarr")
     bi.to_zarr(bi.from_array(_image(), chunks=32), url, storage_options=opts, progress=False)
-    s3_bucket.corrupt("c.zarr/image/c/1/2/0")
-    with pytest.raises(CorruptStoreError, match=r"array 'image' chunk \(1, 2, 0\) cannot be read"):
+    s3_bucket.corrupt("c.zarr/image/c/0/1/2")  # on disk: (band, y, x)
+    with pytest.raises(CorruptStoreError, match=r"array 'image' chunk \(0, 1, 2\) cannot be read"):
         _ = bi.open_zarr(url, storage_options=opts).values
 
 

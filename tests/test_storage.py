@@ -69,7 +69,7 @@ def test_resume_writes_only_missing_chunks(url, img):
     from zarr.core.sync import sync
 
     store = loc.zarr_store()
-    for key in ("image/c/0/0/0", "image/c/3/2/0"):
+    for key in ("image/c/0/0/0", "image/c/0/3/2"):  # on disk: (band, y, x)
         sync(store.delete(key))
     group = zarr.open_group(store, mode="r+", use_consolidated=False)
     group.attrs["bigimg_complete"] = False  # as a killed write leaves it
@@ -82,9 +82,9 @@ def test_missing_object_in_complete_store_is_named(url, img):
     bi.to_zarr(img, url, progress=False)
     from zarr.core.sync import sync
 
-    sync(Location.of(url).zarr_store().delete("image/c/1/1/0"))
+    sync(Location.of(url).zarr_store().delete("image/c/0/1/1"))  # (band, y, x)
     assert "1 of 12 chunks missing" in bi.store_info(url)["damaged"]
-    with pytest.raises(CorruptStoreError, match=r"chunk \(1, 1, 0\) is missing"):
+    with pytest.raises(CorruptStoreError, match=r"chunk \(0, 1, 1\) is missing"):
         _ = bi.open_zarr(url).values
 
 
@@ -94,11 +94,11 @@ def test_corrupt_object_is_named(url, img):
     from zarr.core.sync import sync
 
     store = Location.of(url).zarr_store()
-    key = "image/c/2/1/0"
+    key = "image/c/0/2/1"  # on disk: (band, y, x)
     raw = bytearray(sync(store.get(key, default_buffer_prototype())).to_bytes())
     raw[len(raw) // 2] ^= 0xFF
     sync(store.set(key, default_buffer_prototype().buffer.from_bytes(bytes(raw))))
-    with pytest.raises(CorruptStoreError, match=r"array 'image' chunk \(2, 1, 0\) cannot be read"):
+    with pytest.raises(CorruptStoreError, match=r"array 'image' chunk \(0, 2, 1\) cannot be read"):
         _ = bi.open_zarr(url).values
 
 
@@ -108,15 +108,15 @@ def test_sharded_store_one_object_per_shard_checksums_per_chunk(url, img):
     chunk_keys = [k for k in _keys(url) if k.startswith("image/c/")]
     assert len(chunk_keys) == 4
     arr = zarr.open_array(zarr.storage.FsspecStore.from_url(url), path="image", mode="r")
-    assert arr.shards == (32, 32, 2) and arr.chunks == (16, 16, 2)
+    assert arr.shards == (2, 32, 32) and arr.chunks == (2, 16, 16)  # band-first on disk
     np.testing.assert_array_equal(bi.open_zarr(url).values, img.values)
     info = bi.store_info(url)
-    assert info["shards"] == [32, 32, 2] and info["chunks_total"] == 4
+    assert info["shards"] == [2, 32, 32] and info["chunks_total"] == 4
     # resume at shard granularity
     from zarr.core.sync import sync
 
     store = Location.of(url).zarr_store()
-    sync(store.delete("image/c/1/0/0"))
+    sync(store.delete("image/c/0/1/0"))
     zarr.open_group(store, mode="r+", use_consolidated=False).attrs["bigimg_complete"] = False
     again = bi.to_zarr(img, url, shards={"y": 32, "x": 32}, resume=True, progress=False)
     assert (again.chunks_written, again.chunks_skipped) == (1, 3)

@@ -267,12 +267,13 @@ def stored_image(loc: Location, ds: xr.Dataset) -> tuple[xr.DataArray, Callable[
     disk_chunks = cast("tuple[tuple[int, ...], ...]", var.chunks)  # opened with chunks={}
 
     def read(chunks: tuple[tuple[int, ...], ...]) -> Any:
-        """The image in ``chunks`` (given in view order), read on disk and transposed lazily."""
-        disk: list[tuple[int, ...]] = [()] * len(perm)
-        for i, p in enumerate(perm):
-            disk[p] = chunks[i]
-        data = _checked_read(loc, VAR, var, tuple(disk), complete=complete)
-        return data if perm == tuple(range(len(perm))) else data.transpose(perm)
+        """The image in ``chunks`` (view order); each task reads on disk and transposes.
+
+        The transpose happens inside the read task, so the read layer's keys
+        are in view order: one layer, and a block's tasks share its index
+        (the filters' halo recomputation follows them).
+        """
+        return _checked_read(loc, VAR, var, chunks, complete=complete, perm=perm)
 
     out = xr.DataArray(
         read(tuple(disk_chunks[p] for p in perm)),
@@ -320,18 +321,27 @@ def quiet_zarr() -> Iterator[None]:
 
 
 def _checked_read(
-    loc: Location, name: str, var: xr.Variable, chunks: Any, *, complete: bool = False
+    loc: Location,
+    name: str,
+    var: xr.Variable,
+    chunks: Any,
+    *,
+    complete: bool = False,
+    perm: tuple[int, ...] | None = None,
 ) -> Any:
     """The variable in ``chunks`` as a dask array whose read errors name the chunk.
 
     From a ``complete`` store every object must be present: zarr would read a
     missing one as the fill value, so each task checks its objects' keys first.
+    With ``perm``, the array is the variable transposed (view axis ``i`` is
+    disk axis ``perm[i]``; ``chunks`` in view order), each task transposing
+    its own block.
     """
     import dask.array as da
     from dask.base import tokenize
 
     dtype = np.dtype(var.dtype)
-    layer = note_read(f"read-zarr-{tokenize(loc, name, chunks, complete)}", loc.url)
+    layer = note_read(f"read-zarr-{tokenize(loc, name, chunks, complete, perm)}", loc.url)
     return da.map_blocks(
         _read_chunk,
         dtype=dtype,
@@ -342,6 +352,7 @@ def _checked_read(
         var=name,
         complete=complete,
         opened=uuid.uuid4().hex,
+        perm=perm,
     )
 
 
@@ -358,26 +369,44 @@ def _open_array(loc: Location, var: str, mode: str, opened: str) -> Any:
 
 
 def _read_chunk(
-    block_info: Any = None, *, store: Location, var: str, complete: bool = False, opened: str = ""
+    block_info: Any = None,
+    *,
+    store: Location,
+    var: str,
+    complete: bool = False,
+    opened: str = "",
+    perm: tuple[int, ...] | None = None,
 ) -> np.ndarray:
     info = block_info[None]
-    region = tuple(slice(a, b) for a, b in info["array-location"])
+    view = tuple(slice(a, b) for a, b in info["array-location"])
+    location = tuple(info["chunk-location"])
+    region, where = view, location  # on disk
+    if perm is not None:
+        region, where = _to_disk(view, perm), _to_disk(location, perm)
     arr = None
     try:
         arr = _open_array(store, var, "r", opened)
         data = np.asarray(arr[region])
         if complete:
             _check_present(arr, store, var, region, data)
-        return data
+        return data if perm is None else np.transpose(data, perm)
     except CorruptStoreError:
         raise
     except Exception as e:
         found = _first_unreadable_chunk(arr, region) if arr is not None else None
-        index, error = found or (info["chunk-location"], e)
+        index, error = found or (where, e)
         raise CorruptStoreError(
             f"{store}: array {var!r} chunk {tuple(index)} cannot be read "
             f"({type(error).__name__}: {error}); the store is damaged"
         ) from e
+
+
+def _to_disk(view: tuple[Any, ...], perm: tuple[int, ...]) -> tuple[Any, ...]:
+    """Per-axis values in view order -> disk order (view axis ``i`` is disk axis ``perm[i]``)."""
+    disk: list[Any] = [None] * len(perm)
+    for i, p in enumerate(perm):
+        disk[p] = view[i]
+    return tuple(disk)
 
 
 def _grid(arr: Any) -> tuple[int, ...]:
