@@ -409,9 +409,10 @@ def test_stack_config(tmp_path, synthetic):
     pipeline.run(progress=False)
     out = xr.open_zarr(tmp_path / "composite.zarr")
     assert out.attrs["bigimg_complete"]
-    comp = out["image"]
-    assert comp.dims == ("y", "x", "band")
-    assert comp["weight"].dims == ("y", "x", "band")
+    comp = out["image"]  # stored band-first (OME-NGFF); by dim name it is the composite
+    assert set(comp.dims) == {"y", "x", "band"}
+    assert set(comp["weight"].dims) == {"y", "x", "band"}
+    comp = comp.transpose("y", "x", "band")
     shifts = np.array(comp.attrs["bigimg_shifts"])
     assert shifts.shape == (10, 2)
     rel = shifts + true
