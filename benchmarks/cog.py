@@ -1,6 +1,6 @@
 """COG writers side by side: bigimg's ``to_cog``, rioxarray, GDAL's COG driver.
 
-    python benchmarks/cog.py [--gib 1] [--big-gib 8] [--rounds 2] [--chunk 2048]
+    python benchmarks/cog.py [--gib 1] [--big-gib 8] [--rounds 2] [--chunk 1024]
     python benchmarks/cog.py --quick            # 64 MiB and 256 MiB, one round
 
 All writers make the same file from the same float32 GeoTIFF (one band, a
@@ -208,7 +208,7 @@ def main() -> None:
     ap.add_argument("--gib", type=float, default=1.0, help="image size for the comparison")
     ap.add_argument("--big-gib", type=float, default=8.0, help="image size for bigimg alone")
     ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--chunk", type=int, default=2048, help="bigimg's chunk side")
+    ap.add_argument("--chunk", type=int, default=1024, help="bigimg's chunk side")
     ap.add_argument("--writers", default=",".join(WRITERS))
     ap.add_argument("--workdir", default=None, help="folder for the files (default: a temp dir)")
     ap.add_argument("--quick", action="store_true", help="64 MiB vs 256 MiB, one round")
