@@ -15,6 +15,7 @@ importing only the ones above it: ``errors``, ``_version``, ``files``,
 from bigimg import accessor as _accessor  # noqa: F401  (registers DataArray.bigimg)
 from bigimg._version import __version__
 from bigimg.cluster import Cluster
+from bigimg.cog import CogResult, to_cog
 from bigimg.errors import BigimgWarning, ConfigError, CorruptStoreError
 from bigimg.filters import gaussian_filter
 from bigimg.histogram import equalize_hist, histogram, plot_histogram
@@ -39,6 +40,7 @@ from bigimg.whiten import ZCA, standardize
 __all__ = [
     "BigimgWarning",
     "Cluster",
+    "CogResult",
     "ConfigError",
     "CorruptStoreError",
     "WriteResult",
@@ -62,6 +64,7 @@ __all__ = [
     "shift_and_add",
     "standardize",
     "store_info",
+    "to_cog",
     "to_zarr",
     "write_pyramid",
 ]

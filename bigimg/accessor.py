@@ -13,6 +13,7 @@ from typing import Any
 
 import xarray as xr
 
+from bigimg.cog import to_cog
 from bigimg.filters import gaussian_filter
 from bigimg.histogram import equalize_hist, histogram
 from bigimg.io import to_zarr
@@ -64,6 +65,7 @@ class BigimgAccessor:
     register = _method(register)
     shift_and_add = _method(shift_and_add)
     standardize = _method(standardize)
+    to_cog = _method(to_cog)
     to_zarr = _method(to_zarr)
 
     def zca_fit(self, eps: float = 1e-5, **kwargs: Any) -> ZCA:
