@@ -44,6 +44,7 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
+from bigimg.compute import active_client
 from bigimg.files import check_disjoint, new_file, read_paths
 from bigimg.resample import coarsen_mean
 
@@ -840,12 +841,7 @@ def _run(
     offsets, collected at the end.
     """
     show = sys.stderr.isatty() if progress is None else progress
-    try:
-        from distributed import get_client
-
-        client = get_client()
-    except (ImportError, ValueError):
-        client = None
+    client = active_client()
     if client is None:
         with _local_progress(show):
             results = dask.compute(*tasks)

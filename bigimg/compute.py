@@ -381,6 +381,16 @@ def one_blas_thread_per_task() -> Iterator[None]:
         yield
 
 
+def active_client() -> Any:
+    """The current ``distributed`` client, or None (dask's local schedulers then run)."""
+    try:
+        from distributed import get_client
+
+        return get_client()
+    except (ImportError, ValueError):
+        return None
+
+
 def compute_with_progress(
     tasks: list[Any], *, progress: bool | None = None, desc: str = "computing"
 ) -> list[Any]:
@@ -392,12 +402,7 @@ def compute_with_progress(
     if not tasks:
         return []
     show = sys.stderr.isatty() if progress is None else progress
-    try:
-        from distributed import get_client
-
-        client = get_client()
-    except (ImportError, ValueError):
-        client = None
+    client = active_client()
     if client is None:
         if show:
             from dask.diagnostics import ProgressBar

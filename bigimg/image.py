@@ -100,6 +100,15 @@ def from_array(
 
 
 # ---------------------------------------------------------------- helpers
+def check_dims(obj: xr.DataArray, keys: Iterable[Hashable], name: str) -> None:
+    """Raise naming ``name`` unless every key of ``keys`` is a dim of ``obj``."""
+    unknown = [d for d in keys if d not in obj.dims]
+    if unknown:
+        raise ValueError(
+            f"{name} names unknown dim(s) {unknown!r}; the image has dims {obj.dims!r}"
+        )
+
+
 def normalize_chunks(obj: xr.DataArray, chunks: Any) -> dict[Hashable, Any]:
     """Turn a user ``chunks`` value into a complete per-dim dict.
 
@@ -114,11 +123,7 @@ def normalize_chunks(obj: xr.DataArray, chunks: Any) -> dict[Hashable, Any]:
         chunks = {d: int(chunks) for d in SPATIAL_DIMS if d in obj.dims}
     if not isinstance(chunks, Mapping):
         raise TypeError(f"chunks must be 'auto', an int or a dict by dim, got {chunks!r}")
-    unknown = [d for d in chunks if d not in obj.dims]
-    if unknown:
-        raise ValueError(
-            f"chunks names unknown dim(s) {unknown!r}; the image has dims {obj.dims!r}"
-        )
+    check_dims(obj, chunks, "chunks")
     out: dict[Hashable, Any] = {d: -1 for d in obj.dims}
     for d, c in chunks.items():
         if isinstance(c, numbers.Integral) and not isinstance(c, bool) and c != -1 and c <= 0:
@@ -175,11 +180,7 @@ def per_dim(
     (0.0, 1.5, 0.0)
     """
     if isinstance(value, Mapping):
-        unknown = [d for d in value if d not in obj.dims]
-        if unknown:
-            raise ValueError(
-                f"{name} names unknown dim(s) {unknown!r}; the image has dims {obj.dims!r}"
-            )
+        check_dims(obj, value, name)
         mapping = dict(value)
     elif isinstance(value, numbers.Real) and not isinstance(value, bool):
         mapping = {d: value for d in scalar_dims if d in obj.dims}

@@ -47,7 +47,7 @@ from bigimg._version import __version__
 from bigimg.compute import compute_with_progress
 from bigimg.errors import CorruptStoreError, unreadable_metadata
 from bigimg.files import check_disjoint, note_read, path_parts, read_paths
-from bigimg.image import STACK_DIMS
+from bigimg.image import STACK_DIMS, check_dims
 from bigimg.io.chunks import read_in_chunks
 from bigimg.io.location import Location
 
@@ -302,11 +302,7 @@ def open_store(
         return out
     if not isinstance(chunks, Mapping):
         return out.chunk(chunks)
-    unknown = [d for d in chunks if d not in out.dims]
-    if unknown:
-        raise ValueError(
-            f"chunks names unknown dim(s) {unknown!r}; the image has dims {out.dims!r}"
-        )
+    check_dims(out, chunks, "chunks")
     out_chunks = cast("tuple[tuple[int, ...], ...]", out.chunks)  # dask-backed
     target = {d: chunks.get(d, out_chunks[i]) for i, d in enumerate(out.dims)}
     return read_in_chunks(out, target, read)
@@ -542,11 +538,7 @@ def _shard_shape(
         return None
     if not isinstance(shards, Mapping):
         raise TypeError(f"shards must be a dict of shard size by dim, got {shards!r}")
-    unknown = [d for d in shards if d not in obj.dims]
-    if unknown:
-        raise ValueError(
-            f"shards names unknown dim(s) {unknown!r}; the image has dims {obj.dims!r}"
-        )
+    check_dims(obj, shards, "shards")
     out = {}
     for d in obj.dims:
         size = shards.get(d, chunks[d])
