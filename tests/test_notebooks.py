@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -57,6 +58,24 @@ def test_committed_without_outputs(path: Path) -> None:
             )
 
 
+# The notebook runs in a child process: jupyter_client's ZMQ channel threads then never
+# live in the pytest process, where a ZMQ socket collected on the wrong thread crashed
+# a later test with a segmentation fault (CI, test_s3server, after the notebooks ran).
+_RUNNER = """
+import sys
+from pathlib import Path
+import nbclient, nbformat
+sys.path.insert(0, sys.argv[4])
+from tests.test_notebooks import _kernel_manager
+nb = nbformat.read(sys.argv[1], as_version=4)
+nbclient.NotebookClient(
+    nb, km=_kernel_manager(Path(sys.argv[3])), timeout=180,
+    resources={"metadata": {"path": sys.argv[2]}},
+).execute()
+nbformat.write(nb, sys.argv[3] + "/executed.ipynb")
+"""
+
+
 @pytest.mark.cluster
 @pytest.mark.timeout(240)
 @pytest.mark.parametrize("path", PATHS, ids=[p.stem for p in PATHS])
@@ -64,16 +83,13 @@ def test_notebook_runs(path: Path, tmp_path: Path) -> None:
     missing = [m for m in NEEDS.get(path.name, []) if importlib.util.find_spec(m) is None]
     if missing:
         pytest.skip(f"{path.name} needs {', '.join(missing)}, which is not in the tree yet")
-    nb = nbformat.read(path, as_version=4)
     workdir = tmp_path / "work"
     workdir.mkdir()
-    client = nbclient.NotebookClient(
-        nb,
-        km=_kernel_manager(tmp_path),
-        timeout=180,
-        resources={"metadata": {"path": str(workdir)}},  # the notebook's cwd
-    )
-    client.execute()
+    root = str(Path(__file__).resolve().parents[1])
+    args = [sys.executable, "-c", _RUNNER, str(path), str(workdir), str(tmp_path), root]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=230)
+    assert done.returncode == 0, done.stderr[-3000:]
+    nb = nbformat.read(tmp_path / "executed.ipynb", as_version=4)
     errors = [
         o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"
     ]
