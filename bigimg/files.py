@@ -5,6 +5,10 @@
   descendant of it), whatever the flags.
 * A file is written under a temporary name in its folder and renamed into
   place only when complete, so an interrupted write never looks complete.
+* A single file at a URL (``s3://``, ``memory://``, ...; :func:`new_object`)
+  is sent in one put of the finished bytes: an object store replaces a whole
+  object at once, so the object is either absent, the old one, or complete.
+  Storage options (credentials) never appear in a message.
 
 Capability modules import only this module for writing files; it imports
 nothing from bigimg.
@@ -12,13 +16,15 @@ nothing from bigimg.
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
+from urllib.parse import urlsplit, urlunsplit
 
 PathLike = str | os.PathLike[str]
 _SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
@@ -132,6 +138,226 @@ def new_file(path: PathLike, *, overwrite: bool = False, what: str = "path") -> 
         os.replace(tmp, p)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------- single files at URLs
+# S3 defaults unless the caller sets ``config_kwargs``: fail within seconds when the
+# endpoint is unreachable (the same as bigimg.io.location's for stores)
+_S3_DEFAULTS = {
+    "config_kwargs": {"connect_timeout": 5, "read_timeout": 60, "retries": {"max_attempts": 3}}
+}
+
+
+def redact(url: str) -> str:
+    """``url`` without a ``user:password@`` part (safe to print or record).
+
+    >>> redact("s3://bucket/m.npz"), redact("https://user:pw@host/m.npz")
+    ('s3://bucket/m.npz', 'https://host/m.npz')
+    """
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.hostname or ""))
+
+
+def check_new_object(
+    where: PathLike,
+    *,
+    overwrite: bool,
+    what: str,
+    storage_options: Mapping[str, Any] | None = None,
+) -> Path | str:
+    """:func:`check_new_file` for a local path or a URL (``s3://``, ``memory://``, ...).
+
+    A local path is checked by :func:`check_new_file` (and returned as a
+    :class:`~pathlib.Path`); a URL is returned as given, after asking its
+    filesystem (with ``storage_options``) whether the object exists. Object
+    stores have no folders, so a URL's "folder" is not checked.
+
+    Raises
+    ------
+    FileExistsError
+        The file or object exists and ``overwrite`` is false.
+    IsADirectoryError
+        It is a folder (a prefix with objects under it).
+    FileNotFoundError
+        A local path's folder does not exist.
+    ValueError
+        ``storage_options`` given for a local path.
+    OSError
+        The URL's storage cannot be reached (one line, no storage options).
+    """
+    if not is_url(where):
+        check_local_only(where, storage_options, what)
+        return check_new_file(where, overwrite=overwrite, what=what)
+    url = os.fspath(where)
+    with _url_errors(url, what, storage_options):
+        fs, path = _url_fs(url, storage_options)
+        if fs.isdir(path):
+            raise IsADirectoryError(
+                f"{what}: {redact(url)!r} is a folder (objects lie under it); refusing to "
+                "replace it"
+            )
+        if not overwrite and fs.exists(path):
+            raise FileExistsError(
+                f"{what}: {redact(url)!r} already exists; pass overwrite=True (--overwrite) to "
+                "replace it"
+            )
+    return url
+
+
+@contextmanager
+def new_object(
+    where: PathLike,
+    *,
+    overwrite: bool = False,
+    what: str = "path",
+    storage_options: Mapping[str, Any] | None = None,
+) -> Iterator[IO[bytes]]:
+    """Yield a binary file to write; it lands at ``where`` (a path or URL) only when complete.
+
+    A local path goes through :func:`new_file` (a temporary file in the same
+    folder, renamed into place). For a URL the bytes are kept in memory and
+    sent in one put when the block ends without error: an object store
+    writes a whole object atomically, so that single put is what the
+    temporary name and rename are on disk (nothing is written on error). The
+    existence check is made before the block and again just before the put.
+    Meant for small files (models, metadata), not images.
+
+    Raises
+    ------
+    FileExistsError, IsADirectoryError, FileNotFoundError, ValueError, OSError
+        As :func:`check_new_object`; a failed put is a one-line ``OSError``.
+
+    Examples
+    --------
+    >>> with new_object("memory://bigimg-doc/a.txt", overwrite=True) as fh:
+    ...     _ = fh.write(b"hello")
+    >>> read_object("memory://bigimg-doc/a.txt")
+    b'hello'
+    """
+    if not is_url(where):
+        check_local_only(where, storage_options, what)
+        with new_file(where, overwrite=overwrite, what=what) as tmp, tmp.open("wb") as fh:
+            yield fh
+        return
+    url = str(
+        check_new_object(where, overwrite=overwrite, what=what, storage_options=storage_options)
+    )
+    buf = io.BytesIO()
+    yield buf
+    check_new_object(url, overwrite=overwrite, what=what, storage_options=storage_options)
+    with _url_errors(url, what, storage_options):
+        fs, path = _url_fs(url, storage_options)
+        fs.pipe_file(path, buf.getvalue())
+
+
+def read_object(
+    where: PathLike,
+    *,
+    what: str = "path",
+    kind: str = "file",
+    storage_options: Mapping[str, Any] | None = None,
+) -> bytes:
+    """The whole content of the file or object at ``where`` (a path or URL).
+
+    Errors name ``what`` (the argument or config key) and say ``kind`` (what
+    was expected there, e.g. ``"ZCA model file"``).
+
+    Raises
+    ------
+    FileNotFoundError
+        Nothing is there.
+    IsADirectoryError
+        It is a folder (or a prefix with objects under it).
+    ValueError
+        ``storage_options`` given for a local path.
+    OSError
+        The URL's storage cannot be reached (one line, no storage options).
+    """
+    if not is_url(where):
+        check_local_only(where, storage_options, what)
+        p = Path(os.path.expanduser(os.fspath(where)))
+        if p.is_dir():
+            raise IsADirectoryError(f"{what}: {str(p)!r} is a folder, not a {kind}")
+        if not p.is_file():
+            raise FileNotFoundError(f"{what}: no such {kind}: {str(p)!r}")
+        return p.read_bytes()
+    url = os.fspath(where)
+    with _url_errors(url, what, storage_options):
+        fs, path = _url_fs(url, storage_options)
+        try:
+            return bytes(fs.cat_file(path))
+        except (FileNotFoundError, IsADirectoryError):
+            if fs.isdir(path):
+                raise IsADirectoryError(
+                    f"{what}: {redact(url)!r} is a folder (objects lie under it), not a {kind}"
+                ) from None
+            raise FileNotFoundError(f"{what}: no such {kind}: {redact(url)!r}") from None
+
+
+def check_local_only(where: PathLike, storage_options: Mapping[str, Any] | None, what: str) -> None:
+    """``ValueError`` naming ``what`` when ``storage_options`` are given for the local ``where``."""
+    if storage_options:
+        raise ValueError(
+            f"{what}: storage_options apply to URLs (s3://, gs://, ...), not the local path "
+            f"{os.fspath(where)!r}"
+        )
+
+
+def _url_fs(url: str, storage_options: Mapping[str, Any] | None) -> tuple[Any, str]:
+    """``(fsspec filesystem, path in it)`` for ``url``, S3 failing fast unless configured."""
+    import fsspec
+
+    options = dict(storage_options or {})
+    if url.split("://", 1)[0].lower() in ("s3", "s3a"):
+        options = {**_S3_DEFAULTS, **options}
+    fs, path = fsspec.core.url_to_fs(url, **options)
+    if hasattr(fs, "retries"):  # s3fs retries each call 5 times on top of botocore's
+        fs.retries = 2
+    return fs, path
+
+
+@contextmanager
+def _url_errors(url: str, what: str, storage_options: Mapping[str, Any] | None) -> Iterator[None]:
+    """Storage failures as one-line ``OSError`` naming ``what`` and the URL, never the options.
+
+    bigimg's own ``FileExistsError``, ``FileNotFoundError`` and
+    ``IsADirectoryError`` (their messages start with ``what``) pass unchanged.
+    """
+    try:
+        yield
+    except (FileExistsError, FileNotFoundError, IsADirectoryError) as e:
+        if str(e).startswith(f"{what}: "):
+            raise
+        raise OSError(_failure(url, what, e, storage_options)) from None
+    except Exception as e:
+        raise OSError(_failure(url, what, e, storage_options)) from None
+
+
+def _failure(url: str, what: str, e: Exception, storage_options: Mapping[str, Any] | None) -> str:
+    first = (str(e).splitlines() or [""])[0][:300]
+    for secret in _strings(storage_options):
+        first = first.replace(secret, "***")
+    return f"{what}: cannot access {redact(url)!r}: {type(e).__name__}: {first}"
+
+
+# storage options that name where, not who: left readable in messages
+_PUBLIC_OPTIONS = {"endpoint_url", "region_name", "region", "profile", "project"}
+
+
+def _strings(value: Any) -> Iterator[str]:
+    """Every str of 4 or more characters in a nest of mappings and sequences (not endpoints)."""
+    if isinstance(value, str):
+        if len(value) >= 4:
+            yield value
+    elif isinstance(value, Mapping):
+        for k, v in value.items():
+            if k not in _PUBLIC_OPTIONS:
+                yield from _strings(v)
+    elif isinstance(value, list | tuple | set):
+        for v in value:
+            yield from _strings(v)
 
 
 def _umask() -> int:

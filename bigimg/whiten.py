@@ -20,6 +20,7 @@ Layers, as everywhere in bigimg:
 from __future__ import annotations
 
 import functools
+import io
 import json
 import math
 import numbers
@@ -27,7 +28,7 @@ import os
 import threading
 import zipfile
 import zlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, cast
 
@@ -712,31 +713,48 @@ class ZCA:
         return feature_dims
 
     # ------------------------------------------------------------ persistence
-    def save(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
-        """Write the fitted model to exactly ``path`` (an ``.npz`` archive).
+    def save(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        overwrite: bool = False,
+        what: str = "path",
+        storage_options: Mapping[str, Any] | None = None,
+    ) -> Path | str:
+        """Write the fitted model to exactly ``path`` (an ``.npz`` archive), a file or a URL.
 
         The archive holds ``mean``, ``components``, ``explained_variance``,
         ``whitening`` (float64, uncompressed) and a JSON ``metadata`` string
         (format and format_version, eps, sample_dim, nan_policy, feature dims
-        and shape, dtype, n_samples); it never uses pickle. It is written
-        under a temporary name in the same folder and renamed to ``path``
-        when complete (:func:`bigimg.files.new_file`).
+        and shape, dtype, n_samples); it never uses pickle, nor records any
+        storage option. A local file is written under a temporary name in the
+        same folder and renamed to ``path`` when complete; an object at a URL
+        (``s3://bucket/model.npz``, ``memory://...``, any fsspec filesystem)
+        is sent in one put of the finished archive, which an object store
+        applies atomically (:func:`bigimg.files.new_object`).
 
         Parameters
         ----------
         path : str or os.PathLike
-            The file to write, exactly (no suffix is added).
+            The file to write, exactly (no suffix is added), or a URL.
         overwrite : bool, default False
-            Replace an existing file at ``path``.
+            Replace an existing file or object at ``path``.
+        what : str, default "path"
+            The name of the argument or config key, for error messages.
+        storage_options : dict, optional
+            fsspec options for a URL (endpoint, credentials, ...); never
+            printed or stored. Not for a local path.
 
         Returns
         -------
-        pathlib.Path
+        pathlib.Path or str
+            The local path (``~`` expanded), or the URL as given.
 
         Raises
         ------
         ValueError
-            This ZCA is not fitted.
+            This ZCA is not fitted, or ``storage_options`` given for a local
+            path.
         TypeError
             ``path`` is not a str or path.
         FileExistsError
@@ -744,11 +762,14 @@ class ZCA:
         IsADirectoryError
             ``path`` is a folder (never replaced).
         FileNotFoundError
-            ``path``'s folder does not exist.
+            ``path``'s folder does not exist (local paths).
+        OSError
+            A URL's storage cannot be reached or refuses the write (one line,
+            naming the URL, never the storage options).
         """
         if not self.is_fitted:
             raise ValueError("this ZCA is not fitted yet; nothing to save")
-        path = _as_path(path, "path")
+        target = _as_target(path, what)
         meta = {
             "format": _FORMAT,
             "format_version": _FORMAT_VERSION,
@@ -761,30 +782,49 @@ class ZCA:
             "dtype": self.dtype_.str,
             "n_samples": self.n_samples_,
         }
-        with files.new_file(path, overwrite=overwrite, what="path") as tmp:
-            with tmp.open("wb") as fh:  # a file object: numpy appends no ".npz"
-                np.savez(
-                    fh,
-                    metadata=np.array(json.dumps(meta)),
-                    **{name: getattr(self, name + "_") for name in _ARRAYS},
-                )
-        return path
+        with files.new_object(
+            target, overwrite=overwrite, what=what, storage_options=storage_options
+        ) as fh:  # a file object: numpy appends no ".npz"
+            np.savez(
+                fh,
+                metadata=np.array(json.dumps(meta)),
+                **{name: getattr(self, name + "_") for name in _ARRAYS},
+            )
+        return target
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str], *, what: str = "path") -> ZCA:
-        """Read a model written by :meth:`save` at exactly ``path``.
+    def load(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        what: str = "path",
+        storage_options: Mapping[str, Any] | None = None,
+    ) -> ZCA:
+        """Read a model written by :meth:`save` at exactly ``path`` (a file or a URL).
 
         Every array's ``.npy`` header (dtype and shape) is checked against the
         metadata before the array is read, so a damaged or hostile file never
         makes this allocate more than the file holds, nor unpickle anything.
-        Errors name ``what`` (the argument or config key that gave the path).
+        A URL (``s3://bucket/model.npz``, any fsspec filesystem) is read whole
+        with ``storage_options``. Errors name ``what`` (the argument or config
+        key that gave the path) and never the storage options.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The model file, or its URL.
+        what : str, default "path"
+            The name of the argument or config key, for error messages.
+        storage_options : dict, optional
+            fsspec options for a URL (endpoint, credentials, ...). Not for a
+            local path.
 
         Raises
         ------
         TypeError
             ``path`` is not a str or path.
         FileNotFoundError
-            No such file.
+            No such file or object.
         IsADirectoryError
             ``path`` is a folder.
         ValueError
@@ -792,16 +832,30 @@ class ZCA:
             a member or metadata key missing or of the wrong type, shapes or
             dtypes that disagree with the metadata, non-finite values, or a
             ``format_version`` this bigimg does not read); the message names
-            the file and what is wrong.
+            the file and what is wrong. Also ``storage_options`` given for a
+            local path.
+        OSError
+            A URL's storage cannot be reached or refuses the read (one line).
         """
-        path = _as_path(path, what)
-        if path.is_dir():
-            raise IsADirectoryError(f"{what}: {str(path)!r} is a folder, not a ZCA model file")
-        if not path.is_file():
-            raise FileNotFoundError(f"{what}: no such ZCA model file: {str(path)!r}")
+        target = _as_target(path, what)
+        source: Path | io.BytesIO
+        if isinstance(target, Path):
+            files.check_local_only(target, storage_options, what)
+            if target.is_dir():
+                raise IsADirectoryError(
+                    f"{what}: {str(target)!r} is a folder, not a ZCA model file"
+                )
+            if not target.is_file():
+                raise FileNotFoundError(f"{what}: no such ZCA model file: {str(target)!r}")
+            source, size, shown = target, target.stat().st_size, str(target)
+        else:
+            blob = files.read_object(
+                target, what=what, kind="ZCA model file", storage_options=storage_options
+            )
+            source, size, shown = io.BytesIO(blob), len(blob), files.redact(target)
         try:
-            with zipfile.ZipFile(path) as zf:
-                text = _read_member(zf, path, "metadata", None, np.dtype("U"))
+            with zipfile.ZipFile(source) as zf:
+                text = _read_member(zf, size, "metadata", None, np.dtype("U"))
                 meta = _check_metadata(_parse_json(str(text)))
                 f = math.prod(meta["feature_shape"])
                 shapes = {
@@ -811,24 +865,24 @@ class ZCA:
                     "whitening": (f, f),
                 }
                 arrays = {
-                    name: _read_member(zf, path, name, shapes[name], np.dtype(np.float64))
+                    name: _read_member(zf, size, name, shapes[name], np.dtype(np.float64))
                     for name in _ARRAYS
                 }
         except zipfile.BadZipFile as e:
             raise ValueError(
-                f"{what}: {str(path)!r} is not a bigimg ZCA model: not an .npz (zip) archive, "
+                f"{what}: {shown!r} is not a bigimg ZCA model: not an .npz (zip) archive, "
                 f"or a truncated or damaged one ({e})"
             ) from None
         except (ValueError, EOFError, zlib.error, NotImplementedError) as e:
-            raise ValueError(f"{what}: {str(path)!r} is not a bigimg ZCA model: {e}") from None
+            raise ValueError(f"{what}: {shown!r} is not a bigimg ZCA model: {e}") from None
         for name, arr in arrays.items():
             if not np.isfinite(arr).all():
                 raise ValueError(
-                    f"{what}: {str(path)!r} is not a usable ZCA model: {name!r} holds NaN or ±inf"
+                    f"{what}: {shown!r} is not a usable ZCA model: {name!r} holds NaN or ±inf"
                 )
         if (arrays["explained_variance"] < 0).any():
             raise ValueError(
-                f"{what}: {str(path)!r} is not a usable ZCA model: "
+                f"{what}: {shown!r} is not a usable ZCA model: "
                 "'explained_variance' holds negative values"
             )
         self = cls(meta["eps"], sample_dim=meta["sample_dim"], nan_policy=meta["nan_policy"])
@@ -851,16 +905,19 @@ def _check_known_sizes(obj: xr.DataArray, name: str) -> None:
         )
 
 
-def _as_path(path: Any, what: str) -> Path:
-    """``path`` as a :class:`~pathlib.Path` with ``~`` expanded; ``TypeError`` naming ``what``."""
+def _as_target(path: Any, what: str) -> Path | str:
+    """A URL as given, else a :class:`~pathlib.Path` with ``~`` expanded; ``TypeError`` naming ``what``."""
     if not isinstance(path, str | os.PathLike):
         raise TypeError(f"{what} must be a str or os.PathLike, got {type(path).__name__}")
-    return Path(os.path.expanduser(os.fspath(path)))
+    text = os.fspath(path)
+    if files.is_url(text):
+        return text
+    return Path(os.path.expanduser(text))
 
 
 def _read_member(
     zf: zipfile.ZipFile,
-    path: Path,
+    size: int,
     name: str,
     shape: tuple[int, ...] | None,
     dtype: np.dtype,
@@ -878,7 +935,7 @@ def _read_member(
         raise ValueError(f"it has no {name!r} array") from None
     if info.compress_type != zipfile.ZIP_STORED:
         raise ValueError(f"its {name!r} array is compressed (bigimg writes models uncompressed)")
-    if info.header_offset + info.compress_size > path.stat().st_size:
+    if info.header_offset + info.compress_size > size:
         raise ValueError(f"its {name!r} array runs past the end of the file (truncated?)")
     with zf.open(info) as fh:
         version = np.lib.format.read_magic(fh)

@@ -13,12 +13,13 @@ import math
 import warnings
 from collections.abc import Hashable, Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import xarray as xr
+from pydantic import BeforeValidator
 
 from bigimg.errors import BigimgWarning
-from bigimg.files import check_new_file
+from bigimg.files import check_new_object, is_url
 from bigimg.filters import Mode, gaussian_filter
 from bigimg.histogram import equalize_hist
 from bigimg.noise import add_noise, correlated_noise
@@ -31,6 +32,17 @@ from bigimg.whiten import ZCA, standardize
 
 
 # ---------------------------------------------------------------- parameter models
+def _path_or_url(value: object) -> object:
+    """A URL stays a str; any other str becomes a ``Path`` (resolved against the config's folder)."""
+    if isinstance(value, str) and not is_url(value):
+        return Path(value)
+    return value
+
+
+PathOrUrl = Annotated[Path | str, BeforeValidator(_path_or_url)]
+"""A local file (a ``Path``) or a URL such as ``s3://bucket/model.npz`` (a ``str``)."""
+
+
 class AstypeParams(Params):
     dtype: Literal["float32", "float64"]
 
@@ -97,7 +109,7 @@ class StandardizeParams(Params):
 
 
 class ZcaFitParams(Params):
-    model: Path
+    model: PathOrUrl
     eps: float
     sample_dim: str
     nan_policy: Literal["raise", "omit"]
@@ -105,7 +117,7 @@ class ZcaFitParams(Params):
 
 
 class ZcaTransformParams(Params):
-    model: Path
+    model: PathOrUrl
     inverse: bool
 
 
@@ -153,7 +165,7 @@ def _json_float(v: float) -> float | None:
 def zca_fit_op(
     img: xr.DataArray,
     *,
-    model: Path,
+    model: Path | str,
     eps: float,
     sample_dim: str,
     nan_policy: Literal["raise", "omit"],
@@ -162,17 +174,21 @@ def zca_fit_op(
 ) -> xr.DataArray:
     """Fit a ZCA on the step's input (computes), save it at ``model``, pass the data on.
 
+    ``model`` is a local path or a URL (``s3://bucket/model.npz``; reached
+    with fsspec's default credentials: environment, config files).
     ``overwrite`` (the run's ``--overwrite``, not a config key) lets ``model``
     replace an existing file; a refused ``model`` fails before the fit.
     """
-    check_new_file(model, overwrite=overwrite, what="model")
+    check_new_object(model, overwrite=overwrite, what="model")
     zca = ZCA(eps, sample_dim=sample_dim, nan_policy=nan_policy).fit(img)
-    zca.save(model, overwrite=overwrite)
+    zca.save(model, overwrite=overwrite, what="model")
     return zca.transform(img) if transform else img
 
 
-def zca_transform_op(img: xr.DataArray, *, model: Path, inverse: bool = False) -> xr.DataArray:
-    """Whiten (or un-whiten) with a model saved by ``zca_fit`` or :meth:`ZCA.save`."""
+def zca_transform_op(
+    img: xr.DataArray, *, model: Path | str, inverse: bool = False
+) -> xr.DataArray:
+    """Whiten (or un-whiten) with a model saved by ``zca_fit`` or :meth:`ZCA.save` (path or URL)."""
     zca = ZCA.load(model, what="model")
     return zca.inverse_transform(img) if inverse else zca.transform(img)
 
