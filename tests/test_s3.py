@@ -123,6 +123,10 @@ def test_remote_geotiff_and_zarr_inputs(s3_bucket, tmp_path):
     img = bi.open_image(s3_bucket.url("in/geo.tif"), storage_options=opts)
     np.testing.assert_array_equal(img.values[..., 0], data)
     assert img.rio.crs.to_epsg() == 32633
+    local = bi.open_image(tif)  # GDAL reads the local copy: the same georeferencing
+    for name in ("x", "y", "band"):
+        np.testing.assert_array_equal(img[name].values, local[name].values)
+    assert img.rio.transform() == local.rio.transform()
     bi.to_zarr(img, s3_bucket.url("from-tif.zarr"), storage_options=opts, progress=False)
     again = bi.open_image(s3_bucket.url("from-tif.zarr"), storage_options=opts, chunks=32)
     np.testing.assert_array_equal(again.values[..., 0], data)

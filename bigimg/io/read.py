@@ -285,9 +285,12 @@ def _open_tiff(path: Location) -> tuple[Any, Callable[[Any], da.Array] | None]:
     with fs.open(fpath, "rb") as fh, tifffile.TiffFile(fh) as tif:
         geo = tif.is_geotiff
         axes = tif.series[0].axes
+    georef = None
     if geo:
         try:
-            return _open_geotiff(path), None
+            if path.local:
+                return _open_geotiff(path), None
+            georef = _georef(path)
         except ImportError:  # the optional `geo` extra is not installed
             pass
     key = _tiff_version(path)
@@ -306,6 +309,11 @@ def _open_tiff(path: Location) -> tuple[Any, Callable[[Any], da.Array] | None]:
         return data[..., np.newaxis] if len(chunks) > node.ndim else data  # from_array's band
 
     stored = read(tuple(da.core.normalize_chunks(node.chunks, node.shape)))
+    if georef is not None:  # a remote GeoTIFF: tifffile's tiles, rasterio's georeferencing
+        obj = xr.DataArray(stored, dims=_tiff_dims(axes, path)).transpose("y", "x", ...)
+        if "band" not in obj.dims:
+            obj = obj.expand_dims("band", axis=2)
+        return obj.assign_coords(georef).assign_coords(band=np.arange(obj.sizes["band"])), None
     if axes in ("YX", "YXS"):
         return stored, read
     return _named(xr.DataArray(stored, dims=_tiff_dims(axes, path)), path), None
@@ -401,6 +409,23 @@ def _open_plain(loc: Location) -> np.ndarray:
         PIL.Image.MAX_IMAGE_PIXELS = limit
 
 
+def _georef(loc: Location) -> dict[str, xr.Variable]:
+    """A remote GeoTIFF's ``x``, ``y`` and ``spatial_ref`` coords (rioxarray), file closed after.
+
+    Its pixels are read by tifffile instead: a GDAL dataset that reads through
+    a Python opener calls back into Python when it is closed, and closing it
+    from a garbage collection in fsspec's I/O thread crashed the interpreter.
+    """
+    import rioxarray
+
+    fs, fpath = loc.filesystem()
+    obj = cast(xr.DataArray, rioxarray.open_rasterio(fpath, opener=fs, mask_and_scale=False))
+    try:
+        return {k: obj.coords[k].variable.load() for k in ("y", "x", "spatial_ref")}
+    finally:
+        obj.close()
+
+
 def _open_geotiff(loc: Location) -> xr.DataArray:
     """GeoTIFF through rioxarray: x/y coords from the transform, CRS in ``spatial_ref``.
 
@@ -413,13 +438,7 @@ def _open_geotiff(loc: Location) -> xr.DataArray:
         warnings.simplefilter("ignore", FutureWarning)
         obj = cast(
             xr.DataArray,
-            rioxarray.open_rasterio(
-                loc.url if loc.local else loc.filesystem()[1],
-                chunks=True,
-                lock=False,
-                mask_and_scale=False,
-                **({} if loc.local else {"opener": loc.filesystem()[0]}),
-            ),
+            rioxarray.open_rasterio(loc.url, chunks=True, lock=False, mask_and_scale=False),
         )
     obj = obj.transpose("y", "x", "band").assign_coords(band=np.arange(obj.sizes["band"]))
     obj.attrs = {
