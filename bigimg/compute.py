@@ -6,7 +6,10 @@ registration composite, ZCA moments, stretch statistics) as one lazy tree:
 a task per chunk, then combine levels of fan-in ``split_every``, then one
 finalize. Capability modules call :func:`compute_with_progress` or
 ``dask.compute`` when they must compute, under
-:func:`one_blas_thread_per_task` when their tasks call BLAS.
+:func:`one_blas_thread_per_task` when their tasks call BLAS. A function that
+needs global statistics before it can return its lazy result can be written
+as :data:`Passes` (it yields what each pass computes), so that a caller that
+knows more, the pipeline, can plan its reads (:func:`run_passes`).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import contextlib
 import functools
 import math
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, cast, overload
 
@@ -33,12 +36,50 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 __all__ = [
+    "Passes",
     "Reduction",
     "compute_with_progress",
     "one_blas_thread_per_task",
     "reduce_blocks",
+    "run_passes",
     "sum_parts",
 ]
+
+
+# ---------------------------------------------------------------- passes
+Passes = Generator[tuple[Any, ...], tuple[Any, ...], R]
+"""A computation that reads its data in passes before returning a lazy result.
+
+The generator validates its arguments before its first ``yield`` (so no
+pass starts on bad input), then yields a tuple of lazy dask collections per
+pass, is sent back the tuple of their computed values, and returns its result.
+:func:`run_passes` runs it alone; the pipeline may instead compute the first
+pass together with other work on the same blocks (the write of a scratch array).
+"""
+
+
+def run_passes(passes: Passes[R], first: tuple[Any, ...] | None = None) -> R:
+    """Run ``passes`` to its result, computing each pass in one ``dask.compute``.
+
+    ``first``: the values of the first pass when the caller computed them
+    already (the first yielded tuple is then not computed).
+
+    Examples
+    --------
+    >>> import dask.array as da
+    >>> def centred(x):
+    ...     (mean,) = yield (x.mean(),)
+    ...     return x - mean
+    >>> run_passes(centred(da.arange(5, chunks=2))).compute().tolist()
+    [-2.0, -1.0, 0.0, 1.0, 2.0]
+    """
+    try:
+        todo = next(passes)
+        values = first if first is not None else dask.compute(*todo)
+        while True:
+            values = dask.compute(*passes.send(values))
+    except StopIteration as stop:
+        return cast(R, stop.value)
 
 
 # ---------------------------------------------------------------- tree reductions
@@ -394,10 +435,12 @@ def active_client() -> Any:
 def compute_with_progress(
     tasks: list[Any], *, progress: bool | None = None, desc: str = "computing"
 ) -> list[Any]:
-    """Compute dask objects on the active scheduler, with a bar on stderr.
+    """Compute dask collections together on the active scheduler, with a bar on stderr.
 
-    Uses the current ``distributed`` client when there is one (futures, so the
-    bar advances per task), else dask's default scheduler.
+    The collections are computed in one graph, so blocks they share are
+    computed once. With a ``distributed`` client the bar advances per task
+    result (each block of an array, each delayed object); else dask's
+    default scheduler runs with dask's own bar.
     """
     if not tasks:
         return []
@@ -410,15 +453,16 @@ def compute_with_progress(
             with ProgressBar(out=sys.stderr):
                 return list(dask.compute(*tasks))
         return list(dask.compute(*tasks))
-    from distributed import as_completed
+    from distributed import as_completed, futures_of
     from tqdm import tqdm
 
-    futures = client.compute(tasks)
+    persisted = client.persist(tasks)
+    futures = futures_of(persisted)
     try:
         with tqdm(total=len(futures), desc=desc, file=sys.stderr, disable=not show) as bar:
             for fut in as_completed(futures):
                 fut.result()  # raise the first failure
                 bar.update(1)
-        return [f.result() for f in futures]
+        return list(dask.compute(*persisted))
     finally:
         client.cancel(futures)

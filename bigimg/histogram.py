@@ -35,7 +35,7 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
-from bigimg.compute import Reduction, reduce_blocks, sum_parts
+from bigimg.compute import Passes, Reduction, reduce_blocks, run_passes, sum_parts
 from bigimg.files import check_new_file, new_file
 from bigimg.image import check_image, float_dtype, like
 
@@ -47,7 +47,7 @@ MAX_BINS = 2**24
 # Most counts over all histograms (int64: 1 GiB), e.g. one histogram per pixel with dims="band".
 MAX_COUNTS = 2**27
 
-__all__ = ["equalize_hist", "histogram", "plot_histogram"]
+__all__ = ["equalize_hist", "equalize_hist_passes", "histogram", "plot_histogram"]
 
 
 # ---------------------------------------------------------------- kernels
@@ -362,8 +362,8 @@ def _reduce(
     dtype: Any,
     table: np.ndarray | None = None,
     **kwargs: Any,
-) -> np.ndarray:
-    """``kernel``'s partial results over the blocks of ``s.arr``, combined (computes).
+) -> da.Array:
+    """``kernel``'s partial results over the blocks of ``s.arr``, combined (lazy).
 
     ``kernel(block[, table_block], kept=s.kept, **kwargs)`` returns ``size``
     values per kept index; ``table`` holds ``(kept sizes..., k)`` values the
@@ -382,18 +382,18 @@ def _reduce(
     out = reduce_blocks(
         arrays, reduction, axis=reduced, dtype=dtype, new_axes=(size,), name="histogram"
     )
-    return out.compute().reshape((*(s.arr.shape[a] for a in s.kept), size))
+    return out.reshape((*(s.arr.shape[a] for a in s.kept), size))
 
 
-def _counts(s: _Setup, kernel: Callable[..., np.ndarray], size: int, **kwargs: Any) -> np.ndarray:
-    """Counts ``(kept sizes..., size)`` summed from ``kernel``'s per-block counts (computes)."""
+def _counts(s: _Setup, kernel: Callable[..., np.ndarray], size: int, **kwargs: Any) -> da.Array:
+    """Counts ``(kept sizes..., size)`` summed from ``kernel``'s per-block counts (lazy)."""
     return _reduce(s, kernel, size, combine=sum_parts, dtype=np.int64, **kwargs)
 
 
-def _minmax(s: _Setup) -> tuple[np.ndarray, np.ndarray]:
-    """Min and max of the valid values per kept index, ``[+big, -big]`` where none (computes)."""
-    both = _reduce(
-        s, _minmax_kernel, 2, combine=_merge_minmax, dtype=s.arr.dtype, exclude=s.exclude
+def _minmax(s: _Setup) -> Passes[tuple[np.ndarray, np.ndarray]]:
+    """Min and max of the valid values per kept index, ``[+big, -big]`` where none (one pass)."""
+    (both,) = yield (
+        _reduce(s, _minmax_kernel, 2, combine=_merge_minmax, dtype=s.arr.dtype, exclude=s.exclude),
     )
     return both[..., 0], both[..., 1]
 
@@ -609,8 +609,8 @@ def _small_int(dtype: np.dtype) -> bool:
 
 def _int_counts(
     img: xr.DataArray, s: _Setup, rng: tuple[Any, Any] | None
-) -> tuple[np.ndarray, int]:
-    """Exact integer counts ``(kept..., n)`` of the values ``low .. low + n - 1`` (computes).
+) -> Passes[tuple[np.ndarray, int]]:
+    """Exact integer counts ``(kept..., n)`` of the values ``low .. low + n - 1``, and ``low``.
 
     The window is ``range`` (integers inside it) when given, else the valid
     min..max over all kept indices (one pass for 8/16-bit integers, two otherwise).
@@ -622,7 +622,7 @@ def _int_counts(
         if lo > hi:
             raise ValueError(f"range {rng!r} holds no integer value of img's dtype {dt}")
     if _small_int(dt):
-        counts = _counts(s, _count_dtype_kernel, 1 << (8 * dt.itemsize))
+        (counts,) = yield (_counts(s, _count_dtype_kernel, 1 << (8 * dt.itemsize)),)
         for v in s.exclude:
             counts[..., int(v) - info.min] = 0
         if rng is None:
@@ -632,7 +632,7 @@ def _int_counts(
             lo, hi = int(seen[0]) + info.min, int(seen[-1]) + info.min
         return counts[..., lo - info.min : hi - info.min + 1], lo
     if rng is None:
-        mins, maxs = _minmax(s)
+        mins, maxs = yield from _minmax(s)
         _check_nonempty(img, s, mins > maxs, "after exclusion")
         lo, hi = int(mins.min()), int(maxs.max())
     n = hi - lo + 1
@@ -642,12 +642,13 @@ def _int_counts(
             "counted exactly; pass a narrower range= or cast img to float to use bins="
         )
     _check_size(img, s, n)
-    return _counts(s, _count_window_kernel, n, low=lo, n=n, exclude=s.exclude), lo
+    (counts,) = yield (_counts(s, _count_window_kernel, n, low=lo, n=n, exclude=s.exclude),)
+    return counts, lo
 
 
-def _float_ranges(img: xr.DataArray, s: _Setup) -> tuple[np.ndarray, np.ndarray]:
-    """Pass 1 (computes): per kept index min and max of the valid values, finite-checked."""
-    mins, maxs = _minmax(s)
+def _float_ranges(img: xr.DataArray, s: _Setup) -> Passes[tuple[np.ndarray, np.ndarray]]:
+    """Pass 1: per kept index min and max of the valid values, finite-checked."""
+    mins, maxs = yield from _minmax(s)
     _check_nonempty(img, s, mins > maxs, "after exclusion")
     if not (np.isfinite(mins).all() and np.isfinite(maxs).all()):
         raise ValueError(
@@ -659,12 +660,12 @@ def _float_ranges(img: xr.DataArray, s: _Setup) -> tuple[np.ndarray, np.ndarray]
 
 def _uniform_counts(
     s: _Setup, ranges: np.ndarray | None, n: int, fixed: tuple[Any, Any] | None = None
-) -> np.ndarray:
-    """Counts in ``n`` uniform bins over ``fixed`` or over each kept index's ``ranges`` (computes)."""
+) -> da.Array:
+    """Counts in ``n`` uniform bins over ``fixed`` or over each kept index's ``ranges`` (lazy)."""
     return _counts(s, _count_uniform_kernel, n, table=ranges, n=n, exclude=s.exclude, fixed=fixed)
 
 
-def _edges_counts(s: _Setup, edges: np.ndarray) -> np.ndarray:
+def _edges_counts(s: _Setup, edges: np.ndarray) -> da.Array:
     return _counts(s, _count_edges_kernel, edges.size - 1, edges=edges, exclude=s.exclude)
 
 
@@ -770,25 +771,35 @@ def histogram(
     >>> bi.histogram(two, bins=2, range="shared")["bin_upper"].values.tolist()
     [15.0, 30.0]
     """
+    return run_passes(_histogram_passes(img, bins, range, exclude, dims))
+
+
+def _histogram_passes(
+    img: xr.DataArray,
+    bins: Any,
+    range: Any,
+    exclude: Any,
+    dims: Any,  # noqa: A002
+) -> Passes[xr.DataArray]:
     s = _setup(img, bins, exclude, dims)
     rng = _check_range(range)
     given = rng if isinstance(rng, tuple) else None
     dt = s.arr.dtype
     kshape = _kept_shape(img, s)
     if isinstance(s.bins, np.ndarray):
-        counts = _edges_counts(s, s.bins)
+        (counts,) = yield (_edges_counts(s, s.bins),)
         lower, upper = s.bins[:-1], s.bins[1:]
         given = None  # range is ignored
     elif dt.kind in "iu":
-        counts, low = _int_counts(img, s, given)
+        counts, low = yield from _int_counts(img, s, given)
         values = np.arange(counts.shape[-1], dtype=dt) + dt.type(low)  # uint64 may pass int64
         lower, upper = values - 0.5, values + 0.5
     elif given is not None:
         edges = _checked_edges(img, s, None, *given)
-        counts = _uniform_counts(s, None, s.bins, fixed=given)
+        (counts,) = yield (_uniform_counts(s, None, s.bins, fixed=given),)
         lower, upper = edges[:-1], edges[1:]
     else:
-        mins, maxs = _float_ranges(img, s)  # scalars of img's dtype, as numpy's a.min()
+        mins, maxs = yield from _float_ranges(img, s)  # img's dtype, as numpy's a.min()
         shared = rng == "shared" or math.prod(kshape) == 1
         if shared:
             mins, maxs = np.full_like(mins, mins.min()), np.full_like(maxs, maxs.max())
@@ -796,7 +807,7 @@ def histogram(
         edges = np.stack(
             [_checked_edges(img, s, i, *ranges[i]) for i in np.ndindex(kshape)]
         ).reshape((*kshape, s.bins + 1))
-        counts = _uniform_counts(s, ranges, s.bins)
+        (counts,) = yield (_uniform_counts(s, ranges, s.bins),)
         if shared:
             edges = edges[(0,) * len(kshape)]
         lower, upper = edges[..., :-1], edges[..., 1:]
@@ -890,6 +901,27 @@ def equalize_hist(
     >>> out.dtype, out.values[..., 0].tolist()
     (dtype('float32'), [[0.0, 0.25, 0.5], [0.75, 1.0, 255.0]])
     """
+    return run_passes(
+        equalize_hist_passes(img, bins=bins, exclude=exclude, out_range=out_range, dims=dims)
+    )
+
+
+def equalize_hist_passes(
+    img: xr.DataArray,
+    *,
+    bins: int | Sequence[float],
+    exclude: float | Sequence[float],
+    out_range: tuple[float, float],
+    dims: str | Sequence[Hashable] | None,
+) -> Passes[xr.DataArray]:
+    """:func:`equalize_hist` as :data:`~bigimg.compute.Passes`: one statistics pass at a time.
+
+    Yields the lazy range (floats and wide integers) and then the lazy
+    counts, each as a one-tuple, and returns the lazy equalized image. The
+    arguments are checked before the first yield. A pipeline uses this to
+    compute the first pass together with other work on the same blocks;
+    :func:`equalize_hist` runs it with :func:`~bigimg.compute.run_passes`.
+    """
     s = _setup(img, bins, exclude, dims)
     lo, hi = _check_out_range(out_range)
     dt = s.arr.dtype
@@ -902,7 +934,7 @@ def equalize_hist(
         return lo + (hi - lo) * (cdf / cdf[..., -1:])
 
     if isinstance(s.bins, np.ndarray):
-        counts = _edges_counts(s, s.bins)
+        (counts,) = yield (_edges_counts(s, s.bins),)
         xp = np.broadcast_to((s.bins[:-1] + s.bins[1:]) / 2.0, counts.shape)
         fp = scaled_cdf(counts, "inside bins")
         data = _blockwise(
@@ -911,7 +943,7 @@ def equalize_hist(
         )  # fmt: skip
     elif _small_int(dt):
         info = np.iinfo(dt)
-        counts = _counts(s, _count_dtype_kernel, 1 << (8 * dt.itemsize))
+        (counts,) = yield (_counts(s, _count_dtype_kernel, 1 << (8 * dt.itemsize)),)
         values = np.arange(info.min, info.max + 1)
         for v in s.exclude:
             counts[..., int(v) - info.min] = 0
@@ -920,19 +952,19 @@ def equalize_hist(
             lut[..., int(v) - info.min] = values[int(v) - info.min]
         data = _blockwise(_lut_dtype_kernel, s.arr, s.kept, [lut], dtype=out_dt)
     elif dt.kind in "iu":
-        counts, low = _int_counts(img, s, None)
+        counts, low = yield from _int_counts(img, s, None)
         lut = scaled_cdf(counts, "after exclusion").astype(out_dt)
         data = _blockwise(
             _lut_window_kernel, s.arr, s.kept, [lut], dtype=out_dt, low=low, exclude=s.exclude
         )
     else:
-        mins, maxs = _float_ranges(img, s)
+        mins, maxs = yield from _float_ranges(img, s)
         ranges = np.stack([mins, maxs], axis=-1).reshape((*kshape, 2))
         xp = np.empty((*kshape, s.bins), dtype=np.float64)
         for idx in np.ndindex(*kshape):
             edges = _checked_edges(img, s, idx, *ranges[idx])
             xp[idx] = (edges[:-1] + edges[1:]) / 2.0  # in the edges' dtype, as skimage
-        counts = _uniform_counts(s, ranges, s.bins)
+        (counts,) = yield (_uniform_counts(s, ranges, s.bins),)
         data = _blockwise(
             _interp_kernel, s.arr, s.kept, [xp, scaled_cdf(counts, "after exclusion")],
             dtype=out_dt, exclude=s.exclude, uniform=True, out_dtype=out_dt,

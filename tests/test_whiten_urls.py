@@ -219,10 +219,6 @@ def test_pipeline_writes_and_reads_a_model_url(tmp_path, memdir):
     assert local.steps[0].params.model == tmp_path / "m.npz"
 
 
-@pytest.mark.xfail(
-    reason="Pipeline.paths() in pipeline/config.py collects Path values only, not URL ones",
-    strict=True,
-)
 def test_pipeline_refuses_a_model_url_inside_the_output(tmp_path, memdir):
     pipe = parse_config(
         {

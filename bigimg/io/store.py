@@ -33,13 +33,14 @@ import os
 import time
 import uuid
 import warnings
-from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
 import dask
+import dask.array as da
 import numpy as np
 import xarray as xr
 
@@ -58,12 +59,17 @@ _MARKERS = ("zarr.json", ".zgroup", ".zarray")
 
 @dataclass(frozen=True)
 class WriteResult:
-    """What :func:`to_zarr` did: the store, and chunks written vs already there."""
+    """What :func:`to_zarr` did: the store, and chunks written vs already there.
+
+    ``also``: the computed values of the collections passed as ``also`` to
+    :func:`write`, or None when they were not computed with the write.
+    """
 
     path: Path | str  # a Path for a local store, else the URL
     chunks_written: int
     chunks_skipped: int
     seconds: float
+    also: tuple[Any, ...] | None = None
 
 
 def is_zarr_store(where: str | os.PathLike[str] | Location) -> bool:
@@ -90,11 +96,17 @@ def write(
     inputs: Mapping[str, Any] | None = None,
     shards: Mapping[Hashable, int] | None = None,
     before_complete: Callable[[Location], object] | None = None,
+    also: Sequence[Any] = (),
 ) -> WriteResult:
     """Write ``obj`` as a bigimg store (computes); :func:`bigimg.to_zarr` documents the rest.
 
     ``before_complete(location)`` runs, under the writer lock, after every
     object is stored and before the store is marked complete (the pyramid levels).
+    ``also``: dask collections built on ``obj`` (statistics) to compute in the
+    same graph as the write, so that each block of ``obj`` is computed once
+    for both; their values are ``WriteResult.also``. They are computed only
+    when every block is written now (a fresh store of one variable), else
+    ``also`` is None and the caller computes them itself.
     """
     if not isinstance(obj, xr.DataArray):
         raise TypeError(f"obj must be an xarray.DataArray, got {type(obj).__name__}")
@@ -127,12 +139,14 @@ def write(
     start = time.perf_counter()
     check_output(loc, overwrite=overwrite, resume=resume)
     with writer_lock(loc):
-        written, skipped = _write_store(ds, encoding, loc, attrs, fingerprint, resume, progress)
+        written, skipped, values = _write_store(
+            ds, encoding, loc, attrs, fingerprint, resume, progress, also
+        )
         if before_complete is not None:
             before_complete(loc)
         mark_complete(loc)
     return WriteResult(
-        loc.path if loc.local else str(loc), written, skipped, time.perf_counter() - start
+        loc.path if loc.local else str(loc), written, skipped, time.perf_counter() - start, values
     )
 
 
@@ -149,8 +163,9 @@ def _write_store(
     fingerprint: dict[str, Any],
     resume: bool,
     progress: bool | None,
-) -> tuple[int, int]:
-    """Create (or check and resume) the store and write its missing objects."""
+    also: Sequence[Any] = (),
+) -> tuple[int, int, tuple[Any, ...] | None]:
+    """Create (or check and resume) the store and write its missing objects (and ``also``)."""
     fresh = _prepare(loc, resume=resume)
     if fresh:
         ds.attrs.update(attrs)
@@ -164,14 +179,17 @@ def _write_store(
                 write_empty_chunks=True,
                 encoding=encoding,
             )
-        return _write_chunks(ds, loc, progress=progress)
+        chunked = [(str(k), v.data) for k, v in ds.variables.items() if v.chunks is not None]
+        if also and len(chunked) == 1:
+            return _write_with(chunked[0][1], chunked[0][0], loc, also, progress)
+        return (*_write_chunks(ds, loc, progress=progress), None)
     _check_resumable(loc, ds, encoding, fingerprint)
     if _read_attrs(loc).get("bigimg_complete"):
-        return 0, 0
+        return 0, 0, None
     if loc.local:
         for name in ds.variables:
             _clean_partials(loc.path / str(name))
-    return _write_chunks(ds, loc, progress=progress)
+    return (*_write_chunks(ds, loc, progress=progress), None)
 
 
 @contextmanager
@@ -655,6 +673,12 @@ def _prepare(loc: Location, *, resume: bool) -> bool:
     return True
 
 
+def is_complete(store: StoreLike, storage_options: Mapping[str, Any] | None = None) -> bool:
+    """True when ``store`` is a bigimg store whose write finished (``bigimg_complete``)."""
+    loc = Location.of(store, storage_options)
+    return is_zarr_store(loc) and bool(_read_attrs(loc).get("bigimg_complete"))
+
+
 def _read_attrs(loc: Location) -> dict[str, Any]:
     import zarr
 
@@ -882,6 +906,34 @@ def _write_block(
     with zarr.config.set({"array.write_empty_chunks": True}):
         _open_array(store, name, "r+", opened)[region] = block
     return 1
+
+
+def _write_at(
+    block: np.ndarray, block_info: Any = None, *, store: Location, var: str, opened: str
+) -> np.ndarray:
+    """Write one block where it belongs (from dask's ``block_info``): one 1 per block."""
+    region = tuple(slice(a, b) for a, b in block_info[0]["array-location"])
+    return np.full((1,) * block.ndim, _write_block(block, store, var, region, opened))
+
+
+def _write_with(
+    darr: da.Array, name: str, loc: Location, also: Sequence[Any], progress: bool | None
+) -> tuple[int, int, tuple[Any, ...]]:
+    """Write every block of ``darr`` and compute ``also`` in one graph (shared blocks once)."""
+    writes = da.map_blocks(
+        _write_at,
+        darr,
+        store=loc,
+        var=name,  # map_blocks takes name= for the layer
+        opened=uuid.uuid4().hex,
+        chunks=(1,) * darr.ndim,
+        dtype=np.int64,
+        meta=np.empty((0,) * darr.ndim, np.int64),
+    )
+    done, *values = compute_with_progress(
+        [writes, *also], progress=progress, desc=f"writing {loc.name}"
+    )
+    return int(done.sum()), 0, tuple(values)
 
 
 def _write_chunks(ds: xr.Dataset, loc: Location, *, progress: bool | None) -> tuple[int, int]:

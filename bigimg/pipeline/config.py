@@ -20,12 +20,21 @@ import xarray as xr
 from pydantic import BaseModel, ConfigDict, StrictBool, ValidationError, model_validator
 
 from bigimg.cog import to_cog
+from bigimg.compute import run_passes
 from bigimg.errors import ConfigError
-from bigimg.files import check_disjoint, check_new_file, is_url
+from bigimg.files import check_disjoint, check_new_object, is_url
 from bigimg.image import from_array
-from bigimg.io.api import to_zarr
+from bigimg.io.api import open_zarr, to_zarr
+from bigimg.io.location import Location
 from bigimg.io.read import open_image
-from bigimg.io.store import check_fingerprint, check_output, fingerprint
+from bigimg.io.store import (
+    WriteResult,
+    check_fingerprint,
+    check_output,
+    fingerprint,
+    is_complete,
+    write,
+)
 from bigimg.pipeline.ops import OPS, SOURCES
 from bigimg.pipeline.registry import Params
 
@@ -88,7 +97,7 @@ class Pipeline:
         writes: list[tuple[str, Path | str]] = [("output.path", self.output.path)]
         for i, step in enumerate(self.steps):
             for field, value in step.params:
-                if isinstance(value, Path):
+                if isinstance(value, Path) or is_url(value):
                     if field in OPS[step.op].writes:
                         writes.append((f"steps[{i}].{field}", value))
                     else:
@@ -129,9 +138,10 @@ class Pipeline:
         if self.output.format == "cog":
             if resume:
                 raise ValueError("resume: a COG is written in one go; run again with overwrite")
-            check_new_file(self.output.path, overwrite=overwrite, what="output.path")
+            check_new_object(self.output.path, overwrite=overwrite, what="output.path")
             for key, path in writes[1:]:
-                check_new_file(path, overwrite=overwrite, what=key)
+                check_new_object(path, overwrite=overwrite, what=key)
+            self._check_scratch(overwrite=overwrite, resume=False)
             return "replace" if Path(self.output.path).exists() else "create"
         out_options = self.output.storage_options or None
         action = check_output(
@@ -140,8 +150,50 @@ class Pipeline:
         if action == "resume":
             check_fingerprint(self.output.path, self.fingerprint(), out_options)
         for key, path in writes[1:]:
-            check_new_file(path, overwrite=overwrite or resume, what=key)
+            check_new_object(path, overwrite=overwrite or resume, what=key)
+        if not (action == "resume" and is_complete(self._output())):
+            self._check_scratch(overwrite=overwrite, resume=resume)
         return action
+
+    def scratch_steps(self) -> list[int]:
+        """The computing steps whose input the run writes once to a scratch array.
+
+        A step that computes statistics reads its input once per pass, and
+        then once more for the output. When that input is costly to recompute
+        (a generated source, or any step that is not ``pointwise``, such as a
+        filter, since the last scratch array), the run writes it once to a
+        scratch store beside the output, ``<output>.scratch/steps-<i>.zarr``,
+        computing the step's first statistics pass in the same graph, and every
+        later pass reads the scratch store instead. The scratch stores resume
+        like the output and are deleted once the output is complete.
+        """
+        out = []
+        costly = self.source_name is not None
+        for i, step in enumerate(self.steps):
+            op = OPS[step.op]
+            if op.computes and costly:
+                out.append(i)
+                costly = False
+            costly = costly or not op.pointwise
+        return out
+
+    def _output(self) -> Location:
+        return Location.of(self.output.path, self.output.storage_options or None)
+
+    def _scratch_root(self) -> Location:
+        out = self._output()
+        return out.parent.child(f"{out.name}.scratch")
+
+    def _scratch(self, i: int) -> Location:
+        return self._scratch_root().child(f"steps-{i}.zarr")
+
+    def _check_scratch(self, *, overwrite: bool, resume: bool) -> None:
+        """Scratch stores left by an interrupted run are resumed or replaced, never silently reused."""
+        root = self._scratch_root()
+        if root.local and not root.path.exists():
+            return
+        for i in self.scratch_steps():
+            check_output(self._scratch(i), overwrite=overwrite, resume=resume)
 
     def fingerprint(self) -> dict[str, Any]:
         """What determines the output (see :func:`bigimg.io.fingerprint`)."""
@@ -162,10 +214,23 @@ class Pipeline:
         return options
 
     def build(self, *, overwrite: bool = False) -> xr.DataArray:
-        """The lazy output image (may compute global statistics some ops need).
+        """The lazy output image, every step recomputed from the input (may compute statistics).
 
         ``overwrite`` is passed to the ops that write files of their own.
+        :meth:`run` plans its reads instead (see :meth:`scratch_steps`).
         """
+        img = self._input_image()
+        for step in self.steps:
+            img = OPS[step.op].func(img, **self._kwargs(step, overwrite))
+        return img
+
+    def _kwargs(self, step: StepConfig, overwrite: bool) -> dict[str, Any]:
+        kwargs = dict(step.params)
+        if OPS[step.op].writes:
+            kwargs["overwrite"] = overwrite
+        return kwargs
+
+    def _input_image(self) -> xr.DataArray:
         # a dict[str, int] for a Mapping[Hashable, Any] (Mapping's key type is invariant)
         chunks = cast("str | int | Mapping[Hashable, Any]", self.input.chunks)
         if self.source_name is not None:
@@ -180,12 +245,39 @@ class Pipeline:
                 nodata=self.input.nodata,
                 storage_options=self.input.storage_options or None,
             )
-        for step in self.steps:
+        return img
+
+    def _planned(self, *, overwrite: bool, resume: bool, progress: bool | None) -> xr.DataArray:
+        """The lazy output image, through the scratch stores of :meth:`scratch_steps` (computes)."""
+        img = self._input_image()
+        scratched = self.scratch_steps()
+        for i, step in enumerate(self.steps):
             op = OPS[step.op]
-            kwargs = dict(step.params)
-            if op.writes:
-                kwargs["overwrite"] = overwrite
-            img = op.func(img, **kwargs)
+            kwargs = self._kwargs(step, overwrite or resume)
+            if i not in scratched:
+                img = op.func(img, **kwargs)
+                continue
+            passes = op.passes(img, **kwargs) if op.passes is not None else None
+            first = next(passes) if passes is not None else ()  # checks the arguments
+            where = self._scratch(i)
+            if where.local:
+                where.path.parent.mkdir(exist_ok=True)
+            done = write(
+                img,
+                where,
+                overwrite=overwrite,
+                resume=resume,
+                config=list(self.raw_steps[:i]),
+                source=self._source(),
+                inputs=self._input_options(),
+                progress=progress,
+                also=first,
+            )
+            stored = open_zarr(where).assign_attrs(img.attrs)
+            if op.passes is None:
+                img = op.func(stored, **kwargs)
+            else:  # the same passes on the stored copy; the first one is done when fused
+                img = run_passes(op.passes(stored, **kwargs), first=done.also)
         return img
 
     def run(
@@ -201,29 +293,36 @@ class Pipeline:
         Returns a :class:`bigimg.WriteResult` for Zarr output, a
         :class:`bigimg.cog.CogResult` for ``format = "cog"``.
         """
-        self.check(overwrite=overwrite, resume=resume)  # fail before any work
-        img = self.build(overwrite=overwrite or resume)
+        action = self.check(overwrite=overwrite, resume=resume)  # fail before any work
+        if action == "resume" and is_complete(self._output()):
+            return WriteResult(self.output.path, 0, 0, 0.0)
+        img = self._planned(overwrite=overwrite, resume=resume, progress=progress)
+        result: Any
         if self.output.format == "cog":
-            return to_cog(
+            result = to_cog(
                 img,
                 self.output.path,
                 overwrite=overwrite,
                 nodata=self.output.nodata,
                 progress=progress,
             )
-        return to_zarr(
-            img,
-            self.output.path,
-            storage_options=self.output.storage_options or None,
-            shards=cast("Mapping[Hashable, int] | None", self.output.shards),
-            overwrite=overwrite,
-            resume=resume,
-            config=list(self.raw_steps),
-            source=self._source(),
-            progress=progress,
-            pyramid=self.output.pyramid if pyramid is None else pyramid,
-            inputs=self._input_options(),
-        )
+        else:
+            result = to_zarr(
+                img,
+                self.output.path,
+                storage_options=self.output.storage_options or None,
+                shards=cast("Mapping[Hashable, int] | None", self.output.shards),
+                overwrite=overwrite,
+                resume=resume,
+                config=list(self.raw_steps),
+                source=self._source(),
+                progress=progress,
+                pyramid=self.output.pyramid if pyramid is None else pyramid,
+                inputs=self._input_options(),
+            )
+        if self.scratch_steps():
+            self._scratch_root().remove()
+        return result
 
 
 def load_config(path: str | Path) -> Pipeline:

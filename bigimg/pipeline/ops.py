@@ -21,7 +21,7 @@ from pydantic import BeforeValidator
 from bigimg.errors import BigimgWarning
 from bigimg.files import check_new_object, is_url
 from bigimg.filters import Mode, gaussian_filter
-from bigimg.histogram import equalize_hist
+from bigimg.histogram import equalize_hist, equalize_hist_passes
 from bigimg.noise import add_noise, correlated_noise
 from bigimg.pipeline import registry
 from bigimg.pipeline.registry import Params
@@ -197,10 +197,23 @@ def zca_transform_op(
 op = registry.op
 OPS = registry.table(
     [
-        op("astype", astype_op, AstypeParams),
+        op("astype", astype_op, AstypeParams, pointwise=True),
         op("gaussian_filter", gaussian_filter, GaussianFilterParams),
-        op("equalize_hist", equalize_hist, EqualizeHistParams, computes=True),
-        op("gaussian_stretch", gaussian_stretch, GaussianStretchParams, computes=True),
+        op(
+            "equalize_hist",
+            equalize_hist,
+            EqualizeHistParams,
+            computes=True,
+            passes=equalize_hist_passes,
+            pointwise=True,
+        ),
+        op(
+            "gaussian_stretch",
+            gaussian_stretch,
+            GaussianStretchParams,
+            computes=True,
+            pointwise=True,
+        ),
         op("coarsen_mean", coarsen_mean, CoarsenParams),
         op("add_noise", add_noise, AddNoiseParams),
         op("stack", stack_op, StackParams, defaults_from=[register, shift_and_add], computes=True),

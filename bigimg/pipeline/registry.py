@@ -17,6 +17,8 @@ import xarray as xr
 from pydantic import BaseModel, ConfigDict, create_model
 from pydantic.fields import FieldInfo
 
+from bigimg.compute import Passes
+
 
 class Params(BaseModel):
     """Base of every step's parameter model: strict keys, no coercion surprises."""
@@ -33,7 +35,12 @@ class Op:
     any input or output, and calls the op with ``overwrite=``; every other
     ``Path`` param is an input. ``computes`` is true for an op that computes
     global statistics or fits before it returns, so reads its input once
-    more than the write does.
+    more than the write does. ``passes`` is the same op written as
+    :data:`bigimg.compute.Passes` (same arguments), so that the pipeline can
+    compute its first statistics pass with other work. ``pointwise`` marks an
+    op that maps each pixel on its own, cheaply: recomputing its output costs
+    less than writing it and reading it back (see :meth:`Pipeline.scratch_steps
+    <bigimg.pipeline.config.Pipeline.scratch_steps>`).
     """
 
     name: str
@@ -41,6 +48,8 @@ class Op:
     params: type[Params]
     writes: tuple[str, ...] = ()
     computes: bool = False
+    passes: Callable[..., Passes[xr.DataArray]] | None = None
+    pointwise: bool = False
 
 
 def op(
@@ -51,6 +60,8 @@ def op(
     defaults_from: Iterable[Callable[..., Any]] = (),
     writes: tuple[str, ...] = (),
     computes: bool = False,
+    passes: Callable[..., Passes[xr.DataArray]] | None = None,
+    pointwise: bool = False,
 ) -> Op:
     """An :class:`Op` whose params take their defaults from ``func`` (then ``defaults_from``).
 
@@ -59,8 +70,13 @@ def op(
     TypeError
         The model declares a default itself, or names a key that none of the
         functions takes.
+    ValueError
+        ``passes`` is given for an op that does not compute.
     """
-    return Op(name, func, _with_defaults(name, params, [func, *defaults_from]), writes, computes)
+    if passes is not None and not computes:
+        raise ValueError(f"op {name!r}: passes= is for an op that computes (computes=True)")
+    model = _with_defaults(name, params, [func, *defaults_from])
+    return Op(name, func, model, writes, computes, passes, pointwise)
 
 
 def table(entries: Iterable[Op]) -> dict[str, Op]:
