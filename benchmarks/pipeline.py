@@ -10,12 +10,14 @@ The same float32 mosaic with a NoData (NaN) border, stored in Zarr with chunks
   (sigma 2, normalized by the filtered valid mask), one ``nanmin``/``nanmax`` pass,
   one ``da.histogram`` pass per band, ``map_blocks(np.interp)`` -> ``to_zarr``;
 * ``bigimg``: ``parse_config(...).run()`` of the demo steps (NaN-aware filter,
-  equalize_hist).
+  equalize_hist);
+* ``bigimg-unplanned`` (``--ways``): the same steps without the read plan
+  (``Pipeline.build()`` then ``to_zarr``: the filter runs once per pass).
 
 Prints, per size: the median s/GiB of each way, the ratios, each way's worker
 peak RSS (sampled every 0.2 s with psutil), bytes spilled and worker restarts.
 ``--profile`` adds the task-stream breakdown of one bigimg run (seconds of
-worker time per task prefix) and writes a dask ``performance_report``.
+worker time per task prefix).
 
     python benchmarks/pipeline.py                      # 1 and 12 GiB, 3 repeats
     python benchmarks/pipeline.py --sizes 1 --profile  # the breakdown
@@ -104,19 +106,29 @@ def dask_image_way(src: Path, out: Path) -> None:
     )
 
 
-def bigimg_way(src: Path, out: Path) -> None:
+def _pipeline(src: Path, out: Path):  # type: ignore[no-untyped-def]
     config = {
         "input": {"path": str(src), "chunks": {"y": CHUNK, "x": CHUNK}},
         "steps": STEPS,
         "output": {"path": str(out)},
     }
-    parse_config(config, base=out.parent).run(overwrite=True, progress=False)
+    return parse_config(config, base=out.parent)
+
+
+def bigimg_way(src: Path, out: Path) -> None:
+    _pipeline(src, out).run(overwrite=True, progress=False)
+
+
+def unplanned_way(src: Path, out: Path) -> None:
+    """bigimg's graph without the plan: every statistics pass filters the input again."""
+    bi.to_zarr(_pipeline(src, out).build(), out, overwrite=True, progress=False)
 
 
 WAYS: dict[str, Callable[[Path, Path], None]] = {
     "copy": copy_floor,
     "dask-image": dask_image_way,
     "bigimg": bigimg_way,
+    "bigimg-unplanned": unplanned_way,
 }
 
 
@@ -135,11 +147,10 @@ def make_mosaic(gib: float, workdir: Path) -> tuple[Path, float]:
 
 
 def profile(client, src: Path, workdir: Path) -> None:
-    """Worker seconds per task prefix in one bigimg run, and a performance report."""
-    from distributed import get_task_stream, performance_report
+    """Worker seconds per task prefix in one bigimg run (the dashboard's task stream)."""
+    from distributed import get_task_stream
 
-    report = workdir / "pipeline-profile.html"
-    with performance_report(filename=str(report)), get_task_stream(client) as ts:
+    with get_task_stream(client) as ts:
         t0 = time.perf_counter()
         bigimg_way(src, workdir / "profile.zarr")
         wall = time.perf_counter() - t0
@@ -157,7 +168,6 @@ def profile(client, src: Path, workdir: Path) -> None:
     print("| task prefix | tasks | worker s | share |\n|---|---|---|---|")
     for k, v in sorted(per.items(), key=lambda kv: -kv[1]):
         print(f"| {k} | {count[k]} | {v:.1f} | {v / total:.0%} |")
-    print(f"performance report: {report}")
 
 
 def main() -> None:
@@ -166,7 +176,9 @@ def main() -> None:
     )
     ap.add_argument("--sizes", type=float, nargs="+", default=[1, 12], help="sizes in GiB")
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--ways", nargs="+", default=list(WAYS), choices=list(WAYS))
+    ap.add_argument(
+        "--ways", nargs="+", default=["copy", "dask-image", "bigimg"], choices=list(WAYS)
+    )
     ap.add_argument("--workdir", type=Path, default=None, help="kept for reuse when given")
     ap.add_argument("--profile", action="store_true", help="task-stream breakdown of bigimg")
     args = ap.parse_args()

@@ -97,6 +97,7 @@ def write(
     shards: Mapping[Hashable, int] | None = None,
     before_complete: Callable[[Location], object] | None = None,
     also: Sequence[Any] = (),
+    compress: bool = True,
 ) -> WriteResult:
     """Write ``obj`` as a bigimg store (computes); :func:`bigimg.to_zarr` documents the rest.
 
@@ -106,7 +107,9 @@ def write(
     same graph as the write, so that each block of ``obj`` is computed once
     for both; their values are ``WriteResult.also``. They are computed only
     when every block is written now (a fresh store of one variable), else
-    ``also`` is None and the caller computes them itself.
+    ``also`` is None and the caller computes them itself. ``compress=False``
+    stores chunks uncompressed (still checksummed): for scratch stores, read
+    back soon, where compression costs more time than the bytes it saves.
     """
     if not isinstance(obj, xr.DataArray):
         raise TypeError(f"obj must be an xarray.DataArray, got {type(obj).__name__}")
@@ -135,7 +138,7 @@ def write(
         "bigimg_fingerprint": fingerprint,
         "bigimg_complete": False,
     }
-    ds, encoding = as_dataset(obj, shards)
+    ds, encoding = as_dataset(obj, shards, compress=compress)
     start = time.perf_counter()
     check_output(loc, overwrite=overwrite, resume=resume)
     with writer_lock(loc):
@@ -515,7 +518,7 @@ def view_order(dims: Iterable[Hashable]) -> list[Hashable]:
 
 
 def as_dataset(
-    obj: xr.DataArray, shards: Mapping[Hashable, int] | None = None
+    obj: xr.DataArray, shards: Mapping[Hashable, int] | None = None, *, compress: bool = True
 ) -> tuple[xr.Dataset, dict[Hashable, Any]]:
     """The Dataset to store, in dask chunks of one stored object each, and its encoding.
 
@@ -541,7 +544,7 @@ def as_dataset(
     for name, coord in ds.coords.items():  # dask coords: write them chunk by chunk too
         if coord.chunks is not None:
             ds = ds.assign_coords({name: coord.chunk({d: regular[d] for d in coord.dims})})
-    encoding = _encoding(ds)
+    encoding = _encoding(ds, compress)
     if shard:
         encoding[VAR]["chunks"] = tuple(regular[d] for d in obj.dims)
         encoding[VAR]["shards"] = tuple(shard[d] for d in obj.dims)
@@ -571,16 +574,18 @@ def _shard_shape(
     return out
 
 
-def _encoding(ds: xr.Dataset) -> dict[Hashable, Any]:
+def _encoding(ds: xr.Dataset, compress: bool = True) -> dict[Hashable, Any]:
+    """Blosc-zstd (unless not ``compress``) then a crc32c checksum, per chunk."""
     from zarr.codecs import BloscCodec, Crc32cCodec
 
+    codecs = [BloscCodec(cname="zstd", clevel=3)] if compress else []
     out = {}
     for name, var in ds.variables.items():
         if var.chunks is None:
             continue
         out[name] = {
             "chunks": tuple(c[0] for c in var.chunks),
-            "compressors": [BloscCodec(cname="zstd", clevel=3), Crc32cCodec()],
+            "compressors": [*codecs, Crc32cCodec()],
         }
     return out
 

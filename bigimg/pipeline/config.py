@@ -272,6 +272,7 @@ class Pipeline:
                 inputs=self._input_options(),
                 progress=progress,
                 also=first,
+                compress=False,  # read back twice, soon: raw bytes cost less than zstd
             )
             stored = open_zarr(where).assign_attrs(img.attrs)
             if op.passes is None:
