@@ -46,6 +46,9 @@ MAX_INT_BINS = 2**24
 MAX_BINS = 2**24
 # Most counts over all histograms (int64: 1 GiB), e.g. one histogram per pixel with dims="band".
 MAX_COUNTS = 2**27
+# Largest difference from np.interp that equalization's interpolation accepts to skip the
+# segment correction (the contract is 1e-6 from scikit-image's equalize_hist).
+INTERP_ATOL = 1e-8
 
 __all__ = ["equalize_hist", "equalize_hist_passes", "histogram", "plot_histogram"]
 
@@ -302,11 +305,16 @@ def _interp_uniform(
 ) -> np.ndarray:
     """``np.interp(x, xp, fp)`` for nearly evenly spaced ``xp`` (bin centres), in O(1) per value.
 
-    The segment is guessed from the mean spacing and corrected by one step
-    against the true ``xp`` (so float rounding in the centres cannot pick the
-    wrong segment), then numpy's own formula ``fp[j] + slope[j] * (x - xp[j])``
-    is applied, on cache-sized slices. NaN gives NaN. 3-4x faster than
-    ``np.interp``'s binary search per value. Written into ``out`` when given.
+    The segment ``j`` is found from the mean spacing, then numpy's own
+    formula ``fp[j] + slope[j] * (x - xp[j])`` is applied, in float64, on
+    cache-sized slices. Rounding in the centres (float32 centres, as skimage
+    makes them for float32 images) can pick the segment next to the right one
+    for ``x`` near a centre, where the two segments meet: the value is then
+    off by at most (change of slope) x (distance from the uniform grid). When
+    that bound is above :data:`INTERP_ATOL`, ``j`` is corrected against the
+    true ``xp`` by one step each way (numpy's segment, 1.9x slower). NaN gives
+    NaN. About as fast as ``np.interp`` on smooth images (where its search
+    guesses well), 8x faster on noise. Written into ``out`` when given.
     """
     n = xp.size
     dx = np.diff(xp)
@@ -317,15 +325,20 @@ def _interp_uniform(
         return out
     slope = np.diff(fp) / dx
     scale = (n - 1) / (xp[-1] - xp[0])
+    grid = xp[0] + np.arange(n) / scale
+    off = np.abs(xp - grid).max() + 4 * np.finfo(np.float64).eps * np.abs(xp).max() * n
+    exact = n > 2 and float(np.abs(np.diff(slope)).max()) * off > INTERP_ATOL
     for p in _pieces(out.shape):
         v = np.array(x[p], dtype=np.float64, order="C").reshape(-1)  # a copy, used in place
         np.clip(v, xp[0], xp[-1], out=v)  # np.interp's left/right values; NaN stays NaN
-        t = (v - xp[0]) * scale
-        np.clip(t, 0, n - 2, out=t)
-        np.nan_to_num(t, copy=False, nan=0.0)
+        t = v - xp[0]
+        t *= scale
+        np.fmax(t, 0, out=t)  # NaN becomes 0 (its value stays NaN through v)
+        np.fmin(t, n - 2, out=t)
         j = t.astype(np.intp)
-        j -= v < xp[j]
-        j += (v >= xp[j + 1]) & (j < n - 2)
+        if exact:
+            j -= v < xp[j]
+            j += (v >= xp[j + 1]) & (j < n - 2)
         v -= xp[j]
         v *= slope[j]
         v += fp[j]

@@ -302,6 +302,20 @@ def test_single_valid_pixel(dtype):
         assert out[4, 5, 0] == 1.0
 
 
+@pytest.mark.parametrize("offset", [0.0, 1e4, -3e5])
+def test_interp_uniform_within_tolerance_of_numpy_with_float32_centres(offset):
+    # float32 centres (as skimage makes them) of a narrow range far from zero are off an
+    # even grid by up to an ulp: values at and next to the centres still agree with numpy
+    rng = np.random.default_rng(4)
+    vals = (offset + rng.uniform(0, 1, 20000)).astype(np.float32)
+    edges = np.linspace(vals.min(), vals.max(), 257)  # float32, as skimage's
+    xp = ((edges[:-1] + edges[1:]) / 2).astype(np.float64)
+    fp = np.cumsum(rng.integers(1, 1000, 256)).astype(np.float64)
+    fp /= fp[-1]
+    x = np.concatenate([vals, xp.astype(np.float32), np.nextafter(xp, np.inf).astype(np.float32)])
+    np.testing.assert_allclose(_interp_uniform(x, xp, fp), np.interp(x, xp, fp), rtol=0, atol=1e-8)
+
+
 def test_kernels_on_plain_arrays():
     rng = np.random.default_rng(0)
     xp = (np.linspace(-3, 5, 257, dtype=np.float32)[:-1] + np.float32(8 / 512)).astype(np.float64)
