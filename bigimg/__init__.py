@@ -30,7 +30,7 @@ from bigimg.io import (
     write_pyramid,
 )
 from bigimg.noise import add_noise, correlated_noise
-from bigimg.pipeline import load_config
+from bigimg.pipeline import Pipeline, load_config, plan
 from bigimg.quicklook import quicklook
 from bigimg.register import register, shift_and_add
 from bigimg.resample import coarsen_mean
@@ -43,6 +43,7 @@ __all__ = [
     "CogResult",
     "ConfigError",
     "CorruptStoreError",
+    "Pipeline",
     "WriteResult",
     "ZCA",
     "__version__",
@@ -58,6 +59,7 @@ __all__ = [
     "open_image",
     "open_level",
     "open_zarr",
+    "plan",
     "plot_histogram",
     "quicklook",
     "register",

@@ -195,3 +195,56 @@ def test_planned_run_on_the_distributed_cluster(tmp_path, client):
     pipe.run(progress=False)
     ref = pipe.build()
     np.testing.assert_array_equal(bi.open_zarr(tmp_path / "out.zarr").values, ref.values)
+
+
+# ---------------------------------------------------------------- the Python API
+def test_plan_in_python_runs_the_same_plan(tmp_path):
+    _mosaic(tmp_path / "in.zarr")
+    _pipeline(tmp_path).run(progress=False)
+    img = bi.open_image(tmp_path / "in.zarr", chunks={"y": 32, "x": 32})
+    p = bi.plan(img, STEPS)
+    assert p.scratch_steps() == [1]
+    with dask.config.set(scheduler="sync"), ReadCounter("in.zarr") as counter:
+        result = p.to_zarr(tmp_path / "py.zarr", progress=False)
+    assert counter.reads == 9 and result.chunks_written == 9
+    np.testing.assert_array_equal(
+        bi.open_zarr(tmp_path / "py.zarr").values, bi.open_zarr(tmp_path / "out.zarr").values
+    )
+    by_path = bi.plan(tmp_path / "in.zarr", STEPS, chunks={"y": 32, "x": 32})
+    by_path.to_zarr(tmp_path / "path.zarr", progress=False)
+    np.testing.assert_array_equal(
+        bi.open_zarr(tmp_path / "path.zarr").values, bi.open_zarr(tmp_path / "out.zarr").values
+    )
+    with pytest.raises(FileExistsError, match="py.zarr"):
+        p.to_zarr(tmp_path / "py.zarr", progress=False)
+    p.to_zarr(tmp_path / "py.zarr", overwrite=True, progress=False)
+
+
+def test_plan_checks_steps_and_output_before_any_work(tmp_path):
+    _mosaic(tmp_path / "in.zarr")
+    img = bi.open_image(tmp_path / "in.zarr")
+    with pytest.raises(bi.ConfigError, match=r"steps\[0\].op 'blur' is unknown"):
+        bi.plan(img, [{"op": "blur"}])
+    with pytest.raises(bi.ConfigError, match=r"unknown key 'steps\[0\].sigmaa'"):
+        bi.plan(img, [{"op": "gaussian_filter", "sigmaa": 2}])
+    with pytest.raises(TypeError, match="steps must be a sequence"):
+        bi.plan(img, {"op": "equalize_hist"})  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="apply to a path source"):
+        bi.plan(img, STEPS, nodata=0)
+    with pytest.raises(ValueError, match="to_zarr"):
+        bi.plan(img, STEPS).run()
+    with pytest.raises(ValueError, match="overlap|inside|same"):
+        bi.plan(img, STEPS).to_zarr(tmp_path / "in.zarr" / "out.zarr", progress=False)
+    assert not (tmp_path / "in.zarr" / "out.zarr").exists()
+
+
+def test_plan_to_cog(tmp_path):
+    rasterio = pytest.importorskip("rasterio")
+    _mosaic(tmp_path / "in.zarr")
+    img = bi.open_image(tmp_path / "in.zarr", chunks={"y": 32, "x": 32})
+    bi.plan(img, STEPS).to_cog(tmp_path / "out.tif", progress=False)
+    _pipeline(tmp_path).run(progress=False)
+    with rasterio.open(tmp_path / "out.tif") as src:
+        cog = np.moveaxis(src.read(), 0, -1)
+    np.testing.assert_array_equal(cog, bi.open_zarr(tmp_path / "out.zarr").values)
+    assert not (tmp_path / "out.tif.scratch").exists()

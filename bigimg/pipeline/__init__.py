@@ -6,7 +6,7 @@ and :mod:`~bigimg.pipeline.config` (config loading and :class:`Pipeline`).
 """
 
 from bigimg.errors import ConfigError
-from bigimg.pipeline.config import Pipeline, load_config, parse_config
+from bigimg.pipeline.config import Pipeline, load_config, parse_config, plan
 from bigimg.pipeline.ops import OPS, SOURCES
 
-__all__ = ["OPS", "SOURCES", "ConfigError", "Pipeline", "load_config", "parse_config"]
+__all__ = ["OPS", "SOURCES", "ConfigError", "Pipeline", "load_config", "parse_config", "plan"]

@@ -10,8 +10,9 @@ pydantic model that forbids unknown keys. The ops and sources are listed in
 from __future__ import annotations
 
 import dataclasses
+import os
 import tomllib
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, cast
@@ -19,11 +20,11 @@ from typing import Any, Literal, cast
 import xarray as xr
 from pydantic import BaseModel, ConfigDict, StrictBool, ValidationError, model_validator
 
-from bigimg.cog import to_cog
+from bigimg.cog import CogResult, to_cog
 from bigimg.compute import run_passes
 from bigimg.errors import ConfigError
-from bigimg.files import check_disjoint, check_new_object, is_url
-from bigimg.image import from_array
+from bigimg.files import check_disjoint, check_new_object, is_url, read_paths
+from bigimg.image import check_image, from_array
 from bigimg.io.api import open_zarr, to_zarr
 from bigimg.io.location import Location
 from bigimg.io.read import open_image
@@ -81,7 +82,12 @@ class StepConfig(BaseModel):
 
 @dataclass(frozen=True)
 class Pipeline:
-    """A validated config, paths resolved against its folder."""
+    """A validated config, paths resolved against its folder.
+
+    Built from a TOML config (:func:`load_config`), a mapping
+    (:func:`parse_config`) or in Python (:func:`plan`, where ``image`` is the
+    input and the output is given to :meth:`to_zarr` / :meth:`to_cog`).
+    """
 
     input: InputConfig
     steps: tuple[StepConfig, ...]
@@ -90,10 +96,52 @@ class Pipeline:
     source_params: Params | None
     raw_steps: tuple[dict[str, Any], ...]
     config_path: Path | None = None
+    image: xr.DataArray | None = None
+
+    def to_zarr(
+        self,
+        store: str | os.PathLike[str],
+        *,
+        storage_options: Mapping[str, Any] | None = None,
+        shards: Mapping[str, int] | None = None,
+        pyramid: bool = False,
+        overwrite: bool = False,
+        resume: bool = False,
+        progress: bool | None = None,
+    ) -> WriteResult:
+        """Run the planned pipeline into a Zarr store (computes); :func:`bigimg.to_zarr`'s options."""
+        output = {"path": os.fspath(store), "pyramid": pyramid, "shards": shards}
+        output["storage_options"] = dict(storage_options or {})
+        return cast(
+            WriteResult,
+            self._with_output(output).run(overwrite=overwrite, resume=resume, progress=progress),
+        )
+
+    def to_cog(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        nodata: float | None = None,
+        overwrite: bool = False,
+        progress: bool | None = None,
+    ) -> CogResult:
+        """Run the planned pipeline into a Cloud-Optimized GeoTIFF (computes); see :func:`bigimg.to_cog`."""
+        output = {"path": os.fspath(path), "format": "cog", "nodata": nodata}
+        return cast(
+            CogResult, self._with_output(output).run(overwrite=overwrite, progress=progress)
+        )
+
+    def _with_output(self, data: Mapping[str, Any]) -> Pipeline:
+        output = _validate(OutputConfig, {k: v for k, v in data.items() if v is not None}, "output")
+        return dataclasses.replace(
+            self, output=output.model_copy(update={"path": _abs(output.path, Path.cwd())})
+        )
 
     def paths(self) -> tuple[list[Path | str], list[tuple[str, Path | str]]]:
         """``(reads, writes)``: every path the run reads, and ``(key, path)`` of every one it writes."""
-        reads = [p for p in (self.input.path, self.config_path) if p is not None]
+        reads: list[Path | str] = [p for p in (self.input.path, self.config_path) if p is not None]
+        if self.image is not None and self.image.chunks is not None:
+            reads += sorted(read_paths(self.image.data))
         writes: list[tuple[str, Path | str]] = [("output.path", self.output.path)]
         for i, step in enumerate(self.steps):
             for field, value in step.params:
@@ -131,6 +179,8 @@ class Pipeline:
         ``overwrite`` (or, for an op's files, ``resume``); a resumed store must
         have been written from this same input, options and steps.
         """
+        if self.output is _NO_OUTPUT:
+            raise ValueError("a plan() is run by its to_zarr(path) or to_cog(path)")
         reads, writes = self.paths()
         for i, (key, path) in enumerate(writes):
             others = [p for j, (_k, p) in enumerate(writes) if j != i]
@@ -205,6 +255,9 @@ class Pipeline:
         )
 
     def _source(self) -> str:
+        if self.image is not None:
+            name = self.image.data.name if self.image.chunks is not None else "in-memory"
+            return str(self.image.attrs.get("bigimg_source") or f"dask:{name}")
         return str(self.input.path) if self.source_name is None else self.source_name
 
     def _input_options(self) -> dict[str, Any]:
@@ -233,6 +286,8 @@ class Pipeline:
     def _input_image(self) -> xr.DataArray:
         # a dict[str, int] for a Mapping[Hashable, Any] (Mapping's key type is invariant)
         chunks = cast("str | int | Mapping[Hashable, Any]", self.input.chunks)
+        if self.image is not None:
+            return self.image
         if self.source_name is not None:
             assert self.source_params is not None
             img = SOURCES[self.source_name].func(**dict(self.source_params))
@@ -384,6 +439,81 @@ def parse_config(data: Mapping[str, Any], *, base: Path) -> Pipeline:
     out = _validate(OutputConfig, data["output"], "output")
     out = out.model_copy(update={"path": _abs(out.path, base)})
     raw_steps = data.get("steps", [])
+    steps = _parse_steps(raw_steps, base)
+    return Pipeline(inp, steps, out, source_name, source_params, tuple(dict(s) for s in raw_steps))
+
+
+def plan(
+    source: xr.DataArray | str | os.PathLike[str],
+    steps: Sequence[Mapping[str, Any]],
+    *,
+    nodata: float | None = None,
+    chunks: Literal["auto"] | int | dict[str, int] = "auto",
+    storage_options: Mapping[str, Any] | None = None,
+) -> Pipeline:
+    """A pipeline in Python: the steps of a config, run with the same read plan as ``bigimg run``.
+
+    Nothing is computed until :meth:`Pipeline.to_zarr` or :meth:`Pipeline.to_cog`.
+    There, a step that computes statistics (``equalize_hist``, ``gaussian_stretch``,
+    ``zca_fit``...) after a costly step (a filter) gets its input written once to a
+    scratch store beside the output instead of recomputing it for every pass
+    (see :meth:`Pipeline.scratch_steps`). Calling the functions one after
+    another (``bi.equalize_hist(bi.gaussian_filter(img, 2))``) computes the
+    histogram at once, from the filter recomputed for each pass.
+
+    Parameters
+    ----------
+    source : xarray.DataArray, str or path-like
+        The input image, or a path/URL that :func:`bigimg.open_image` opens
+        (with ``nodata``, ``chunks`` and ``storage_options``).
+    steps : sequence of dict
+        ``{"op": name, **params}`` per step, as ``[[steps]]`` tables in a
+        config; checked here (unknown ops or keys raise :class:`ConfigError`).
+
+    Examples
+    --------
+    >>> import numpy as np, bigimg as bi, tempfile, os
+    >>> img = bi.from_array(np.random.default_rng(0).random((64, 64)), chunks=32)
+    >>> steps = [{"op": "gaussian_filter", "sigma": 2}, {"op": "equalize_hist"}]
+    >>> p = bi.plan(img, steps)
+    >>> p.scratch_steps()  # equalize's input, the filtered image, is written once
+    [1]
+    >>> out = os.path.join(tempfile.mkdtemp(), "out.zarr")
+    >>> p.to_zarr(out, progress=False).chunks_written
+    4
+    """
+    if isinstance(source, xr.DataArray):
+        check_image(source, "source")
+        if nodata is not None or chunks != "auto" or storage_options:
+            raise ValueError(
+                "nodata, chunks and storage_options apply to a path source, not an image"
+            )
+        inp, image = InputConfig(), source
+    else:
+        options = dict(storage_options or {})
+        inp = _validate(
+            InputConfig,
+            {
+                "path": os.fspath(source),
+                "nodata": nodata,
+                "chunks": chunks,
+                "storage_options": options,
+            },
+            "input",
+        )
+        inp, image = inp.model_copy(update={"path": _abs(inp.path, Path.cwd())}), None
+    if isinstance(steps, Mapping) or not isinstance(steps, Sequence):
+        raise TypeError(f"steps must be a sequence of dicts, got {type(steps).__name__}")
+    raw = [dict(s) if isinstance(s, Mapping) else s for s in steps]
+    parsed = _parse_steps(raw, Path.cwd())
+    return Pipeline(inp, parsed, _NO_OUTPUT, None, None, tuple(raw), image=image)
+
+
+_NO_OUTPUT = OutputConfig(path="(no output yet: call to_zarr or to_cog)")
+
+
+def _parse_steps(raw_steps: Any, base: Path) -> tuple[StepConfig, ...]:
+    """Validate ``[[steps]]`` tables; relative paths resolve against ``base``."""
     if not isinstance(raw_steps, list):
         raise ConfigError("config: steps must be an array of tables ([[steps]])")
     steps = []
@@ -401,9 +531,7 @@ def parse_config(data: Mapping[str, Any], *, base: Path) -> Pipeline:
             raise ConfigError(f"config: {where}.op {name!r} is unknown; known ops: {sorted(OPS)}")
         params = _validate(OPS[name].params, {k: v for k, v in raw.items() if k != "op"}, where)
         steps.append(StepConfig(op=name, params=_resolve(params, base)))
-    return Pipeline(
-        inp, tuple(steps), out, source_name, source_params, tuple(dict(s) for s in raw_steps)
-    )
+    return tuple(steps)
 
 
 def _validate(model: type[BaseModel], data: Any, where: str) -> Any:
