@@ -7,6 +7,11 @@ worker and of the client (sampled every 0.2 s with psutil), bytes spilled and
 worker restarts. The target is a flat profile: time per GiB at the largest
 size within 1.3x of the smallest, peak memory flat, no restarts.
 
+Two anchor columns, measured on the same mosaic and cluster right after
+bigimg (``--no-anchors`` skips them): the plain xarray copy (the floor: read
+once, write once, same codec) and the dask-image way (see
+``benchmarks/pipeline.py``, which alternates the three ways and repeats them).
+
     python benchmarks/scale.py                 # 1, 4, 12 GiB (needs ~30 GB disk)
     python benchmarks/scale.py --sizes 0.25 1  # quicker
 """
@@ -22,6 +27,7 @@ import time
 from pathlib import Path
 
 from _common import PeakRSS
+from pipeline import copy_floor, dask_image_way
 
 import bigimg as bi
 from bigimg.demo import synthetic_mosaic
@@ -41,7 +47,7 @@ def _spilled(dask_worker) -> int:  # runs on each worker
     return int(getattr(total, "disk", 0) or 0)
 
 
-def run_size(gib: float, workdir: Path) -> dict[str, float | str]:
+def run_size(gib: float, workdir: Path, anchors: bool = True) -> dict[str, float | str]:
     side = int(math.sqrt(gib * GIB / (BANDS * 4)))
     side -= side % 128
     src, out = workdir / f"mosaic-{gib}.zarr", workdir / f"out-{gib}.zarr"
@@ -58,16 +64,29 @@ def run_size(gib: float, workdir: Path) -> dict[str, float | str]:
             t0 = time.perf_counter()
             parse_config(config, base=workdir).run(overwrite=True)
             wall = time.perf_counter() - t0
+        shutil.rmtree(out, ignore_errors=True)
+        anchor_s = {}
+        for name, way in {"copy": copy_floor, "dask-image": dask_image_way}.items():
+            if anchors:
+                t0 = time.perf_counter()
+                way(src, out)
+                anchor_s[name] = time.perf_counter() - t0
+                shutil.rmtree(out, ignore_errors=True)
         spilled = sum(client.run(_spilled).values())
         restarts = len(set(client.run(os.getpid).values()) ^ set(pids.values())) // 2
     workers = sorted(rss.peak.get(pid, 0) for pid in pids.values())
     size = side * side * BANDS * 4 / GIB
-    shutil.rmtree(out, ignore_errors=True)
+    floor = anchor_s.get("copy", math.nan) / size
+    dask_image = anchor_s.get("dask-image", math.nan) / size
     return {
         "GiB": f"{size:.2f}",
         "side": str(side),
         "wall_s": wall,
         "s_per_GiB": wall / size,
+        "copy_s_per_GiB": floor,
+        "dask_image_s_per_GiB": dask_image,
+        "bigimg_vs_copy": wall / size / floor,
+        "dask_image_vs_bigimg": dask_image / (wall / size),
         "client_peak_MiB": rss.self_peak / 2**20,
         "worker_peak_MiB": " / ".join(f"{w / 2**20:.0f}" for w in workers),
         "spilled_MiB": spilled / 2**20,
@@ -86,13 +105,14 @@ def main() -> None:
         "--workdir", type=Path, default=None, help="where the mosaics go (kept for reuse)"
     )
     ap.add_argument("--quick", action="store_true", help="0.1 and 0.3 GiB only")
+    ap.add_argument("--no-anchors", action="store_true", help="skip the copy and dask-image")
     args = ap.parse_args()
     sizes = [0.1, 0.3] if args.quick else args.sizes
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bigimg-scale-"))
     workdir.mkdir(parents=True, exist_ok=True)
     rows = []
     for gib in sizes:
-        rows.append(run_size(gib, workdir))
+        rows.append(run_size(gib, workdir, anchors=not args.no_anchors))
         print(rows[-1], flush=True)
     cols = list(rows[0])
     print("\n| " + " | ".join(cols) + " |\n|" + "---|" * len(cols))
