@@ -8,12 +8,14 @@ mosaics of 3 bands, 64 GiB, 1 TiB and 16 TiB by default, in chunks of
 
 1. ``scratch+range``: the input (``synthetic_mosaic``, one task per chunk: it
    stands in for a stored mosaic), the filter, one write task per chunk of the
-   scratch store (``map_blocks`` over the band-first array, as ``store._write_with``
-   builds them) and, in the same graph, equalize's first pass (per-band min/max);
+   scratch store (``store.block_writes``, as ``store.write`` builds them; their
+   store is never opened) and, in the same graph, equalize's first pass (per-band
+   min/max);
 2. ``counts``: equalize's counts pass over the scratch store (stood in for by a
    lazy array of one task per chunk), given a made-up range;
-3. ``write``: the equalized image (made-up counts) and one write task per chunk
-   (``map_blocks``, as phase 1).
+3. ``write``: the equalized image (made-up counts) and its write tasks as
+   ``store.write`` submits them for the output (``block_writes`` ->
+   ``to_delayed``, one delayed object per block, so that a resume can skip blocks).
 
 For each phase it reports the tasks of the graph the scheduler receives (what
 ``dask.compute`` builds: ``collections_to_expr`` -> ``FinalizeCompute`` ->
@@ -33,14 +35,9 @@ pixel chunks: by default 16 TiB in 2048-pixel chunks (~350k chunks, about 13
 minutes and 8 GiB by extrapolation on a 2-core machine) is skipped and built
 in 4096-pixel chunks instead (the whole default run: about 5 minutes).
 
-``--as-run-writes`` also builds phase 3's writes the way ``store._write_chunks``
-does for the output today (``to_delayed`` then one ``dask.delayed`` write per
-block), whose optimization culls the whole graph once per write task.
-
     python benchmarks/graph_scale.py                         # 64 GiB, 1 TiB, 16 TiB
     python benchmarks/graph_scale.py --sizes 64GiB           # quick
     python benchmarks/graph_scale.py --sizes 16TiB --chunk 4096
-    python benchmarks/graph_scale.py --sizes 64GiB 1TiB --as-run-writes
 
 Targets (issue #17): at most 20 tasks per output chunk; graph build time and
 client memory growing no faster than the number of chunks (the printed
@@ -96,40 +93,13 @@ def geometry(nbytes: int, chunk: int) -> tuple[int, int]:
 # --- the child: build one size, print one JSON line per phase ----------------------
 
 
-def _no_write(block: Any) -> Any:  # stands in for store._write_at (never runs)
-    raise AssertionError("graph_scale builds graphs only")
-
-
-def _no_write_block(block: Any, region: Any) -> int:  # for store._write_block
-    raise AssertionError("graph_scale builds graphs only")
-
-
 def _writes(img: Any) -> Any:
-    """One write task per chunk, as ``store.as_dataset`` + ``store._write_with`` build them."""
-    import dask.array as da
-    import numpy as np
+    """One write task per chunk, as ``store.write`` builds them (the store is never opened)."""
+    from bigimg.io.location import Location
+    from bigimg.io.store import as_dataset, block_writes
 
-    regular = {d: max(c) for d, c in zip(img.dims, img.chunks, strict=True)}
-    darr = img.chunk(regular).transpose("band", "y", "x").data
-    return da.map_blocks(
-        _no_write,
-        darr,
-        chunks=(1,) * darr.ndim,
-        dtype=np.int64,
-        meta=np.empty((0,) * darr.ndim, np.int64),
-    )
-
-
-def _delayed_writes(img: Any) -> list[Any]:
-    """The output's writes as ``store._write_chunks`` builds them (one delayed per block)."""
-    import dask
-    import numpy as np
-
-    regular = {d: max(c) for d, c in zip(img.dims, img.chunks, strict=True)}
-    darr = img.chunk(regular).transpose("band", "y", "x").data
-    blocks = darr.to_delayed(optimize_graph=True)
-    write = dask.delayed(_no_write_block, pure=True)
-    return [write(blocks[idx], idx) for idx in np.ndindex(blocks.shape)]
+    ds, _ = as_dataset(img, compress=False)
+    return block_writes(ds["image"].data, Location.of("/nonexistent/graph-scale.zarr"), "image")
 
 
 def _count(collections: list[Any]) -> tuple[int, int, dict[str, int]]:
@@ -154,7 +124,7 @@ def _count(collections: list[Any]) -> tuple[int, int, dict[str, int]]:
     return raw, len(graph) - len(finalize), dict(by_prefix.most_common())
 
 
-def child(nbytes: int, chunk: int, as_run_writes: bool, trace: bool) -> None:
+def child(nbytes: int, chunk: int, trace: bool) -> None:
     import tracemalloc
 
     import numpy as np
@@ -219,13 +189,11 @@ def child(nbytes: int, chunk: int, as_run_writes: bool, trace: bool) -> None:
             out = stop.value
         else:
             raise AssertionError("equalize_hist_passes yielded a third pass")
-        return [_writes(out)], out
+        return list(_writes(out).to_delayed(optimize_graph=True).ravel()), out
 
     phase("scratch+range", scratch_and_range)
     gen = phase("counts", counts)
-    out = phase("write", lambda: write(gen))
-    if as_run_writes:
-        phase("write (as _write_chunks)", lambda: (_delayed_writes(out), None))
+    phase("write", lambda: write(gen))
     emit(kind="done", rss_growth=proc.memory_info().rss - base)
 
 
@@ -237,7 +205,7 @@ def run_child(
 ) -> tuple[dict[str, Any], list[dict[str, Any]], str | None, int]:
     """Run one size; returns (geometry, phases, why it stopped early or None, peak RSS)."""
     cmd = [sys.executable, __file__, "--child", str(nbytes), "--chunk", str(chunk)]
-    cmd += ["--as-run-writes"] * args.as_run_writes + ["--tracemalloc"] * args.tracemalloc
+    cmd += ["--tracemalloc"] * args.tracemalloc
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     records: list[dict[str, Any]] = []
     reader = threading.Thread(
@@ -333,14 +301,12 @@ def main() -> None:
                     "(default 4096; 0: none)")  # fmt: skip
     ap.add_argument("--force", action="store_true",
                     help="run sizes predicted past the limits (the watchdog still kills)")  # fmt: skip
-    ap.add_argument("--as-run-writes", action="store_true",
-                    help="also build phase 3's writes as store._write_chunks does")  # fmt: skip
     ap.add_argument("--tracemalloc", action="store_true",
                     help="also report tracemalloc's peak (slower builds)")  # fmt: skip
     ap.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child is not None:
-        child(args.child, args.chunk[0], args.as_run_writes, args.tracemalloc)
+        child(args.child, args.chunk[0], args.tracemalloc)
         return
     sizes = sorted(args.sizes or [parse_size(s) for s in ("64GiB", "1TiB", "16TiB")])
     import dask

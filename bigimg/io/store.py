@@ -39,7 +39,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
-import dask
 import dask.array as da
 import numpy as np
 import xarray as xr
@@ -921,22 +920,30 @@ def _write_at(
     return np.full((1,) * block.ndim, _write_block(block, store, var, region, opened))
 
 
-def _write_with(
-    darr: da.Array, name: str, loc: Location, also: Sequence[Any], progress: bool | None
-) -> tuple[int, int, tuple[Any, ...]]:
-    """Write every block of ``darr`` and compute ``also`` in one graph (shared blocks once)."""
-    writes = da.map_blocks(
+def block_writes(darr: da.Array, loc: Location, var: str) -> da.Array:
+    """One task per block of ``darr`` that writes it into ``var`` of ``loc`` (lazy).
+
+    A single layer (``map_blocks``): blockwise fusion can merge it into the
+    block's own tasks, and the graph stays linear in the number of blocks.
+    """
+    return da.map_blocks(
         _write_at,
         darr,
         store=loc,
-        var=name,  # map_blocks takes name= for the layer
+        var=var,  # map_blocks takes name= for the layer
         opened=uuid.uuid4().hex,
         chunks=(1,) * darr.ndim,
         dtype=np.int64,
         meta=np.empty((0,) * darr.ndim, np.int64),
     )
+
+
+def _write_with(
+    darr: da.Array, name: str, loc: Location, also: Sequence[Any], progress: bool | None
+) -> tuple[int, int, tuple[Any, ...]]:
+    """Write every block of ``darr`` and compute ``also`` in one graph (shared blocks once)."""
     done, *values = compute_with_progress(
-        [writes, *also], progress=progress, desc=f"writing {loc.name}"
+        [block_writes(darr, loc, name), *also], progress=progress, desc=f"writing {loc.name}"
     )
     return int(done.sum()), 0, tuple(values)
 
@@ -949,20 +956,14 @@ def _write_chunks(ds: xr.Dataset, loc: Location, *, progress: bool | None) -> tu
     # from the image's graph (a stack's weight) would recompute it. Optimize only
     # a lone variable; several keep their shared keys, computed once.
     optimize = len(chunked) == 1
-    opened = uuid.uuid4().hex
     for name, darr in chunked.items():
         stored = stored_chunks(loc, str(name))
-        blocks = darr.to_delayed(optimize_graph=optimize)
-        offsets = [np.concatenate([[0], np.cumsum(c)]) for c in darr.chunks]
-        write = dask.delayed(_write_block, pure=True)
+        blocks = block_writes(darr, loc, str(name)).to_delayed(optimize_graph=optimize)
         for idx in np.ndindex(blocks.shape):
             if idx in stored:
                 skipped += 1
-                continue
-            region = tuple(
-                slice(int(o[i]), int(o[i + 1])) for o, i in zip(offsets, idx, strict=True)
-            )
-            tasks.append(write(blocks[idx], loc, str(name), region, opened))
+            else:
+                tasks.append(blocks[idx])
     compute_with_progress(tasks, progress=progress, desc=f"writing {loc.name}")
     return len(tasks), skipped
 
