@@ -140,13 +140,9 @@ def run(
     if cog:
         pipeline = pipeline.as_cog()
     pipeline.check(overwrite=overwrite, resume=resume)
-    computing = pipeline.computing_steps()
-    if computing and _progress(quiet):
-        click.echo(
-            f"note: {', '.join(computing)} compute(s) before the write: the data is read "
-            f"{len(computing) + 1} times",
-            err=True,
-        )
+    note = pipeline.plan_note()
+    if note and _progress(quiet):
+        click.echo(note, err=True)
     with _cluster(scheduler, scheduler_file, workers, memory_limit):
         result = pipeline.run(
             overwrite=overwrite, resume=resume, progress=_progress(quiet), pyramid=pyramid or None

@@ -248,3 +248,15 @@ def test_plan_to_cog(tmp_path):
         cog = np.moveaxis(src.read(), 0, -1)
     np.testing.assert_array_equal(cog, bi.open_zarr(tmp_path / "out.zarr").values)
     assert not (tmp_path / "out.tif.scratch").exists()
+
+
+def test_the_plan_is_told_in_one_line(tmp_path):
+    _mosaic(tmp_path / "in.zarr")
+    note = _pipeline(tmp_path).plan_note()
+    assert note == (
+        "note: steps[1] (equalize_hist) reads its input from a scratch copy written once; "
+        f"scratch: {tmp_path / 'out.zarr.scratch'} (deleted when done)"
+    )
+    eq_only = _pipeline(tmp_path, steps=[{"op": "equalize_hist"}]).plan_note()
+    assert eq_only == "note: steps[0] (equalize_hist) reads its input once per statistics pass"
+    assert _pipeline(tmp_path, steps=STEPS[:1]).plan_note() is None

@@ -163,13 +163,21 @@ class Pipeline:
             raise ConfigError(f"--cog: output.path {str(output.path)!r} must end in .tif or .tiff")
         return dataclasses.replace(self, output=output)
 
-    def computing_steps(self) -> list[str]:
-        """The steps that compute before the write (statistics, fits), as ``steps[i] (op)``.
-
-        Each reads its input once more than the write does (see ``computes``
-        in :mod:`bigimg.pipeline.registry`).
-        """
-        return [f"steps[{i}] ({s.op})" for i, s in enumerate(self.steps) if OPS[s.op].computes]
+    def plan_note(self) -> str | None:
+        """One line saying which steps compute statistics and what the run reads for them."""
+        computing = [i for i, s in enumerate(self.steps) if OPS[s.op].computes]
+        if not computing:
+            return None
+        scratched = self.scratch_steps()
+        parts = []
+        for i in computing:
+            name = f"steps[{i}] ({self.steps[i].op})"
+            if i in scratched:
+                parts.append(f"{name} reads its input from a scratch copy written once")
+            else:
+                parts.append(f"{name} reads its input once per statistics pass")
+        where = f"; scratch: {self._scratch_root()} (deleted when done)" if scratched else ""
+        return "note: " + ", ".join(parts) + where
 
     def check(self, *, overwrite: bool = False, resume: bool = False) -> str:
         """Refuse a run that would lose data, before any work; returns the store action.
