@@ -142,7 +142,7 @@ def new_file(path: PathLike, *, overwrite: bool = False, what: str = "path") -> 
 
 # ---------------------------------------------------------------- single files at URLs
 # S3 defaults unless the caller sets ``config_kwargs``: fail within seconds when the
-# endpoint is unreachable (the same as bigimg.io.location's for stores)
+# endpoint is unreachable, instead of botocore's 60 s timeouts times retries
 _S3_DEFAULTS = {
     "config_kwargs": {"connect_timeout": 5, "read_timeout": 60, "retries": {"max_attempts": 3}}
 }
@@ -305,17 +305,27 @@ def check_local_only(where: PathLike, storage_options: Mapping[str, Any] | None,
         )
 
 
+def fsspec_options(url: str, storage_options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``storage_options`` for ``url``, with S3's fail-fast defaults unless the caller set them."""
+    options = dict(storage_options or {})
+    if url.split("://", 1)[0].lower() in ("s3", "s3a"):
+        options = {**_S3_DEFAULTS, **options}
+    return options
+
+
+def fail_fast(fs: Any) -> Any:
+    """s3fs retries each call 5 times on top of botocore's retries: once more is enough."""
+    if hasattr(fs, "retries"):
+        fs.retries = 2
+    return fs
+
+
 def _url_fs(url: str, storage_options: Mapping[str, Any] | None) -> tuple[Any, str]:
     """``(fsspec filesystem, path in it)`` for ``url``, S3 failing fast unless configured."""
     import fsspec
 
-    options = dict(storage_options or {})
-    if url.split("://", 1)[0].lower() in ("s3", "s3a"):
-        options = {**_S3_DEFAULTS, **options}
-    fs, path = fsspec.core.url_to_fs(url, **options)
-    if hasattr(fs, "retries"):  # s3fs retries each call 5 times on top of botocore's
-        fs.retries = 2
-    return fs, path
+    fs, path = fsspec.core.url_to_fs(url, **fsspec_options(url, storage_options))
+    return fail_fast(fs), path
 
 
 @contextmanager

@@ -22,21 +22,13 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from zarr.core.sync import sync
 
-from bigimg.files import is_url
+from bigimg.files import fail_fast, fsspec_options, is_url, redact
 
 READ_ONLY_SCHEMES = {"http", "https"}
-
-
-def redact(url: str) -> str:
-    """``url`` without a ``user:password@`` part (safe to print or record)."""
-    parts = urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url
-    return urlunsplit(parts._replace(netloc=parts.hostname or ""))
 
 
 @dataclass(frozen=True)
@@ -143,7 +135,7 @@ class Location:
         if self.local:
             return fsspec.filesystem("file"), self.url
         fs, path = fsspec.core.url_to_fs(self.url, **_options(self.url, self.options_json))
-        return _fail_fast(fs), path
+        return fail_fast(fs), path
 
     def keys(self, prefix: str = "") -> Iterator[str]:
         """Every key under ``prefix`` in the store rooted here (read-only)."""
@@ -194,18 +186,8 @@ def _freeze(options: Mapping[str, Any]) -> str:
     return json.dumps(dict(options), sort_keys=True, default=str)
 
 
-# S3 defaults unless the caller sets ``config_kwargs``: fail within seconds when the
-# endpoint is unreachable, instead of botocore's 60 s timeouts times retries
-_S3_DEFAULTS = {
-    "config_kwargs": {"connect_timeout": 5, "read_timeout": 60, "retries": {"max_attempts": 3}}
-}
-
-
 def _options(url: str, options_json: str) -> dict[str, Any]:
-    options = dict(json.loads(options_json))
-    if url.split("://", 1)[0].lower() in ("s3", "s3a"):
-        options = {**_S3_DEFAULTS, **options}
-    return options
+    return fsspec_options(url, json.loads(options_json))
 
 
 @functools.lru_cache(maxsize=64)
@@ -217,12 +199,5 @@ def _zarr_store(url: str, options_json: str, read_only: bool) -> Any:
     store = zarr.storage.FsspecStore.from_url(
         url, storage_options=_options(url, options_json), read_only=read_only
     )
-    _fail_fast(store.fs)
+    fail_fast(store.fs)
     return store
-
-
-def _fail_fast(fs: Any) -> Any:
-    """s3fs retries each call 5 times on top of botocore's retries: once more is enough."""
-    if hasattr(fs, "retries"):
-        fs.retries = 2
-    return fs
