@@ -17,7 +17,11 @@ The same float32 mosaic with a NoData (NaN) border, stored in Zarr with chunks
 Prints, per size: the median s/GiB of each way, the ratios, each way's worker
 peak RSS (sampled every 0.2 s with psutil), bytes spilled and worker restarts.
 ``--profile`` adds the task-stream breakdown of one bigimg run (seconds of
-worker time per task prefix).
+worker time per task prefix). ``--keep-memory`` starts the workers with glibc
+keeping freed memory (``MALLOC_MMAP_MAX_=0``, a huge ``MALLOC_TRIM_THRESHOLD_``)
+instead of distributed's default (return it at once): where touching fresh
+memory is slow (a VM: 0.45 GB/s here), that shows how much of each way's time
+is page faults; worker peaks are then the high-water mark of retained memory.
 
     python benchmarks/pipeline.py                      # 1 and 12 GiB, 3 repeats
     python benchmarks/pipeline.py --sizes 1 --profile  # the breakdown
@@ -181,10 +185,14 @@ def main() -> None:
     )
     ap.add_argument("--workdir", type=Path, default=None, help="kept for reuse when given")
     ap.add_argument("--profile", action="store_true", help="task-stream breakdown of bigimg")
+    ap.add_argument("--keep-memory", action="store_true", help="workers keep freed memory")
     args = ap.parse_args()
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bigimg-pipeline-"))
     workdir.mkdir(parents=True, exist_ok=True)
     table = []
+    if args.keep_memory:
+        keep = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(10**11)}
+        dask.config.set({"distributed.nanny.pre-spawn-environ": keep})
     with bi.Cluster(n_workers=2, threads_per_worker=1, memory_limit="3GiB") as client:
         pids = set(client.run(os.getpid).values())
         for gib in args.sizes:
