@@ -14,8 +14,8 @@ mosaics of 3 bands, 64 GiB, 1 TiB and 16 TiB by default, in chunks of
 2. ``counts``: equalize's counts pass over the scratch store (stood in for by a
    lazy array of one task per chunk), given a made-up range;
 3. ``write``: the equalized image (made-up counts) and its write tasks as
-   ``store.write`` submits them for the output (``block_writes`` ->
-   ``to_delayed``, one delayed object per block, so that a resume can skip blocks).
+   ``store.write`` submits them for a fresh output (``block_writes``, one
+   array; a resume instead takes ``to_delayed`` per block to skip stored ones).
 
 For each phase it reports the tasks of the graph the scheduler receives (what
 ``dask.compute`` builds: ``collections_to_expr`` -> ``FinalizeCompute`` ->
@@ -189,7 +189,7 @@ def child(nbytes: int, chunk: int, trace: bool) -> None:
             out = stop.value
         else:
             raise AssertionError("equalize_hist_passes yielded a third pass")
-        return list(_writes(out).to_delayed(optimize_graph=True).ravel()), out
+        return [_writes(out)], out
 
     phase("scratch+range", scratch_and_range)
     gen = phase("counts", counts)

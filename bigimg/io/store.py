@@ -956,11 +956,15 @@ def _write_chunks(ds: xr.Dataset, loc: Location, *, progress: bool | None) -> tu
     # from the image's graph (a stack's weight) would recompute it. Optimize only
     # a lone variable; several keep their shared keys, computed once.
     optimize = len(chunked) == 1
-    for name, darr in chunked.items():
-        stored = stored_chunks(loc, str(name))
-        blocks = block_writes(darr, loc, str(name)).to_delayed(optimize_graph=optimize)
+    writes = {name: block_writes(darr, loc, str(name)) for name, darr in chunked.items()}
+    stored = {name: stored_chunks(loc, str(name)) for name in chunked}
+    if not any(stored.values()):  # a fresh write: whole arrays, no per-block graph work
+        compute_with_progress(list(writes.values()), progress=progress, desc=f"writing {loc.name}")
+        return sum(w.npartitions for w in writes.values()), 0
+    for name, w in writes.items():  # a resume: only the blocks not stored yet
+        blocks = w.to_delayed(optimize_graph=optimize)
         for idx in np.ndindex(blocks.shape):
-            if idx in stored:
+            if idx in stored[name]:
                 skipped += 1
             else:
                 tasks.append(blocks[idx])
