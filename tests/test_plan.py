@@ -260,3 +260,13 @@ def test_the_plan_is_told_in_one_line(tmp_path):
     eq_only = _pipeline(tmp_path, steps=[{"op": "equalize_hist"}]).plan_note()
     assert eq_only == "note: steps[0] (equalize_hist) reads its input once per statistics pass"
     assert _pipeline(tmp_path, steps=STEPS[:1]).plan_note() is None
+
+
+def test_files_of_the_user_beside_the_scratch_stores_are_kept(tmp_path):
+    _mosaic(tmp_path / "in.zarr")
+    folder = tmp_path / "out.zarr.scratch"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("mine")
+    _pipeline(tmp_path).run(progress=False)
+    assert (folder / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in folder.iterdir()) == ["notes.txt"]

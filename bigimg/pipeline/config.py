@@ -384,9 +384,16 @@ class Pipeline:
                 pyramid=self.output.pyramid if pyramid is None else pyramid,
                 inputs=self._input_options(),
             )
-        if self.scratch_steps():
-            self._scratch_root().remove()
+        self._remove_scratch()
         return result
+
+    def _remove_scratch(self) -> None:
+        """Delete the scratch stores this run wrote, and their folder if nothing else is in it."""
+        for i in self.scratch_steps():
+            self._scratch(i).remove()
+        root = self._scratch_root()
+        if root.local and root.path.is_dir() and not any(root.path.iterdir()):
+            root.path.rmdir()
 
 
 def load_config(path: str | Path) -> Pipeline:
