@@ -322,6 +322,33 @@ def test_ctrl_c_prints_one_line(tmp_path):
     assert bi.store_info(tmp_path / "n.zarr")["complete"] is False
 
 
+def test_a_write_stopped_before_its_array_was_made_is_incomplete_and_resumes(tmp_path):
+    """Ctrl-C between the group's creation and the array's (CI caught the window)."""
+    img = bi.from_array(RGB, chunks={"y": 128, "x": 128}).astype("float32")
+    path = tmp_path / "out.zarr"
+    bi.to_zarr(img, path, progress=False)
+    for name in ("image", "y", "x", "band"):  # back to the state after the group's creation
+        shutil.rmtree(path / name, ignore_errors=True)
+    meta = json.loads((path / "zarr.json").read_text())
+    meta.pop("consolidated_metadata", None)
+    meta["attributes"]["bigimg_complete"] = False
+    (path / "zarr.json").write_text(json.dumps(meta))
+
+    info = bi.store_info(path)
+    assert info["complete"] is False and info["chunks_stored"] == 0
+    assert "interrupted before its 'image' array was created" in info["damaged"]
+    for allow in (False, True):
+        with pytest.raises(ValueError, match="is incomplete .*resume"):
+            bi.open_zarr(path, allow_incomplete=allow)
+    shown = bigimg("info", str(path))
+    assert shown.returncode == 0 and "complete: False" in shown.stdout
+    with pytest.raises(ValueError, match="another config or input"):  # still checked
+        bi.to_zarr(img, path, resume=True, config={"steps": 1}, progress=False)
+    result = bi.to_zarr(img, path, resume=True, progress=False)
+    assert result.chunks_written == 9
+    np.testing.assert_array_equal(bi.open_zarr(path).values, RGB.astype("float32"))
+
+
 # ------------------------------------------------ 11. noise --resume
 def test_noise_resume(tmp_path):
     out = str(tmp_path / "n.zarr")

@@ -220,6 +220,8 @@ def store_info(
     ome = ome_multiscale(attrs) if arr is None and isinstance(node, zarr.Group) else None
     if ome is not None:
         return _ome_info(loc, node, attrs, ome)
+    if arr is None and "bigimg_complete" in attrs:
+        return _unborn_info(loc, attrs)
     if arr is None:
         raise ValueError(
             f"store: {str(loc)!r} has no {VAR!r} array, so it was not written by bigimg; "
@@ -251,6 +253,30 @@ def store_info(
         "chunks_stored": stored,
         "chunks_total": total,
         "levels": [k for k, done in levels.items() if done],
+        "bigimg_version": attrs.get("bigimg_version"),
+        "bigimg_source": attrs.get("bigimg_source"),
+        "bigimg_config": attrs.get("bigimg_config"),
+    }
+
+
+def _unborn_info(loc: Location, attrs: Mapping[str, Any]) -> dict[str, Any]:
+    """:func:`store_info` of a bigimg store whose write stopped before its array was made.
+
+    The group (with ``bigimg_complete: false``) is created before the arrays,
+    so a write interrupted in between leaves no array: incomplete, nothing stored.
+    """
+    return {
+        "path": str(loc),
+        "dims": None,
+        "shape": None,
+        "chunks": None,
+        "shards": None,
+        "dtype": None,
+        "complete": bool(attrs.get("bigimg_complete")),
+        "damaged": f"interrupted before its {VAR!r} array was created",
+        "chunks_stored": 0,
+        "chunks_total": None,
+        "levels": [],
         "bigimg_version": attrs.get("bigimg_version"),
         "bigimg_source": attrs.get("bigimg_source"),
         "bigimg_config": attrs.get("bigimg_config"),

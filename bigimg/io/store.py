@@ -185,6 +185,10 @@ def _write_store(
         if also and len(chunked) == 1:
             return _write_with(chunked[0][1], chunked[0][0], loc, also, progress)
         return (*_write_chunks(ds, loc, progress=progress), None)
+    if _unborn(loc, ds, fingerprint):  # interrupted before its arrays existed: no chunk stored
+        with storage_errors(loc):
+            loc.remove()
+        return _write_store(ds, encoding, loc, attrs, fingerprint, False, progress, also)
     _check_resumable(loc, ds, encoding, fingerprint)
     if _read_attrs(loc).get("bigimg_complete"):
         return 0, 0, None
@@ -192,6 +196,19 @@ def _write_store(
         for name in ds.variables:
             _clean_partials(loc.path / str(name))
     return (*_write_chunks(ds, loc, progress=progress), None)
+
+
+def _unborn(loc: Location, ds: xr.Dataset, fingerprint: dict[str, Any]) -> bool:
+    """True for this computation's store whose write stopped before all its arrays were made.
+
+    xarray creates the group (with bigimg's attrs) first, then each array's
+    metadata, and writes chunks only after that, so such a store holds no data.
+    """
+    import zarr
+
+    check_fingerprint(loc, fingerprint)
+    group = zarr.open_group(loc.zarr_store(read_only=True), mode="r", use_consolidated=False)
+    return any(v.chunks is not None and str(k) not in group for k, v in ds.variables.items())
 
 
 @contextmanager
@@ -261,6 +278,12 @@ def open_dataset(
             ds = xr.open_zarr(loc.zarr_store(read_only=True), consolidated=None, chunks={})
     except Exception as e:
         raise unreadable_metadata(str(loc), e) from e
+    if VAR not in ds.variables and "bigimg_complete" in ds.attrs:
+        raise ValueError(
+            f"store: {str(loc)!r} is incomplete (its write was interrupted before the "
+            f"{VAR!r} array was created, so it holds no data); finish it with "
+            "`bigimg run --resume` or bi.to_zarr(..., resume=True), or start again with overwrite"
+        )
     if VAR not in ds.variables:
         raise ValueError(
             f"store: {str(loc)!r} has no {VAR!r} variable (found {list(ds.data_vars)!r}); "
