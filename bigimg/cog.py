@@ -46,6 +46,7 @@ import xarray as xr
 
 from bigimg.compute import active_client
 from bigimg.files import check_disjoint, new_file, read_paths
+from bigimg.image import with_band
 from bigimg.resample import coarsen_mean
 
 _DIMS = ("y", "x", "band")
@@ -893,8 +894,7 @@ def _check_image(img: Any) -> xr.DataArray:
         raise ValueError(f"img is empty (shape {img.shape})")
     if img.dtype.kind not in "biuf":
         raise TypeError(f"img must hold real numbers (bool, int or float), got {img.dtype}")
-    if "band" not in dims:
-        img = img.expand_dims("band", axis=img.ndim)
+    img = with_band(img)
     return img.transpose(*_DIMS)
 
 

@@ -21,7 +21,7 @@ import xarray as xr
 
 from bigimg.files import check_disjoint, check_new_file, new_file
 from bigimg.histogram import histogram
-from bigimg.image import check_image
+from bigimg.image import check_image, with_band
 from bigimg.resample import check_size, coarsen_mean
 
 _HIST_BINS = 4096  # float data: percentiles interpolate within 1/4096 of each band's range
@@ -258,8 +258,7 @@ def _check_stretch(stretch: object) -> tuple[float, float]:
 
 def _select(obj: xr.DataArray, bands: Sequence[int] | None) -> xr.DataArray:
     """``obj`` as ``(y, x, band)`` with the chosen bands (lazy)."""
-    if "band" not in obj.dims:
-        obj = obj.expand_dims("band", axis=obj.ndim)
+    obj = with_band(obj)
     extra = {d: n for d, n in obj.sizes.items() if d not in ("y", "x", "band")}
     if any(n > 1 for n in extra.values()):
         raise ValueError(

@@ -35,7 +35,7 @@ from bigimg.compute import (
     sum_parts,
 )
 from bigimg.errors import BigimgWarning
-from bigimg.image import check_image, float_dtype, per_dim
+from bigimg.image import check_image, float_dtype, per_dim, with_band
 
 METHODS = ("bilinear", "nearest", "fourier")
 _AXES = ("y", "x")
@@ -540,7 +540,7 @@ def _check_stack(stack: Any, dim: str) -> None:
 
 def _as_4d(stack: xr.DataArray, dim: str) -> da.Array:
     """Dask array (image, y, x, band) in the float dtype of the output."""
-    obj = stack if "band" in stack.dims else stack.expand_dims("band", axis=stack.ndim)
+    obj = with_band(stack)
     obj = obj.transpose(dim, "y", "x", "band")
     data = obj.data if isinstance(obj.data, da.Array) else da.from_array(obj.data, chunks=-1)
     return data.astype(float_dtype(stack.dtype))

@@ -36,6 +36,22 @@ def test_from_array_is_lazy_and_keeps_dtype(astronaut):
     np.testing.assert_array_equal(img.values, astronaut)
 
 
+@pytest.mark.parametrize("chunks", [(2048, 2048), (64, 100), ((3, 5, 7, 2048 - 15), 1024)])
+def test_a_2d_dask_array_gains_band_without_building_a_task_per_block(chunks):
+    """xarray's expand_dims built 1M tasks in 20 s for a terabyte-sized 2-D read."""
+    import dask.array as da
+
+    camera = data.camera()[:, :, None].astype("float32")  # a real photograph, 512 x 512
+    dask_2d = da.from_array(np.tile(camera[..., 0], (4, 4)), chunks=chunks)
+    with raise_if_dask_computes():
+        img = bi.from_array(dask_2d)
+        huge = bi.from_array(da.zeros((2**20, 2**20), "float32", chunks=1024))  # 4 TiB
+    assert img.dims == ("y", "x", "band") and img.chunks == (*dask_2d.chunks, (1,))
+    assert not huge.data.dask.layers[huge.data.name].is_materialized()
+    assert huge.chunks[2] == (1,) and huge.data.npartitions == 1024**2
+    np.testing.assert_array_equal(img.values, np.tile(camera, (4, 4, 1)))
+
+
 def test_chunks_auto_keeps_band_whole():
     img = bi.from_array(np.zeros((300, 200, 4), "float32"))
     assert img.chunks[2] == (4,)

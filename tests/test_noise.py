@@ -14,6 +14,7 @@ import tomllib
 from pathlib import Path
 
 import dask
+import dask.array as da
 import numpy as np
 import pytest
 import scipy.signal
@@ -524,7 +525,7 @@ def test_add_noise_on_swapped_dims_and_numpy_data():
 
 
 def test_add_noise_on_an_image_with_too_many_chunks_names_them_briefly():
-    img = bi.from_array(np.zeros((4096, 4096), np.float32), chunks=2)
+    img = bi.from_array(da.zeros((4096, 4096), np.float32, chunks=2))
     with pytest.raises(ValueError, match=r"4,194,304 chunks.*use larger chunks") as info:
         add_noise(img, length_scale=2)
     assert len(str(info.value)) < 400  # not the whole chunks tuple

@@ -25,9 +25,11 @@ from bigimg.image import (
     IMAGE_DIMS,
     SPATIAL_DIMS,
     STACK_DIMS,
+    append_axis,
     apply_nodata,
     from_array,
     normalize_chunks,
+    with_band,
 )
 from bigimg.io.chunks import read_in_chunks
 from bigimg.io.location import Location
@@ -306,13 +308,12 @@ def _open_tiff(path: Location) -> tuple[Any, Callable[[Any], da.Array] | None]:
             name=note_read(f"read-tiff-{tokenize(key, chunks)}", path.url),
             key=key,
         )
-        return data[..., np.newaxis] if len(chunks) > node.ndim else data  # from_array's band
+        return append_axis(data) if len(chunks) > node.ndim else data  # from_array's band
 
     stored = read(tuple(da.core.normalize_chunks(node.chunks, node.shape)))
     if georef is not None:  # a remote GeoTIFF: tifffile's tiles, rasterio's georeferencing
         obj = xr.DataArray(stored, dims=_tiff_dims(axes, path)).transpose("y", "x", ...)
-        if "band" not in obj.dims:
-            obj = obj.expand_dims("band", axis=2)
+        obj = with_band(obj)
         return obj.assign_coords(georef).assign_coords(band=np.arange(obj.sizes["band"])), None
     if axes in ("YX", "YXS"):
         return stored, read

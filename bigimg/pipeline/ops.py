@@ -22,6 +22,7 @@ from bigimg.errors import BigimgWarning
 from bigimg.files import check_new_object, is_url
 from bigimg.filters import Mode, gaussian_filter
 from bigimg.histogram import equalize_hist, equalize_hist_passes
+from bigimg.image import with_band
 from bigimg.noise import add_noise, correlated_noise
 from bigimg.pipeline import registry
 from bigimg.pipeline.registry import Params
@@ -130,7 +131,7 @@ def astype_op(img: xr.DataArray, *, dtype: str) -> xr.DataArray:
 def noise_source(**params: object) -> xr.DataArray:
     """Pipeline input: a correlated noise field with a ``band`` dim, like any opened image."""
     out = correlated_noise(**params)  # type: ignore[arg-type]
-    return out if "band" in out.dims else out.expand_dims("band", axis=out.ndim)
+    return with_band(out)
 
 
 def stack_op(
