@@ -494,7 +494,11 @@ def _check_bins(bins: Any) -> int | np.ndarray:
         raw = np.asarray(bins)
     except (TypeError, ValueError):  # ragged
         raise TypeError(f"bins edges must be numbers, got {bins!r}") from None
-    mixed_bool = raw.dtype.kind == "f" and any(isinstance(v, (bool, np.bool_)) for v in bins)
+    mixed_bool = (  # [0.5, True] converts to float; an ndarray of floats holds no bool
+        raw.dtype.kind == "f"
+        and not isinstance(bins, np.ndarray)
+        and any(isinstance(v, (bool, np.bool_)) for v in bins)
+    )
     if raw.dtype.kind not in "iuf" or mixed_bool:  # strings, bools, None: numpy converts some
         raise TypeError(f"bins edges must be numbers, got {bins!r} (dtype {raw.dtype})")
     edges = raw.astype(np.float64)
