@@ -37,8 +37,6 @@ import zarr
 
 import bigimg as bi
 
-XFAIL_18 = pytest.mark.xfail(reason="#18", strict=True)
-
 # pyramid=True halves until the longest side is <= 1024: 2080 -> 1040 -> 520, three levels
 NY, NX = 2080, 20
 N_LEVELS = 3
@@ -205,7 +203,6 @@ def test_quicklook_of_pyramid_store(pyramids: dict[str, Any], name: str, tmp_pat
 
 # ---------------------------------------------------------------- GDAL
 @pytest.mark.parametrize("name", ["rgb", "yx"])
-@XFAIL_18
 def test_gdal_sees_bands_and_overviews(pyramids: dict[str, Any], name: str) -> None:
     """GDAL's classic raster API: bands from ``band``, y/x as rows/columns, levels as overviews.
 
