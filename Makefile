@@ -3,6 +3,8 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# two test processes (a 2-core machine; each test file stays in one process)
+PYTEST_ARGS ?= -n 2 --dist loadfile
 
 .PHONY: demo test bench bench-quick scale lint clean install
 
