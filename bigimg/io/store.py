@@ -25,6 +25,7 @@ Stores written before the change, ``(y, x, band)`` on disk, still read.
 
 from __future__ import annotations
 
+import errno
 import functools
 import hashlib
 import itertools
@@ -140,7 +141,7 @@ def write(
     ds, encoding = as_dataset(obj, shards, compress=compress)
     start = time.perf_counter()
     check_output(loc, overwrite=overwrite, resume=resume)
-    with writer_lock(loc):
+    with disk_errors(loc), writer_lock(loc):
         written, skipped, values = _write_store(
             ds, encoding, loc, attrs, fingerprint, resume, progress, also
         )
@@ -244,6 +245,33 @@ def writer_lock(loc: Location) -> Iterator[None]:
             yield
         finally:
             lock.unlink(missing_ok=True)
+
+
+#: A local disk that refuses a write: full, over quota, read-only, not permitted.
+_DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
+
+
+@contextmanager
+def disk_errors(loc: Location) -> Iterator[None]:
+    """A local store's refused write as one line naming the store and what to do next.
+
+    The store is left as it is, incomplete (``bigimg_complete`` is set last),
+    so the write can be finished with ``resume`` once the disk takes it.
+    """
+    try:
+        yield
+    except OSError as e:
+        if not loc.local or e.errno not in _DISK_ERRNOS:
+            raise
+        then = (
+            "; it is incomplete: free the space (or make it writable) and finish it with "
+            "--resume (resume=True)"
+            if is_zarr_store(loc)
+            else ""
+        )
+        err = OSError(f"store: cannot write {str(loc)!r}: {e.strerror}{then}")
+        err.errno = e.errno
+        raise err from e
 
 
 @contextmanager
