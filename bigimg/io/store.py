@@ -320,7 +320,8 @@ def open_dataset(
     if not ds.attrs.get("bigimg_complete") and not allow_incomplete:
         raise ValueError(
             f"store: {str(loc)!r} is incomplete (its write was interrupted); finish it with "
-            "`bigimg run --resume` or bi.to_zarr(..., resume=True), or pass allow_incomplete=True"
+            "`bigimg run --resume` or bi.to_zarr(..., resume=True), or read what is stored with "
+            "bi.open_zarr(..., allow_incomplete=True)"
         )
     return loc, ds
 
