@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import _thread
 import json
 import os
 import signal
@@ -472,6 +473,7 @@ def _run(argv: list[str] | None) -> None:
 
 
 _interrupted = threading.Event()
+_dropped = threading.Event()
 _reported = threading.Lock()
 
 
@@ -480,9 +482,14 @@ def _on_interrupt(signum: int, frame: Any) -> None:
 
     Python drops a KeyboardInterrupt raised while a garbage-collection
     callback runs ("Exception ignored in ..."), which would let the run go on;
-    so the first Ctrl-C also starts a 10 s timer that ends the process, and a
-    second Ctrl-C ends it at once. Either way the user sees one line.
+    :func:`_unraisable` then keeps that traceback off the screen and delivers
+    the interrupt again. The first Ctrl-C also starts a 10 s timer that ends
+    the process, and a second Ctrl-C ends it at once. Either way the user
+    sees one line.
     """
+    if _dropped.is_set():  # the same Ctrl-C, delivered again by _unraisable
+        _dropped.clear()
+        raise KeyboardInterrupt
     if _interrupted.is_set():
         _exit_interrupted()
     _interrupted.set()
@@ -490,6 +497,22 @@ def _on_interrupt(signum: int, frame: Any) -> None:
     timer.daemon = True
     timer.start()
     raise KeyboardInterrupt
+
+
+def _unraisable(previous: Callable[[Any], object]) -> Callable[[Any], None]:
+    """A ``sys.unraisablehook`` for the run: our dropped Ctrl-C is raised again, silently.
+
+    Other unraisable exceptions go to ``previous``.
+    """
+
+    def hook(unraisable: Any) -> None:
+        if isinstance(unraisable.exc_value, KeyboardInterrupt) and _interrupted.is_set():
+            _dropped.set()  # delivered later, from another thread, after the callback
+            threading.Timer(0.05, _thread.interrupt_main, (signal.SIGINT,)).start()
+            return
+        previous(unraisable)
+
+    return hook
 
 
 def _exit_interrupted() -> None:
@@ -549,7 +572,10 @@ def _interruptible() -> Iterator[None]:
         yield
         return
     previous = signal.signal(signal.SIGINT, _on_interrupt)
+    previous_hook = sys.unraisablehook
+    sys.unraisablehook = _unraisable(previous_hook)
     try:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
+        sys.unraisablehook = previous_hook

@@ -322,6 +322,38 @@ def test_ctrl_c_prints_one_line(tmp_path):
     assert bi.store_info(tmp_path / "n.zarr")["complete"] is False
 
 
+GC_CTRL_C = """
+import gc, signal, time
+from bigimg import cli
+
+fired = []
+
+def callback(phase, info):
+    if phase == "start" and not fired:
+        fired.append(1)
+        signal.raise_signal(signal.SIGINT)  # Ctrl-C while a garbage-collection callback runs
+
+with cli._interruptible():
+    gc.callbacks.append(callback)
+    try:
+        gc.collect()
+        time.sleep(5)
+        print("not interrupted")
+    except KeyboardInterrupt:
+        print("interrupted")
+"""
+
+
+def test_ctrl_c_during_a_gc_callback_interrupts_without_a_traceback():
+    """CI caught "Exception ignored in: <... GCDiagnosis._gc_callback ...> KeyboardInterrupt"
+    printed above "bigimg: interrupted": Python drops an exception raised in a gc callback."""
+    proc = subprocess.run(
+        [sys.executable, "-c", GC_CTRL_C], capture_output=True, text=True, timeout=60
+    )
+    assert proc.stdout.strip() == "interrupted", proc.stdout + proc.stderr
+    assert proc.stderr == ""
+
+
 def test_a_write_stopped_before_its_array_was_made_is_incomplete_and_resumes(tmp_path):
     """Ctrl-C between the group's creation and the array's (CI caught the window)."""
     img = bi.from_array(RGB, chunks={"y": 128, "x": 128}).astype("float32")
