@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import _thread
+import atexit
 import json
 import os
 import signal
@@ -10,7 +11,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -453,6 +454,7 @@ def _run(argv: list[str] | None) -> None:
     except (click.Abort, KeyboardInterrupt):
         if _reported.acquire(blocking=False):
             click.echo("bigimg: interrupted", err=True)
+        _close_clusters_quietly()
         sys.exit(EXIT_INTERRUPTED)
     except click.ClickException as e:
         _fail(f"error: {e.format_message()}", EXIT_BAD_INPUT)
@@ -513,6 +515,23 @@ def _unraisable(previous: Callable[[Any], object]) -> Callable[[Any], None]:
         previous(unraisable)
 
     return hook
+
+
+def _close_clusters_quietly() -> None:
+    """Close the LocalClusters a Ctrl-C left behind, without their tracebacks.
+
+    A Ctrl-C while a LocalCluster starts leaves it half made; distributed's
+    own exit hook then fails on its workers ("Exception ignored in atexit
+    callback ... AssertionError: Status.init"). The command owns the
+    process, so it closes them itself and drops that hook.
+    """
+    spec = sys.modules.get("distributed.deploy.spec")
+    if spec is None:  # no cluster was ever started
+        return
+    atexit.unregister(spec.close_clusters)
+    for cluster in list(spec.SpecCluster._instances):
+        with suppress(Exception):
+            cluster.close(timeout=10)
 
 
 def _exit_interrupted() -> None:

@@ -322,6 +322,28 @@ def test_ctrl_c_prints_one_line(tmp_path):
     assert bi.store_info(tmp_path / "n.zarr")["complete"] is False
 
 
+def test_ctrl_c_while_the_cluster_starts_prints_one_line_and_leaves_no_worker(tmp_path):
+    """distributed's exit hook printed 'AssertionError: Status.init' for a half-made cluster."""
+    psutil = pytest.importorskip("psutil")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bigimg", "noise", str(tmp_path / "n.zarr"), "--shape", "64x64"]
+        + ["--length-scale", "2", "--workers", "1", "--quiet"],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    me = psutil.Process(proc.pid)
+    deadline = time.monotonic() + 60
+    while not me.children() and time.monotonic() < deadline:  # a worker process is starting
+        time.sleep(0.005)
+    children = me.children(recursive=True)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert err.strip() == "bigimg: interrupted", err
+    _, alive = psutil.wait_procs(children, timeout=10)
+    assert not alive
+
+
 GC_CTRL_C = """
 import gc, signal, time
 from bigimg import cli
