@@ -564,10 +564,10 @@ def _quiet_dask() -> Iterator[None]:
     os.environ.setdefault("PYTHONWARNINGS", "ignore")
     import distributed  # noqa: F401  (configures its loggers; then quiet them here too)
 
-    loggers = [
+    loggers = [  # asyncio: "Task exception was never retrieved" of a gather a Ctrl-C cancelled
         logging.getLogger(name)
-        for name in list(logging.root.manager.loggerDict)
-        if name == "distributed" or name.startswith("distributed.")
+        for name in dict.fromkeys(["asyncio", *logging.root.manager.loggerDict])
+        if name in ("asyncio", "distributed") or name.startswith("distributed.")
     ]
     levels = [lg.level for lg in loggers]
     for lg in loggers:

@@ -3,6 +3,7 @@ through the path they took (CLI, config or Python), on real files and real clust
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -201,7 +202,7 @@ def test_resume_refuses_a_changed_input_or_steps(store):
     cfg = _toml(d / "r.toml", "in.zarr", "out.zarr", ASTYPE)
     assert bigimg("run", str(cfg), "--quiet", "--workers", "1").returncode == 0
     again = bigimg("run", str(cfg), "--quiet", "--workers", "1", "--resume")
-    assert again.returncode == 0 and "0 chunks written" in again.stdout
+    assert again.returncode == 0 and "0 chunks written, 9 already stored" in again.stdout
     _toml(cfg, "in.zarr", "out.zarr", ASTYPE, input_extra="nodata = 0")
     assert_one_line_error(bigimg("run", str(cfg), "--quiet", "--resume"), "inputs: stored")
     _toml(cfg, "in.zarr", "out.zarr", ASTYPE.replace("float64", "float32"))
@@ -342,6 +343,33 @@ def test_ctrl_c_while_the_cluster_starts_prints_one_line_and_leaves_no_worker(tm
     assert err.strip() == "bigimg: interrupted", err
     _, alive = psutil.wait_procs(children, timeout=10)
     assert not alive
+
+
+def test_ctrl_c_during_a_statistics_pass_prints_one_line(tmp_path):
+    """asyncio logged "Task exception was never retrieved ... Client._gather ... AllExit()"
+    above "bigimg: interrupted" when a Ctrl-C cancelled the gather of a pass's statistics."""
+    from bigimg.demo import synthetic_mosaic
+
+    bi.to_zarr(synthetic_mosaic(3072, chunks=512), tmp_path / "m.zarr", progress=False)
+    steps = '[[steps]]\nop = "gaussian_filter"\nsigma = 2\n[[steps]]\nop = "equalize_hist"\n'
+    cfg = _toml(tmp_path / "c.toml", "m.zarr", "out.zarr", steps, input_extra="nodata = 0")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bigimg", "run", str(cfg), "--quiet", "--workers", "2"],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    scratch = tmp_path / "out.zarr.scratch" / "steps-1.zarr" / "zarr.json"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:  # until the counts pass runs
+        with contextlib.suppress(OSError, ValueError):
+            if json.loads(scratch.read_text())["attributes"].get("bigimg_complete"):
+                break
+        time.sleep(0.01)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert err.strip() == "bigimg: interrupted", err
 
 
 GC_CTRL_C = """
