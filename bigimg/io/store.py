@@ -191,8 +191,8 @@ def _write_store(
             loc.remove()
         return _write_store(ds, encoding, loc, attrs, fingerprint, False, progress, also)
     _check_resumable(loc, ds, encoding, fingerprint)
-    if _read_attrs(loc).get("bigimg_complete"):
-        return 0, 0, None
+    if _read_attrs(loc).get("bigimg_complete"):  # every block (chunk or shard) is stored
+        return 0, sum(v.data.npartitions for v in ds.variables.values() if v.chunks), None
     if loc.local:
         for name in ds.variables:
             _clean_partials(loc.path / str(name))

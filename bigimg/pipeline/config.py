@@ -25,7 +25,7 @@ from bigimg.compute import run_passes
 from bigimg.errors import ConfigError
 from bigimg.files import check_disjoint, check_new_object, is_url, read_paths
 from bigimg.image import check_image, from_array
-from bigimg.io.api import open_zarr, to_zarr
+from bigimg.io.api import open_zarr, store_info, to_zarr
 from bigimg.io.location import Location
 from bigimg.io.read import open_image
 from bigimg.io.store import (
@@ -359,7 +359,8 @@ class Pipeline:
         """
         action = self.check(overwrite=overwrite, resume=resume)  # fail before any work
         if action == "resume" and is_complete(self._output()):
-            return WriteResult(self.output.path, 0, 0, 0.0)
+            stored = store_info(self._output())["chunks_stored"]
+            return WriteResult(self.output.path, 0, stored, 0.0)
         img = self._planned(overwrite=overwrite, resume=resume, progress=progress)
         result: Any
         if self.output.format == "cog":
