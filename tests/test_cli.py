@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import bigimg as bi
-from bigimg.demo import synthetic_mosaic
+from bigimg.demo import DEMO_STEPS, synthetic_mosaic
 from tests.helpers import assert_one_line_error, bigimg
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
@@ -21,6 +21,24 @@ def workdir(tmp_path) -> Path:
     bi.to_zarr(synthetic_mosaic(256, chunks=128), tmp_path / "mosaic.zarr", progress=False)
     shutil.copy(CONFIGS / "astype.toml", tmp_path / "run.toml")
     return tmp_path
+
+
+def test_the_readme_demo_config_is_the_demo_pipeline(tmp_path):
+    """README: `make demo`, then `bigimg run configs/demo.toml` (the file was missing)."""
+    (tmp_path / "configs").mkdir()
+    shutil.copy(CONFIGS / "demo.toml", tmp_path / "configs")
+    (tmp_path / "demo-output").mkdir()
+    mosaic = tmp_path / "demo-output" / "mosaic.zarr"  # what `make demo` writes, smaller
+    bi.to_zarr(synthetic_mosaic(512, chunks=256), mosaic, progress=False)
+    pipeline = bi.load_config(tmp_path / "configs" / "demo.toml")
+    demo = bi.plan(bi.open_image(mosaic, nodata=0, chunks=2048), DEMO_STEPS)
+    assert pipeline.steps == demo.steps  # the same steps and parameters as `bigimg demo`
+    pipeline.run(progress=False)
+    ref = tmp_path / "ref.zarr"
+    demo.to_zarr(ref, progress=False)
+    np.testing.assert_array_equal(
+        bi.open_zarr(tmp_path / "demo-output" / "run.zarr").values, bi.open_zarr(ref).values
+    )
 
 
 def test_run_info_and_overwrite(workdir):
