@@ -523,7 +523,8 @@ def test_stores_written_by_other_tools_open_by_dim_name(tmp_path, write):
 
 def test_a_second_writer_is_refused_even_with_overwrite(tmp_path):
     out = tmp_path / "n.zarr"
-    args = ["noise", str(out), "--shape", "8192x8192", "--length-scale", "40", "--chunks", "512"]
+    args = ["noise", str(out), "--shape", "16384x16384", "--length-scale", "40"]
+    args += ["--chunks", "512"]  # 1 GiB: still writing when the second writer is refused
     first = subprocess.Popen(
         [sys.executable, "-m", "bigimg", *args, "--workers", "1", "--quiet"],
         stderr=subprocess.PIPE,
