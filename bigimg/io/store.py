@@ -186,11 +186,12 @@ def _write_store(
         if also and len(chunked) == 1:
             return _write_with(chunked[0][1], chunked[0][0], loc, also, progress)
         return (*_write_chunks(ds, loc, progress=progress), None)
-    if _unborn(loc, ds, fingerprint):  # interrupted before its arrays existed: no chunk stored
+    check_fingerprint(loc, fingerprint)  # the same computation, before anything is touched
+    if _unborn(loc, ds):  # interrupted before its arrays existed: no chunk stored
         with storage_errors(loc):
             loc.remove()
         return _write_store(ds, encoding, loc, attrs, fingerprint, False, progress, also)
-    _check_resumable(loc, ds, encoding, fingerprint)
+    _check_resumable(loc, ds, encoding)
     if _read_attrs(loc).get("bigimg_complete"):  # every block (chunk or shard) is stored
         return 0, sum(v.data.npartitions for v in ds.variables.values() if v.chunks), None
     if loc.local:
@@ -199,15 +200,14 @@ def _write_store(
     return (*_write_chunks(ds, loc, progress=progress), None)
 
 
-def _unborn(loc: Location, ds: xr.Dataset, fingerprint: dict[str, Any]) -> bool:
-    """True for this computation's store whose write stopped before all its arrays were made.
+def _unborn(loc: Location, ds: xr.Dataset) -> bool:
+    """True for a store whose write stopped before all its arrays were made.
 
     xarray creates the group (with bigimg's attrs) first, then each array's
     metadata, and writes chunks only after that, so such a store holds no data.
     """
     import zarr
 
-    check_fingerprint(loc, fingerprint)
     group = zarr.open_group(loc.zarr_store(read_only=True), mode="r", use_consolidated=False)
     return any(v.chunks is not None and str(k) not in group for k, v in ds.variables.items())
 
@@ -742,13 +742,10 @@ def _read_attrs(loc: Location) -> dict[str, Any]:
     return dict(zarr.open_group(store, mode="r", use_consolidated=False).attrs)
 
 
-def _check_resumable(
-    loc: Location, ds: xr.Dataset, encoding: Mapping[Hashable, Any], fingerprint: dict[str, Any]
-) -> None:
-    """Refuse to resume a store written from another computation, naming what differs."""
+def _check_resumable(loc: Location, ds: xr.Dataset, encoding: Mapping[Hashable, Any]) -> None:
+    """Refuse to resume a store (of this computation's fingerprint) whose arrays differ."""
     import zarr
 
-    check_fingerprint(loc, fingerprint)
     group = zarr.open_group(loc.zarr_store(read_only=True), mode="r", use_consolidated=False)
     for name, var in ds.variables.items():
         if var.chunks is None:
