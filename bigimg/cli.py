@@ -313,7 +313,9 @@ def noise(
 ) -> None:
     """Write spatially correlated Gaussian noise to the Zarr store OUT."""
     from bigimg.io import to_zarr
-    from bigimg.io.store import check_fingerprint, check_output, fingerprint
+    from bigimg.io.fingerprint import check_fingerprint, of_config
+    from bigimg.io.location import Location
+    from bigimg.io.store import check_output
     from bigimg.noise import correlated_noise
 
     field = correlated_noise(
@@ -339,8 +341,9 @@ def noise(
         }
     ]
     # refuse before starting a cluster
+    fingerprint = of_config("correlated_noise", None, config)
     if check_output(out, overwrite=overwrite, resume=resume) == "resume":
-        check_fingerprint(out, fingerprint("correlated_noise", None, config))
+        check_fingerprint(Location.of(out), fingerprint)
     with _cluster(scheduler, scheduler_file, workers, memory_limit):
         result = to_zarr(
             field,
@@ -349,6 +352,7 @@ def noise(
             resume=resume,
             config=config,
             source="correlated_noise",
+            fingerprint=fingerprint,
             progress=_progress(quiet),
         )
     click.echo(

@@ -21,6 +21,7 @@ import dask.array as da
 import numpy as np
 import scipy.special
 import xarray as xr
+from dask.base import tokenize
 from dask.graph_manipulation import bind
 
 from bigimg.compute import Reduction, reduce_blocks
@@ -302,7 +303,9 @@ def gaussian_stretch(
         std_da = est_std if std_da is None else std_da
         if isinstance(img.data, da.Array):  # second read of img, after the statistics
             parents = [s.data for s in (mean_da, std_da) if isinstance(s.data, da.Array)]
-            source = img.copy(data=bind(img.data, parents))
+            # seeded, so the graph's token (a store's fingerprint) is the same in every process
+            seed = tokenize(img.data, *parents)
+            source = img.copy(data=bind(img.data, parents, seed=seed))
     out = xr.apply_ufunc(
         _stretch_kernel,
         source,

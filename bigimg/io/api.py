@@ -7,6 +7,7 @@ functions here put the two together.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Hashable, Mapping
 from typing import Any, cast
 
@@ -14,6 +15,7 @@ import numpy as np
 import xarray as xr
 
 from bigimg.errors import unreadable_metadata
+from bigimg.io.fingerprint import of_computation
 from bigimg.io.location import Location
 from bigimg.io.pyramid import best_level, level_states, open_level, pyramid_levels, write_pyramid
 from bigimg.io.read import ome_axes_names, ome_multiscale, open_image
@@ -44,6 +46,7 @@ def to_zarr(
     progress: bool | None = None,
     pyramid: bool = False,
     inputs: Mapping[str, Any] | None = None,
+    fingerprint: Mapping[str, Any] | None = None,
 ) -> WriteResult:
     """Compute ``obj`` and write it to a Zarr store (computes).
 
@@ -72,7 +75,9 @@ def to_zarr(
     config : object, optional
         The pipeline steps recorded as ``bigimg_config`` (JSON).
     source : str, optional
-        Recorded as ``bigimg_source``; defaults to ``obj.attrs["bigimg_source"]``.
+        Recorded as ``bigimg_source``; default: the paths ``obj``'s graph reads
+        (an input store's own ``bigimg_source``, which :func:`open_zarr` merges
+        into the attrs, is never taken for this store's).
     progress : bool, optional
         Show a progress bar on stderr; default: only when stderr is a TTY.
     pyramid : bool, default False
@@ -80,9 +85,14 @@ def to_zarr(
         store, see :func:`bigimg.write_pyramid`. The store is marked
         complete only once every level is.
     inputs : mapping, optional
-        How the input was opened (``{"nodata": 0, "chunks": ...}``), recorded
-        in the store's fingerprint so that a resume with other options is
-        refused.
+        Anything else that determines the content, recorded in the store's
+        fingerprint so that a resume with others is refused (the graph
+        already holds how the input was opened).
+    fingerprint : mapping, optional
+        What determines the content, for a caller that describes its
+        computation itself (a pipeline config, see
+        :func:`bigimg.io.fingerprint.of_config`); default: the computation
+        of ``obj`` (:func:`bigimg.io.fingerprint.of_computation`).
 
     Returns
     -------
@@ -103,10 +113,14 @@ def to_zarr(
     Group attrs ``bigimg_version``, ``bigimg_source``, ``bigimg_config`` and
     ``bigimg_complete`` record provenance; ``bigimg_complete`` becomes true
     last, after every chunk is written, and the metadata is re-consolidated.
-    ``bigimg_fingerprint`` records everything that determines the output
-    (the input's identity: a file's size and mtime, or a store's metadata
-    digest; the input options; the steps; the bigimg version); ``resume``
-    refuses a store whose fingerprint differs, complete or not.
+    ``bigimg_fingerprint`` records everything that determines the output:
+    the dask token of ``obj``'s graph (every op, parameter, chunking and
+    in-memory array that made it), the identity of every input it reads (a
+    file's size and mtime, an object's ETag, a store's metadata digest) and
+    the bigimg version; ``resume`` refuses a store whose fingerprint
+    differs, complete or not, and names what differs. The ``bigimg_*``
+    attrs of an input (merged by :func:`open_zarr`) are never copied to the
+    output: each store records its own provenance.
 
     Examples
     --------
@@ -124,17 +138,21 @@ def to_zarr(
         def finish(loc: Location) -> None:
             write_pyramid(loc, progress=progress, root_pending=True)
 
+    loc = Location.of(store, storage_options)
+    if fingerprint is None:
+        fingerprint = of_computation(obj, loc)
+        if inputs:
+            fingerprint["inputs"] = json.loads(json.dumps(dict(inputs), default=str))
     return write(
         obj,
-        store,
-        storage_options=storage_options,
+        loc,
         shards=shards,
         overwrite=overwrite,
         resume=resume,
         config=config,
         source=source,
+        fingerprint=fingerprint,
         progress=progress,
-        inputs=inputs,
         before_complete=finish,
     )
 

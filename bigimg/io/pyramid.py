@@ -32,8 +32,10 @@ import numpy as np
 import xarray as xr
 
 from bigimg.errors import unreadable_metadata
+from bigimg.io.fingerprint import of_config
 from bigimg.io.location import Location
 from bigimg.io.store import (
+    PROVENANCE,
     VAR,
     StoreLike,
     disk_order,
@@ -48,15 +50,7 @@ LEVELS_GROUP = "levels"
 NGFF_VERSION = "0.5"
 _AXIS_TYPES = {"y": "space", "x": "space", "band": "channel"}
 # group attrs that open_zarr merges into the DataArray: each level records its own
-_STORE_ATTRS = {
-    "bigimg_version",
-    "bigimg_source",
-    "bigimg_config",
-    "bigimg_complete",
-    "ome",
-    "multiscales",
-    "zarr_conventions",
-}
+_STORE_ATTRS = PROVENANCE | {"ome", "multiscales", "zarr_conventions"}
 # https://github.com/zarr-conventions/multiscales (v1), read by GDAL >= 3.13
 _MULTISCALES_CONVENTION = {
     "uuid": "d35379db-88df-4056-af3a-620245f8e347",
@@ -146,12 +140,15 @@ def write_pyramid(
         level = level.chunk({d: min(chunks[d], level.sizes[d]) for d in ("y", "x")})
         level.attrs = {a: v for a, v in level.attrs.items() if a not in _STORE_ATTRS}
         path = root.child(LEVELS_GROUP, str(k))
-        write(
+        config = [{"op": "coarsen_mean", "factor": 2, "level": k}]
+        source = f"{root}#{_level_path(k - 1)}"
+        write(  # a config fingerprint: the level it reads is rewritten as levels complete
             level,
             path,
             resume=is_zarr_store(path),
-            config=[{"op": "coarsen_mean", "factor": 2, "level": k}],
-            source=f"{root}#{_level_path(k - 1)}",
+            config=config,
+            source=source,
+            fingerprint=of_config(source, None, config),
             progress=progress,
         )
         paths.append(path.path if path.local else str(path))

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import errno
 import functools
-import hashlib
 import itertools
 import json
 import os
@@ -50,11 +49,16 @@ from bigimg.errors import CorruptStoreError, unreadable_metadata
 from bigimg.files import check_disjoint, note_read, path_parts, read_paths
 from bigimg.image import STACK_DIMS, check_dims
 from bigimg.io.chunks import read_in_chunks
-from bigimg.io.location import Location
+from bigimg.io.fingerprint import check_fingerprint, of_computation, source_of
+from bigimg.io.location import Location, is_zarr_store
+from bigimg.io.lock import writer_lock
 
 VAR = "image"
+#: The group attrs that record a store's provenance; an input's are never carried to an output.
+PROVENANCE = frozenset(
+    {"bigimg_version", "bigimg_source", "bigimg_config", "bigimg_fingerprint", "bigimg_complete"}
+)
 _STACK_LABELS = "image_label"
-_MARKERS = ("zarr.json", ".zgroup", ".zarray")
 
 
 @dataclass(frozen=True)
@@ -72,14 +76,6 @@ class WriteResult:
     also: tuple[Any, ...] | None = None
 
 
-def is_zarr_store(where: str | os.PathLike[str] | Location) -> bool:
-    """True when ``where`` holds Zarr metadata at its root (never raises for a missing path)."""
-    loc = Location.of(where)
-    if loc.local:
-        return loc.path.is_dir() and any((loc.path / m).exists() for m in _MARKERS)
-    return any(loc.exists(m) for m in _MARKERS)
-
-
 StoreLike = str | os.PathLike[str] | Location
 
 
@@ -92,14 +88,17 @@ def write(
     resume: bool = False,
     config: Any = None,
     source: str | None = None,
+    fingerprint: Mapping[str, Any] | None = None,
     progress: bool | None = None,
-    inputs: Mapping[str, Any] | None = None,
     shards: Mapping[Hashable, int] | None = None,
     before_complete: Callable[[Location], object] | None = None,
     also: Sequence[Any] = (),
     compress: bool = True,
 ) -> WriteResult:
     """Write ``obj`` as a bigimg store (computes); :func:`bigimg.to_zarr` documents the rest.
+
+    ``fingerprint``: what determines the content (see :mod:`bigimg.io.fingerprint`);
+    default: the computation of ``obj`` itself. A config passes its own.
 
     ``before_complete(location)`` runs, under the writer lock, after every
     object is stored and before the store is marked complete (the pyramid levels).
@@ -114,8 +113,6 @@ def write(
     if not isinstance(obj, xr.DataArray):
         raise TypeError(f"obj must be an xarray.DataArray, got {type(obj).__name__}")
     loc = Location.of(store, storage_options)
-    config_json = json.dumps(config if config is not None else obj.attrs.get("bigimg_config"))
-    source = str(source or obj.attrs.get("bigimg_source", ""))
     sources = cast(
         "set[str]",  # None removed
         {obj.attrs.get("bigimg_source"), obj.encoding.get("source"), source} - {None, ""},
@@ -130,23 +127,29 @@ def write(
         [s for s in sources if _may_exist(s) and not is_level_of(loc, s)],
         what="store",
     )
-    fingerprint = fingerprint_json(source, inputs, config_json, loc)
+    if fingerprint is None:
+        fingerprint = of_computation(obj, loc)
     attrs = {
         "bigimg_version": __version__,
-        "bigimg_source": source,
-        "bigimg_config": config_json,
+        "bigimg_source": str(source or source_of(obj)),
+        "bigimg_config": json.dumps(config),
         "bigimg_fingerprint": fingerprint,
         "bigimg_complete": False,
     }
+    # provenance belongs to the store that holds it: never an input's (open_zarr merges them)
+    obj = obj.copy(deep=False)
+    obj.attrs = {k: v for k, v in obj.attrs.items() if k not in PROVENANCE}
     ds, encoding = as_dataset(obj, shards, compress=compress)
     start = time.perf_counter()
     check_output(loc, overwrite=overwrite, resume=resume)
-    with disk_errors(loc), writer_lock(loc):
+    with disk_errors(loc), writer_lock(loc) as lease:
         written, skipped, values = _write_store(
             ds, encoding, loc, attrs, fingerprint, resume, progress, also
         )
         if before_complete is not None:
             before_complete(loc)
+        if lease is not None:
+            lease.check()
         mark_complete(loc)
     return WriteResult(
         loc.path if loc.local else str(loc), written, skipped, time.perf_counter() - start, values
@@ -163,7 +166,7 @@ def _write_store(
     encoding: dict[Hashable, Any],
     loc: Location,
     attrs: dict[str, Any],
-    fingerprint: dict[str, Any],
+    fingerprint: Mapping[str, Any],
     resume: bool,
     progress: bool | None,
     also: Sequence[Any] = (),
@@ -171,11 +174,16 @@ def _write_store(
     """Create (or check and resume) the store and write its missing objects (and ``also``)."""
     fresh = _prepare(loc, resume=resume)
     if fresh:
+        import zarr
+
         ds.attrs.update(attrs)
         with quiet_zarr(), storage_errors(loc):
+            # the group first, with its attrs: xarray would create it bare and set them
+            # after, and a store stopped in between would not say that bigimg made it
+            zarr.open_group(loc.zarr_store(), mode="w-", attributes=attrs, zarr_format=3)
             ds.to_zarr(
                 loc.zarr_store(),
-                mode="w-",
+                mode="a",
                 compute=False,
                 consolidated=True,
                 zarr_format=3,
@@ -210,41 +218,6 @@ def _unborn(loc: Location, ds: xr.Dataset) -> bool:
 
     group = zarr.open_group(loc.zarr_store(read_only=True), mode="r", use_consolidated=False)
     return any(v.chunks is not None and str(k) not in group for k, v in ds.variables.items())
-
-
-@contextmanager
-def writer_lock(loc: Location) -> Iterator[None]:
-    """Hold a local store's writer lock: a second writer (even with overwrite) is refused.
-
-    The lock is an ``flock`` on the hidden file ``.<store name>.bigimg-lock``
-    beside the store (inside it, zarr would list it as a foreign object), held
-    by the process that runs :func:`to_zarr` for the whole write. The kernel
-    releases it when that process ends, however it ends, so a killed writer
-    never leaves a stale lock; the file is removed after a finished write.
-
-    Object stores have no such lock (a lock object would outlive a killed
-    writer and block its resume): there, one writer per store is the
-    caller's rule.
-    """
-    if not loc.local:
-        yield
-        return
-    import fcntl
-
-    path = loc.path
-    lock = path.parent / f".{path.name}.bigimg-lock"
-    with open(lock, "a") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise ValueError(
-                f"store: {str(path)!r} is being written by another bigimg process; wait for "
-                "it to finish or stop it first"
-            ) from None
-        try:
-            yield
-        finally:
-            lock.unlink(missing_ok=True)
 
 
 #: A local disk that refuses a write: full, over quota, read-only, not permitted.
@@ -769,142 +742,22 @@ def _check_resumable(loc: Location, ds: xr.Dataset, encoding: Mapping[Hashable, 
             )
 
 
-def check_fingerprint(
-    store: StoreLike, fingerprint: dict[str, Any], storage_options: Mapping[str, Any] | None = None
-) -> None:
-    """Refuse to resume ``store`` unless it was written from the same computation.
-
-    ``fingerprint`` is :func:`fingerprint`'s value for the computation about to
-    resume; the message names every part that differs.
-    """
-    import zarr
-
-    loc = Location.of(store, storage_options)
-    try:
-        store_ = loc.zarr_store(read_only=True)
-        group = zarr.open_group(store_, mode="r", use_consolidated=False)
-    except Exception as e:
-        raise unreadable_metadata(str(loc), e) from e
-    stored = group.attrs.get("bigimg_fingerprint")
-    if not isinstance(stored, dict):
-        raise ValueError(
-            f"resume: {str(loc)!r} has no bigimg fingerprint (not written by this bigimg); "
-            "use overwrite to start again"
-        )
-    differs = [
-        k for k in sorted(set(stored) | set(fingerprint)) if stored.get(k) != fingerprint.get(k)
-    ]
-    if differs:
-        what = "; ".join(
-            f"{k}: stored {stored.get(k)!r}, now {fingerprint.get(k)!r}" for k in differs
-        )
-        raise ValueError(
-            f"resume: {str(loc)!r} was written from another config or input ({what}); "
-            "use overwrite to start again"
-        )
-
-
-def fingerprint(
-    source: str,
-    inputs: Mapping[str, Any] | None,
-    config: Any,
-    storage_options: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Everything that determines a store's content, as JSON-able values.
-
-    ``source`` is the input (a path, a URL, or a source name), ``inputs`` the
-    options it was opened with, ``config`` the steps (recorded as
-    ``bigimg_config``); ``storage_options`` reach a URL source (they are not
-    recorded).
-    """
-    source_loc = Location.of(source, storage_options) if _is_location(source) else None
-    return fingerprint_json(source, inputs, json.dumps(config), source_loc)
-
-
-def _is_location(source: str) -> bool:
-    return bool(source) and (not Location.of(source).local or Path(source).exists())
-
-
-def fingerprint_json(
-    source: str,
-    inputs: Mapping[str, Any] | None,
-    config_json: str,
-    source_loc: Location | None = None,
-) -> dict[str, Any]:
-    return {
-        "bigimg_version": __version__,
-        "source": source,
-        "source_identity": _identity(source, source_loc),
-        "inputs": json.loads(json.dumps(dict(inputs or {}), default=str)),
-        "steps": config_json,
-    }
-
-
-def _identity(source: str, loc: Location | None = None) -> str | None:
-    """A cheap identity of an input: a file's size and mtime, a store's metadata digest.
-
-    Chunks are not read (that would cost a full pass), so an edit that
-    changes only chunk objects of a Zarr input goes unnoticed; any rewrite
-    through zarr or bigimg rewrites the metadata, whose bytes (and, on local
-    disk, mtimes) are digested. A URL is reached with ``loc``'s storage
-    options (the input's, or the output's when the input's are not known).
-    """
-    if not source:
-        return None
-    if Location.of(source).local:
-        return _local_identity(Path(source))
-    loc = Location(Location.of(source).url, loc.options_json if loc is not None else "{}")
-    try:
-        if is_zarr_store(loc):
-            digest = hashlib.sha256()
-            metas = [
-                k for k in loc.keys() if k.rsplit("/", 1)[-1] in _MARKERS and k.count("/") <= 1
-            ]
-            for key in sorted(metas):  # the root's and its arrays' metadata, not the chunks'
-                digest.update(f"{key}\0".encode() + (loc.get(key) or b""))
-            return f"store metadata sha256={digest.hexdigest()}"
-        fs, path = loc.filesystem()
-        info = fs.info(path)
-        return f"object size={info.get('size')} etag={info.get('ETag') or info.get('etag')}"
-    except Exception:
-        return None
-
-
-def _local_identity(p: Path) -> str | None:
-    try:
-        if p.is_file():
-            st = p.stat()
-            return f"file size={st.st_size} mtime_ns={st.st_mtime_ns}"
-        if p.is_dir():
-            digest = hashlib.sha256()
-            metas = [
-                m
-                for pattern in ("zarr.json", ".z*")
-                for m in (*p.glob(pattern), *p.glob(f"*/{pattern}"))
-            ]
-            for meta in sorted(metas):  # the root's and its arrays' metadata, not the chunks'
-                stamp = f"{meta.relative_to(p)}\0{meta.stat().st_mtime_ns}\0".encode()
-                digest.update(stamp + meta.read_bytes())
-            return f"store metadata sha256={digest.hexdigest()}"
-    except OSError:
-        return None
-    return None
-
-
 def stored_chunks(loc: Location, name: str) -> set[tuple[int, ...]]:
     """Block indices of the objects (chunks, or shards) of array ``name`` that are stored.
 
     A listed key is complete (see the module notes). Read-only: a local
     ``*.partial`` file (a chunk being written, or one whose write was killed)
-    is skipped, never removed here; see :func:`_clean_partials`.
+    is skipped, never removed here; see :func:`_clean_partials`. So is any
+    key that is not a chunk's (a Finder ``.DS_Store``, a ``0.bak``), as zarr
+    ignores them.
     """
     prefix = f"{name}/c/"
     found: set[tuple[int, ...]] = set()
     with storage_errors(loc):
         for key in loc.keys(prefix):
-            if key.endswith(".partial"):
-                continue
-            found.add(tuple(int(p) for p in key[len(prefix) :].split("/")))
+            parts = key[len(prefix) :].split("/")
+            if all(p.isdigit() for p in parts):
+                found.add(tuple(int(p) for p in parts))
     return found
 
 

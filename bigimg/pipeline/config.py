@@ -26,16 +26,10 @@ from bigimg.errors import ConfigError
 from bigimg.files import check_disjoint, check_new_object, is_url, read_paths
 from bigimg.image import check_image, from_array
 from bigimg.io.api import open_zarr, store_info, to_zarr
+from bigimg.io.fingerprint import check_fingerprint, of_computation, of_config, source_of
 from bigimg.io.location import Location
 from bigimg.io.read import open_image
-from bigimg.io.store import (
-    WriteResult,
-    check_fingerprint,
-    check_output,
-    fingerprint,
-    is_complete,
-    write,
-)
+from bigimg.io.store import WriteResult, check_output, is_complete, write
 from bigimg.pipeline.ops import OPS, SOURCES
 from bigimg.pipeline.registry import Params
 
@@ -206,7 +200,7 @@ class Pipeline:
             self.output.path, overwrite=overwrite, resume=resume, storage_options=out_options
         )
         if action == "resume":
-            check_fingerprint(self.output.path, self.fingerprint(), out_options)
+            check_fingerprint(self._output(), self.fingerprint())
         for key, path in writes[1:]:
             check_new_object(path, overwrite=overwrite or resume, what=key)
         if not (action == "resume" and is_complete(self._output())):
@@ -253,19 +247,27 @@ class Pipeline:
         for i in self.scratch_steps():
             check_output(self._scratch(i), overwrite=overwrite, resume=resume)
 
-    def fingerprint(self) -> dict[str, Any]:
-        """What determines the output (see :func:`bigimg.io.fingerprint`)."""
-        return fingerprint(
+    def fingerprint(self, steps: int | None = None) -> dict[str, Any]:
+        """What determines the output, or the input of ``steps[steps]`` (a scratch store).
+
+        The config's input, options and steps (:func:`bigimg.io.fingerprint.of_config`);
+        for a plan of an image, the image's own computation too (its graph's
+        token and what it reads), so that another image is never taken for it.
+        """
+        out = of_config(
             self._source(),
             self._input_options(),
-            list(self.raw_steps),
+            list(self.raw_steps[:steps]),
             storage_options=self.input.storage_options or None,
         )
+        if self.image is not None:
+            image = of_computation(self.image, self._output())
+            out.update(graph=image["graph"], reads=image["reads"])
+        return out
 
     def _source(self) -> str:
         if self.image is not None:
-            name = self.image.data.name if self.image.chunks is not None else "in-memory"
-            return str(self.image.attrs.get("bigimg_source") or f"dask:{name}")
+            return source_of(self.image)
         return str(self.input.path) if self.source_name is None else self.source_name
 
     def _input_options(self) -> dict[str, Any]:
@@ -332,7 +334,7 @@ class Pipeline:
                 resume=resume,
                 config=list(self.raw_steps[:i]),
                 source=self._source(),
-                inputs=self._input_options(),
+                fingerprint=self.fingerprint(i),
                 progress=progress,
                 also=first,
                 compress=False,  # read back twice, soon: raw bytes cost less than zstd
@@ -383,7 +385,7 @@ class Pipeline:
                 source=self._source(),
                 progress=progress,
                 pyramid=self.output.pyramid if pyramid is None else pyramid,
-                inputs=self._input_options(),
+                fingerprint=self.fingerprint(),
             )
         self._remove_scratch()
         return result
