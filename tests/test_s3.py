@@ -163,6 +163,9 @@ def test_cli_killed_mid_write_then_resume_is_bit_identical(s3_bucket, tmp_path):
         proc.wait()
     stored = len(s3_bucket.keys("run.zarr/image/c/"))
     assert 8 <= stored < 128, "the run finished before it could be killed"
+    # its writer lease is left (a killed writer cannot release it); the resume below takes
+    # it over at once, as its writer, of this host, is gone (bigimg/io/lock.py)
+    assert ".run.zarr.bigimg-lock" in s3_bucket.keys()
     info = bigimg("info", url, "--json", env=env)
     assert info.returncode == 0, info.stderr
     assert json.loads(info.stdout)["complete"] is False

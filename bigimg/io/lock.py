@@ -15,8 +15,8 @@ kind of store:
   exactly one gets it. The writer renews it every third of its term
   (:data:`LEASE_SECONDS`, 60 s by default, ``BIGIMG_LEASE_SECONDS`` in the
   environment) with ``If-Match`` on its ETag; a killed writer's lease lapses
-  within one term, after which a new writer (a ``--resume``) takes it over,
-  again conditionally. A writer that finds its lease taken (it was stopped
+  within one term (at once for a writer of this host whose process is gone),
+  after which a new writer (a ``--resume``) takes it over, again conditionally. A writer that finds its lease taken (it was stopped
   longer than a term, say) stops before marking the store complete. S3 (and
   servers that implement its conditional writes) gives this guarantee; on
   filesystems whose fsspec layer has no conditional PUT (gcsfs, adlfs) the
@@ -40,6 +40,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from bigimg.io.location import Location
@@ -84,13 +85,8 @@ class _Lease:
         except FileExistsError:
             pass
         held, etag = self._read()
-        remaining = float(held.get("expires", 0)) - time.time() if held else 0.0
-        if held is not None and remaining > 0:
-            raise ValueError(
-                f"store: {self.store!r} is being written by another bigimg process "
-                f"({held.get('owner', 'unknown')}); wait for it to finish or stop it first "
-                f"(the lease of a stopped writer lapses within {remaining:.0f} s)"
-            )
+        if held is not None:
+            self.refuse_if_live(held)
         try:  # lapsed (its writer was stopped): take it over, unless another writer just did
             self._put(match=etag)
         except OSError:
@@ -98,6 +94,16 @@ class _Lease:
                 f"store: {self.store!r} was just taken by another bigimg process; wait for it "
                 "to finish or stop it first"
             ) from None
+
+    def refuse_if_live(self, held: dict[str, Any]) -> None:
+        """Raise when ``held`` (a lease read from the store) is another writer's, still live."""
+        remaining = float(held.get("expires", 0)) - time.time()
+        owner = str(held.get("owner", "unknown"))
+        if remaining > 0 and not _gone(owner):
+            raise ValueError(
+                _BUSY.format(store=self.store, owner=f" ({owner})")
+                + f" (the lease of a stopped writer lapses within {remaining:.0f} s)"
+            )
 
     def renew_until_released(self) -> None:
         while not self.stop.wait(LEASE_SECONDS / 3):
@@ -150,6 +156,59 @@ class _Lease:
         return held, info.get("ETag") or info.get("etag") or str(info.get("mtime"))
 
 
+def check_unlocked(loc: Location) -> None:
+    """Refuse at once a store that another writer holds (before a run starts its cluster).
+
+    Reads only: a local lock file is tried and let go, an object store's
+    lease is read. :func:`writer_lock` still decides, when the write starts.
+    """
+    with _HELD_LOCK:
+        owner = _HELD.get(loc.url, (threading.get_ident(), 0))[0]
+    if owner != threading.get_ident():
+        raise ValueError(
+            f"store: {str(loc)!r} is being written by another thread of this process; "
+            "wait for it to finish"
+        )
+    if loc.local:
+        import fcntl
+
+        path = loc.path
+        try:
+            fh = open(_lock_file(path), "rb")  # noqa: SIM115
+        except OSError:  # no lock file: nobody writes it
+            return
+        with fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise ValueError(_BUSY.format(store=str(path), owner="")) from None
+    elif loc.scheme != "memory":
+        lease = _lease_of(loc)
+        held, _ = lease._read()
+        if held is not None:
+            lease.refuse_if_live(held)
+
+
+_BUSY = (
+    "store: {store!r} is being written by another bigimg process{owner}; wait for it to "
+    "finish or stop it first"
+)
+
+
+def _gone(owner: str) -> bool:
+    """True when ``owner`` (``host:pid``) is a process of this host that no longer runs."""
+    host, _, pid = owner.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # it runs, as another user
+        return False
+    return False
+
+
 @contextlib.contextmanager
 def writer_lock(loc: Location) -> Iterator[_Lease | None]:
     """Hold the store's writer lock for the block (see the module notes).
@@ -191,36 +250,42 @@ def writer_lock(loc: Location) -> Iterator[_Lease | None]:
                 _HELD.pop(key, None)
 
 
+def _lock_file(store: Path) -> Path:
+    return store.parent / f".{store.name}.bigimg-lock"
+
+
 @contextlib.contextmanager
 def _flock(loc: Location) -> Iterator[None]:
     import fcntl
 
     path = loc.path
-    lock = path.parent / f".{path.name}.bigimg-lock"
+    lock = _lock_file(path)
     with open(lock, "a") as fh:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise ValueError(
-                f"store: {str(path)!r} is being written by another bigimg process; wait for "
-                "it to finish or stop it first"
-            ) from None
+            raise ValueError(_BUSY.format(store=str(path), owner="")) from None
         try:
             yield
         finally:
             lock.unlink(missing_ok=True)
 
 
-@contextlib.contextmanager
-def _lease(loc: Location) -> Iterator[_Lease]:
-    fs, path = loc.filesystem()
-    parent, _, name = path.rstrip("/").rpartition("/")
-    lease = _Lease(
+def _lease_of(loc: Location) -> _Lease:
+    """The (not yet acquired) lease of the object store ``loc``: an object beside it."""
+    fs, key = loc.filesystem()
+    parent, _, name = key.rstrip("/").rpartition("/")
+    return _Lease(
         fs=fs,
         path=f"{parent}/.{name}.bigimg-lock",
         store=str(loc),
         conditional=type(fs).__name__ == "S3FileSystem",
     )
+
+
+@contextlib.contextmanager
+def _lease(loc: Location) -> Iterator[_Lease]:
+    lease = _lease_of(loc)
     lease.acquire()
     renewer = threading.Thread(
         target=lease.renew_until_released, name=f"bigimg-lease-{uuid.uuid4().hex[:8]}", daemon=True

@@ -51,7 +51,7 @@ from bigimg.image import STACK_DIMS, check_dims
 from bigimg.io.chunks import read_in_chunks
 from bigimg.io.fingerprint import check_fingerprint, of_computation, source_of
 from bigimg.io.location import Location, is_zarr_store
-from bigimg.io.lock import writer_lock
+from bigimg.io.lock import check_unlocked, writer_lock
 
 VAR = "image"
 #: The group attrs that record a store's provenance; an input's are never carried to an output.
@@ -663,6 +663,7 @@ def check_output(
                 "refusing to write into it"
             )
         return "create"
+    check_unlocked(loc)  # a running writer: refused now, not once a cluster has started
     if resume:
         return "resume"
     if overwrite:
