@@ -342,12 +342,13 @@ def noise(
     ]
     # refuse before starting a cluster
     fingerprint = of_config("correlated_noise", None, config)
-    if check_output(out, overwrite=overwrite, resume=resume) == "resume":
-        check_fingerprint(Location.of(out), fingerprint)
+    loc = Location.of(out)  # the one conversion of the output argument
+    if check_output(loc, overwrite=overwrite, resume=resume) == "resume":
+        check_fingerprint(loc, fingerprint)
     with _cluster(scheduler, scheduler_file, workers, memory_limit):
         result = to_zarr(
             field,
-            out,
+            loc,
             overwrite=overwrite,
             resume=resume,
             config=config,

@@ -102,6 +102,7 @@ DEMO_OUTPUTS = ("mosaic.zarr", "output.zarr", "quicklook.png")
 def check_demo_outputs(out: str | Path, *, overwrite: bool = False) -> Path:
     """Refuse, before any work, a demo folder whose outputs exist (unless ``overwrite``)."""
     from bigimg.files import check_new_file
+    from bigimg.io.location import Location
     from bigimg.io.store import check_output
 
     if not isinstance(overwrite, bool):
@@ -111,8 +112,8 @@ def check_demo_outputs(out: str | Path, *, overwrite: bool = False) -> Path:
         raise ValueError(f"out: {str(out)!r} is a file, not a folder")
     if out.is_dir():
         mosaic_path, output_path, png_path = (out / name for name in DEMO_OUTPUTS)
-        check_output(mosaic_path, overwrite=overwrite)
-        check_output(output_path, overwrite=overwrite)
+        check_output(Location.of(mosaic_path), overwrite=overwrite)
+        check_output(Location.of(output_path), overwrite=overwrite)
         check_new_file(png_path, overwrite=overwrite, what="quicklook")
     return out
 

@@ -19,6 +19,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import dask
 
@@ -57,6 +58,18 @@ def raise_if_dask_computes(max_computes: int = 0) -> Iterator[CountingScheduler]
     scheduler = CountingScheduler(max_computes)
     with dask.config.set(scheduler=scheduler):
         yield scheduler
+
+
+def slow_block(block: Any) -> Any:
+    """A block returned after 0.1 s: a write slow enough to be killed part-way.
+
+    Importable (``tests.helpers``), so that a graph using it has the same dask token
+    in a test and in the writer subprocess it killed (a resume checks that token).
+    """
+    import time
+
+    time.sleep(0.1)
+    return block
 
 
 # ---------------------------------------------------------------- the command line

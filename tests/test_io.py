@@ -10,26 +10,31 @@ import sys
 import time
 from pathlib import Path
 
+import dask.array as da
 import numpy as np
 import pytest
 import xarray as xr
+import zarr
 
 import bigimg as bi
+from tests.helpers import slow_block
 
 SLOW_WRITER = """
-import sys, time
-import dask, dask.array as da, numpy as np
+import sys
+import dask
 import bigimg as bi
+from tests.test_io import _slow_image
 
-def slow(block):
-    time.sleep(0.1)
-    return block
-
-arr = da.from_array(np.arange(64 * 64, dtype="float32").reshape(64, 64), chunks=8)
-img = bi.from_array(arr.map_blocks(slow, dtype="float32", meta=np.empty((0, 0), "float32")))
 with dask.config.set(scheduler="threads", num_workers=2):
-    bi.to_zarr(img, sys.argv[1], config=["slow"], progress=False)
+    bi.to_zarr(_slow_image(), sys.argv[1], config=["slow"], progress=False)
 """
+
+
+def _slow_image() -> xr.DataArray:
+    """The killed writer's image; the resume computes the same (its fingerprint is the graph)."""
+    arr = da.from_array(np.arange(64 * 64, dtype="float32").reshape(64, 64), chunks=8)
+    slowed = arr.map_blocks(slow_block, dtype="float32", meta=np.empty((0, 0), "float32"))
+    return bi.from_array(slowed)
 
 
 def _expected() -> np.ndarray:
@@ -135,7 +140,8 @@ def test_open_zarr_errors(tmp_path):
 
 def _interrupted_store(tmp_path: Path, min_chunks: int = 6) -> Path:
     store = tmp_path / "slow.zarr"
-    proc = subprocess.Popen([sys.executable, "-c", SLOW_WRITER, str(store)])
+    root = Path(__file__).parent.parent  # where `tests` imports from
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_WRITER, str(store)], cwd=root)
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -164,11 +170,12 @@ def test_killed_write_is_incomplete_and_resumes_identically(tmp_path):
     leftover = store / "image" / "c" / "7" / "7.1234.partial"
     leftover.parent.mkdir(parents=True, exist_ok=True)
     leftover.write_bytes(b"\x00" * 10)
-    img = bi.from_array(np.arange(64 * 64, dtype="float32").reshape(64, 64), chunks=8)
+    img = _slow_image()
     with pytest.raises(FileExistsError):
         bi.to_zarr(img, store, config=["slow"], progress=False)
-    with pytest.raises(ValueError, match="another config"):
-        bi.to_zarr(img, store, config=["other"], resume=True, progress=False)
+    other = bi.from_array(np.arange(64 * 64, dtype="float32").reshape(64, 64), chunks=8)
+    with pytest.raises(ValueError, match="another computation"):  # same values, not the same graph
+        bi.to_zarr(other, store, config=["slow"], resume=True, progress=False)
     res = bi.to_zarr(img, store, config=["slow"], resume=True, progress=False)
     assert res.chunks_skipped == stored and res.chunks_written == 64 - stored
     assert not leftover.exists()
@@ -184,10 +191,13 @@ def test_killed_write_is_incomplete_and_resumes_identically(tmp_path):
 
 
 def test_resume_checks_shape(tmp_path):
+    """A config's fingerprint (which names no shape) matched: the arrays are checked too."""
     store = _interrupted_store(tmp_path, min_chunks=2)
     img = bi.from_array(np.zeros((64, 32), "float32"), chunks=8)
+    config_fp = {"steps": "the same config"}
+    zarr.open_group(str(store), mode="r+").attrs["bigimg_fingerprint"] = config_fp
     with pytest.raises(ValueError, match="shape, chunks, dtype"):
-        bi.to_zarr(img, store, config=["slow"], resume=True, progress=False)
+        bi.to_zarr(img, store, fingerprint=config_fp, resume=True, progress=False)
 
 
 def test_resume_without_store_writes_fresh(tmp_path):

@@ -138,6 +138,8 @@ def to_zarr(
         def finish(loc: Location) -> None:
             write_pyramid(loc, progress=progress, root_pending=True)
 
+    if not isinstance(obj, xr.DataArray):
+        raise TypeError(f"obj must be an xarray.DataArray, got {type(obj).__name__}")
     loc = Location.of(store, storage_options)
     if fingerprint is None:
         fingerprint = of_computation(obj, loc)
@@ -225,7 +227,7 @@ def store_info(
     """
     import zarr
 
-    loc = existing_store(store, storage_options)
+    loc = existing_store(Location.of(store, storage_options))
     try:
         node = zarr.open(loc.zarr_store(read_only=True), mode="r", use_consolidated=False)
         attrs = dict(node.attrs)

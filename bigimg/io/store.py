@@ -81,9 +81,8 @@ StoreLike = str | os.PathLike[str] | Location
 
 def write(
     obj: xr.DataArray,
-    store: StoreLike,
+    loc: Location,
     *,
-    storage_options: Mapping[str, Any] | None = None,
     overwrite: bool = False,
     resume: bool = False,
     config: Any = None,
@@ -112,7 +111,6 @@ def write(
     """
     if not isinstance(obj, xr.DataArray):
         raise TypeError(f"obj must be an xarray.DataArray, got {type(obj).__name__}")
-    loc = Location.of(store, storage_options)
     sources = cast(
         "set[str]",  # None removed
         {obj.attrs.get("bigimg_source"), obj.encoding.get("source"), source} - {None, ""},
@@ -266,14 +264,9 @@ def storage_errors(loc: Location) -> Iterator[None]:
         raise OSError(f"store: cannot access {loc}: {type(e).__name__}: {first}") from e
 
 
-def open_dataset(
-    store: StoreLike,
-    *,
-    allow_incomplete: bool,
-    storage_options: Mapping[str, Any] | None = None,
-) -> tuple[Location, xr.Dataset]:
+def open_dataset(loc: Location, *, allow_incomplete: bool) -> tuple[Location, xr.Dataset]:
     """The store's location and lazy Dataset; clear errors unless it is a (complete) bigimg store."""
-    loc = existing_store(store, storage_options)
+    existing_store(loc)
     try:
         with quiet_zarr():
             ds = xr.open_zarr(loc.zarr_store(read_only=True), consolidated=None, chunks={})
@@ -331,16 +324,10 @@ def stored_image(loc: Location, ds: xr.Dataset) -> tuple[xr.DataArray, Callable[
 
 
 def open_store(
-    store: StoreLike,
-    *,
-    allow_incomplete: bool = False,
-    chunks: Any = None,
-    storage_options: Mapping[str, Any] | None = None,
+    loc: Location, *, allow_incomplete: bool = False, chunks: Any = None
 ) -> xr.DataArray:
     """A bigimg store's ``image`` (lazy); :func:`bigimg.open_zarr` documents it."""
-    loc, ds = open_dataset(
-        store, allow_incomplete=allow_incomplete, storage_options=storage_options
-    )
+    loc, ds = open_dataset(loc, allow_incomplete=allow_incomplete)
     out, read = stored_image(loc, ds)
     out.encoding["source"] = loc.url  # what to_zarr must never overwrite
     if chunks is None:
@@ -615,12 +602,11 @@ def _encoding(ds: xr.Dataset, compress: bool = True) -> dict[Hashable, Any]:
 
 
 def check_output(
-    store: StoreLike,
+    loc: Location,
     *,
     overwrite: bool = False,
     resume: bool = False,
     inputs: Iterable[str | os.PathLike[str] | None] = (),
-    storage_options: Mapping[str, Any] | None = None,
 ) -> str:
     """Check that ``store`` may be written, without touching it.
 
@@ -637,7 +623,6 @@ def check_output(
     OSError
         An object store that cannot be reached (endpoint, bucket, credentials).
     """
-    loc = Location.of(store, storage_options)
     check_disjoint(loc.url, inputs, what="store")
     if overwrite and resume:
         raise ValueError("overwrite and resume are exclusive: pass one of them")
@@ -703,9 +688,8 @@ def _prepare(loc: Location, *, resume: bool) -> bool:
     return True
 
 
-def is_complete(store: StoreLike, storage_options: Mapping[str, Any] | None = None) -> bool:
-    """True when ``store`` is a bigimg store whose write finished (``bigimg_complete``)."""
-    loc = Location.of(store, storage_options)
+def is_complete(loc: Location) -> bool:
+    """True when ``loc`` is a bigimg store whose write finished (``bigimg_complete``)."""
     return is_zarr_store(loc) and bool(_read_attrs(loc).get("bigimg_complete"))
 
 
@@ -786,9 +770,8 @@ def dim_names(arr: Any) -> tuple[str, ...]:
     return tuple(names or ())
 
 
-def existing_store(store: StoreLike, storage_options: Mapping[str, Any] | None = None) -> Location:
-    """The location of an existing Zarr store; clear errors otherwise."""
-    loc = Location.of(store, storage_options)
+def existing_store(loc: Location) -> Location:
+    """``loc``, checked to hold a Zarr store; clear errors otherwise."""
     if loc.local:
         if not loc.path.exists():
             raise FileNotFoundError(f"store: no such Zarr store: {str(loc)!r}")

@@ -195,10 +195,7 @@ class Pipeline:
                 check_new_object(path, overwrite=overwrite, what=key)
             self._check_scratch(overwrite=overwrite, resume=False)
             return "replace" if Path(self.output.path).exists() else "create"
-        out_options = self.output.storage_options or None
-        action = check_output(
-            self.output.path, overwrite=overwrite, resume=resume, storage_options=out_options
-        )
+        action = check_output(self._output(), overwrite=overwrite, resume=resume)
         if action == "resume":
             check_fingerprint(self._output(), self.fingerprint())
         for key, path in writes[1:]:
