@@ -251,3 +251,16 @@ def test_info_ignores_files_that_are_not_chunks(tmp_path, zstore, stray):
     _killed(out, drop=1)
     (out / "image" / "c" / ".DS_Store").write_bytes(b"Finder")
     assert bi.to_zarr(bi.open_zarr(zstore), out, resume=True, progress=False).chunks_written == 1
+
+
+def test_a_user_write_into_an_input_s_pyramid_level_is_refused(tmp_path):
+    """Hostile pass: the exemption that lets write_pyramid write levels inside the store it
+    reads also let a user replace an input's level with other data."""
+    path = tmp_path / "p.zarr"
+    img = bi.from_array(A.astype("float32"), chunks=CHUNKS)
+    bi.to_zarr(img, path, progress=False)
+    bi.write_pyramid(path, max_size=40, progress=False)
+    before = bi.open_zarr(path, level=1).values
+    with pytest.raises(ValueError, match="overlaps the input"):
+        bi.to_zarr(bi.open_zarr(path) * 2, path / "levels" / "1", overwrite=True, progress=False)
+    np.testing.assert_array_equal(bi.open_zarr(path, level=1).values, before)

@@ -150,6 +150,7 @@ def write_pyramid(
             source=source,
             fingerprint=of_config(source, None, config),
             progress=progress,
+            level=True,
         )
         paths.append(path.path if path.local else str(path))
         _write_multiscales(root, base, k)

@@ -93,11 +93,14 @@ def write(
     before_complete: Callable[[Location], object] | None = None,
     also: Sequence[Any] = (),
     compress: bool = True,
+    level: bool = False,
 ) -> WriteResult:
     """Write ``obj`` as a bigimg store (computes); :func:`bigimg.to_zarr` documents the rest.
 
     ``fingerprint``: what determines the content (see :mod:`bigimg.io.fingerprint`);
     default: the computation of ``obj`` itself. A config passes its own.
+    ``level``: ``loc`` is a pyramid level that :func:`bigimg.write_pyramid` writes
+    inside the store it reads (any other write inside an input is refused).
 
     ``before_complete(location)`` runs, under the writer lock, after every
     object is stored and before the store is marked complete (the pyramid levels).
@@ -122,7 +125,7 @@ def write(
         sources |= read_paths(obj.data)
     check_disjoint(
         loc.url,
-        [s for s in sources if _may_exist(s) and not is_level_of(loc, s)],
+        [s for s in sources if _may_exist(s) and not (level and is_level_of(loc, s))],
         what="store",
     )
     if fingerprint is None:
