@@ -21,7 +21,6 @@ IMAGE_DIMS = ("y", "x", "band")
 STACK_DIMS = ("image", "y", "x", "band")
 SPATIAL_DIMS = ("y", "x")
 
-_ZARR_MARKERS = ("zarr.json", ".zgroup", ".zarray")
 _TIFF_SUFFIXES = {".tif", ".tiff", ".gtiff"}
 _PLAIN_SUFFIXES = {".png", ".jpg", ".jpeg"}
 

@@ -35,7 +35,6 @@ from bigimg.io.chunks import read_in_chunks
 from bigimg.io.location import Location
 from bigimg.io.store import dim_names, is_zarr_store, open_dataset, storage_errors, stored_image
 
-_ZARR_MARKERS = ("zarr.json", ".zgroup", ".zarray")
 _TIFF_SUFFIXES = {".tif", ".tiff", ".gtiff"}
 _PLAIN_SUFFIXES = {".png", ".jpg", ".jpeg"}
 _CHANNEL_NAMES = {"c", "channel", "channels", "band", "bands"}
