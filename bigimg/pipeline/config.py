@@ -337,7 +337,10 @@ class Pipeline:
                 also=first,
                 compress=False,  # read back twice, soon: raw bytes cost less than zstd
             )
-            stored = open_zarr(where).assign_attrs(img.attrs)
+            # read back in img's own chunks: a reduction over other blocks would sum in
+            # another order, and the plan must give the functions' bits (issue 22)
+            chunks = None if img.chunks is None else dict(zip(img.dims, img.chunks, strict=True))
+            stored = open_zarr(where, chunks=chunks).assign_attrs(img.attrs)
             if op.passes is None:
                 img = op.func(stored, **kwargs)
             else:  # the same passes on the stored copy; the first one is done when fused
