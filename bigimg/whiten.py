@@ -1046,7 +1046,8 @@ def standardize(
         An image or a stack; NaN marks NoData.
     dims : str or sequence of str, default ("y", "x", "band")
         The dims each mean and std run over; one result per index of the
-        other dims (e.g. per ``image``).
+        other dims (e.g. per ``image``). On an image without ``band`` (a
+        plain 2-D DataArray), the default is ``("y", "x")``.
 
     Returns
     -------
@@ -1098,6 +1099,8 @@ def standardize(
         raise ValueError(f"dims must not repeat a dim, got {dims!r}")
     check_image(obj, "obj", required=())
     _check_known_sizes(obj, "obj")
+    if dims == ("y", "x", "band") and "band" not in obj.dims:  # the default, on a 2-D image
+        dims = ("y", "x")
     missing = [d for d in dims if d not in obj.dims]
     if missing:
         raise ValueError(f"dims names dim(s) {missing!r} that obj lacks; obj has dims {obj.dims!r}")

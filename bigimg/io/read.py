@@ -355,7 +355,9 @@ def _tiff_node(loc: Location, version: str) -> Any:
         store = tifffile.imread(loc.url, aszarr=True)
     else:
         fs, fpath = loc.filesystem()
-        store = tifffile.TiffFile(fs.open(fpath, "rb")).aszarr()  # stays open with the cache entry
+        # stays open with the cache entry; read-only whatever the file object says (a
+        # memory:// file is writable, and zarr refuses a writable store in mode "r")
+        store = tifffile.TiffFile(fs.open(fpath, "rb")).aszarr(read_only=True)
     node = zarr.open(store, mode="r")
     return node if isinstance(node, zarr.Array) else node["0"]  # pyramidal TIFF: level 0
 
