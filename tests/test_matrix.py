@@ -395,3 +395,29 @@ def test_every_op_and_source_is_in_the_matrix(tmp_path, zca_models):
     for op in OPS:
         _params(op, tmp_path, 2, zca_models)  # required parameters given, and valid
     assert {f"{name}-source" for name in SOURCES} <= set(KINDS)
+
+
+@pytest.mark.cluster
+def test_noise_then_run_with_a_filter_on_the_command_line(tmp_path, local_client):
+    """Issue 22, item 1, as reported: ``bigimg noise`` then ``bigimg run`` with a filter step.
+
+    It failed with exit 1 and "internal error: FutureCancelledError ... lost dependencies".
+    """
+    from bigimg.cli import main
+
+    address = local_client.scheduler.address
+    field = tmp_path / "f.zarr"
+    (tmp_path / "run.toml").write_text(
+        '[input]\npath = "f.zarr"\n[[steps]]\nop = "gaussian_filter"\nsigma = 2\n'
+        '[output]\npath = "o.zarr"\n'
+    )
+    for args in (
+        ["noise", str(field), "--shape", "64x48", "--length-scale", "3", "--chunks", "16"],
+        ["run", str(tmp_path / "run.toml")],
+    ):
+        with pytest.raises(SystemExit) as done:
+            main([*args, "--quiet", "--scheduler", address])
+        assert done.value.code == 0
+    noise = bi.from_array(bi.correlated_noise((64, 48), length_scale=3).values)
+    expected = bi.gaussian_filter(noise, 2).values
+    np.testing.assert_allclose(bi.open_zarr(tmp_path / "o.zarr").values, expected, atol=1e-6)
