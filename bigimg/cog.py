@@ -45,7 +45,7 @@ import numpy as np
 import xarray as xr
 
 from bigimg.compute import active_client
-from bigimg.files import check_disjoint, new_file, read_paths
+from bigimg.files import check_disjoint, hold, new_file, read_paths
 from bigimg.image import with_band
 from bigimg.resample import coarsen_mean
 
@@ -384,6 +384,7 @@ class _Spool:
         self.ref = _SpoolRef(name, secrets.token_bytes(16), _host_id())
         try:
             self.fd = os.open(name, os.O_RDWR | os.O_APPEND)
+            hold(self.fd)  # named after `beside`: a later run removes it if this one is killed
             os.write(self.fd, self.ref.token)
         except BaseException:
             Path(name).unlink(missing_ok=True)

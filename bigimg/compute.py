@@ -374,6 +374,13 @@ class _Failed:
 
 
 def _chunk(chunk: Callable[..., Any], *blocks: Any, **kwargs: Any) -> Any:
+    """``chunk(*blocks)`` on C-contiguous blocks; an error is returned, raised at the end.
+
+    numpy's sums run in an order that depends on the memory layout, so a
+    block read transposed (a band-first store read as ``(y, x, band)``) would
+    give other bits than the same values computed in memory (issue 22).
+    """
+    blocks = tuple(np.ascontiguousarray(b) if isinstance(b, np.ndarray) else b for b in blocks)
     try:
         return chunk(*blocks, **kwargs)
     except Exception as e:  # noqa: BLE001  (raised by _finalized, whatever the scheduler)

@@ -127,10 +127,11 @@ def new_file(path: PathLike, *, overwrite: bool = False, what: str = "path") -> 
     'hello'
     """
     p = check_new_file(path, overwrite=overwrite, what=what)
+    remove_leftovers(p)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".partial", dir=p.parent)
-    os.close(fd)
     tmp = Path(tmp_name)
     try:
+        hold(fd)  # until the end: a later writer of `path` sees this file is in use
         yield tmp
         if p.exists() and not overwrite:  # created by someone else meanwhile
             raise FileExistsError(f"{what}: {str(p)!r} appeared while writing; not replaced")
@@ -138,6 +139,65 @@ def new_file(path: PathLike, *, overwrite: bool = False, what: str = "path") -> 
         os.replace(tmp, p)
     finally:
         tmp.unlink(missing_ok=True)
+        os.close(fd)
+
+
+def hold(fd: int) -> None:
+    """Mark the temporary file open at ``fd`` as in use for as long as it stays open.
+
+    An exclusive ``flock``, which the kernel drops when the process ends,
+    however it ends (SIGKILL included): so :func:`remove_leftovers` can tell
+    a killed writer's files from a running writer's. A writer that keeps
+    more files beside its temporary one (``to_cog``'s tile spool) names them
+    after it (``<temporary name>.<anything>``) and holds them too.
+    """
+    try:
+        import fcntl
+
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except (ImportError, OSError):  # not POSIX, or no flock here: its leftovers are kept
+        pass
+
+
+def remove_leftovers(path: PathLike) -> list[Path]:
+    """Remove the temporary files that killed writers of ``path`` left beside it.
+
+    :func:`new_file` writes ``.<name>.<random>.partial`` in ``path``'s folder
+    and renames it into place; a writer killed by SIGKILL (or a power cut)
+    leaves it there, with any file named after it (``to_cog``'s ``.spool``,
+    as large as the compressed image). Each such file that no running
+    writer holds (see :func:`hold`) is removed; the removed paths are
+    returned. Only this exact pattern is touched, so a user's files are safe.
+    """
+    p = Path(os.path.expanduser(os.fspath(path)))
+    mine = re.compile(rf"\.{re.escape(p.name)}\.[a-z0-9_]{{8}}\.partial(\..+)?")
+    try:
+        names = [n for n in os.listdir(p.parent) if mine.fullmatch(n)]
+    except OSError:
+        return []
+    try:
+        import fcntl
+    except ImportError:
+        return []
+    removed = []
+    for name in sorted(names):
+        leftover = p.parent / name
+        try:
+            fd = os.open(leftover, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        except OSError:  # gone meanwhile, a symlink, a folder, not ours to read
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # a running writer holds it
+            os.close(fd)
+            continue
+        try:
+            if os.path.isfile(leftover):
+                leftover.unlink(missing_ok=True)
+                removed.append(leftover)
+        finally:
+            os.close(fd)
+    return removed
 
 
 # ---------------------------------------------------------------- single files at URLs

@@ -20,7 +20,7 @@ import numbers
 import operator
 from collections.abc import Hashable, Mapping, Sequence
 from itertools import product
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import dask.array as da
 import numpy as np
@@ -29,7 +29,7 @@ import scipy.ndimage
 import xarray as xr
 from dask._task_spec import Alias, GraphNode, Task, TaskRef
 from dask.base import tokenize
-from dask.highlevelgraph import HighLevelGraph
+from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 
 from bigimg.image import check_image, float_dtype, like, per_dim
 
@@ -535,8 +535,45 @@ def _recompute_block(graph: Any, key: tuple[Any, ...]) -> list[GraphNode] | None
                 return None  # persisted data, or a graph format we do not read
             continue
         tasks[k] = node
-        todo += [d for d in node.dependencies if isinstance(d, tuple) and d[1:] == index]
+        todo += [d for d in node.dependencies if _same_block(d, index)]
     return list(tasks.values())
+
+
+def _same_block(dep: Any, index: tuple[Any, ...]) -> bool:
+    """Whether key ``dep`` is the block at ``index``, possibly before axes were added.
+
+    A 2-D read gains its ``band`` axis in a later blockwise layer: its block
+    ``(i, j)`` is the block ``(i, j, 0)`` of the image. So ``dep``'s index may
+    be ``index`` with some of its zeros left out (never fewer than two axes).
+    """
+    if not isinstance(dep, tuple) or not 2 <= len(dep) - 1 <= len(index):
+        return False  # an image block has y and x; a 1-D key is a statistic
+    rest = iter(dep[1:])
+    want = next(rest, None)
+    for i in index:
+        if want is not None and i == want:
+            want = next(rest, None)
+        elif i != 0:
+            return False
+    return want is None
+
+
+def _layer_of(graph: HighLevelGraph, key: Any, found: dict[Any, str]) -> str | None:
+    """The name of the layer of ``graph`` that holds ``key`` (None if not found).
+
+    A dask array's keys are named by their layer, except a few (rechunk's
+    ``rechunk-split`` keys live in its ``rechunk-merge`` layer): those are
+    looked up in the materialized layers, never by building a blockwise one.
+    """
+    name = key[0] if isinstance(key, tuple) else key
+    if name in graph.layers:
+        return str(name)
+    if name not in found:
+        for lname, layer in graph.layers.items():
+            if isinstance(layer, MaterializedLayer) and key in layer:
+                found[name] = lname
+                break
+    return found.get(name)
 
 
 def _gaussian_filter_dask(
@@ -635,16 +672,37 @@ def _gaussian_filter_dask(
             ),
         )
     graph = x.__dask_graph__()
+    # The fused halo tasks read keys of x's inner layers (a store read under a
+    # blockwise op), not only of its last layer. Those layers are declared as
+    # dependencies: otherwise dask's blockwise optimization, seeing no other
+    # reader, fuses them into the last layer and their keys vanish
+    # ("Missing dependency ('read-zarr-…', 1, 0)", issue 22).
+    reads: set[str] = set()
+    found: dict[Any, str] = {}
     halo_key: tuple[str | int, ...]  # a dask key: (name, *block index)
     for block, wanted in requests.items():
         in_key, halo_key = (x.name, *block), (halo_name, *block)
         indices = [index for _, index in sorted(wanted.values(), key=lambda v: v[0])]
         cut = Task(halo_key, _halo_copies, TaskRef(in_key), indices)
-        chain = _recompute_block(graph, in_key)
-        dsk[halo_key] = cut if chain is None else GraphNode.fuse(cut, *chain, key=halo_key)
-    graph = HighLevelGraph.from_collections(name, dsk, dependencies=[x])  # type: ignore[list-item]
+        node: GraphNode = cut
+        if isinstance(graph, HighLevelGraph) and (chain := _recompute_block(graph, in_key)):
+            fused = GraphNode.fuse(cut, *chain, key=halo_key)
+            layers = [_layer_of(graph, k, found) for k in fused.dependencies]
+            if None not in layers:  # else a key we cannot place: read the block itself
+                node = fused
+                reads.update(cast("list[str]", layers))
+        dsk[halo_key] = node
+    hlg = HighLevelGraph.from_collections(name, dsk, dependencies=[x])  # type: ignore[list-item]
+    if reads - {x.name}:
+        deps = dict(hlg.dependencies)
+        deps[name] = set(deps[name]) | reads
+        hlg = HighLevelGraph(dict(hlg.layers), deps)
     return da.Array(
-        graph, name, chunks=x.chunks, dtype=out_dtype, meta=np.empty((0,) * x.ndim, out_dtype)
+        hlg,
+        name,
+        chunks=x.chunks,
+        dtype=out_dtype,
+        meta=np.empty((0,) * x.ndim, out_dtype),
     )
 
 

@@ -26,6 +26,7 @@ import functools
 import math
 import numbers
 import os
+import warnings
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,7 @@ import numpy as np
 import xarray as xr
 
 from bigimg.compute import Passes, Reduction, reduce_blocks, run_passes, sum_parts
+from bigimg.errors import BigimgWarning
 from bigimg.files import check_new_file, new_file
 from bigimg.image import check_image, float_dtype, like
 
@@ -608,6 +610,23 @@ def _check_counts(img: xr.DataArray, s: _Setup, counts: np.ndarray, what: str) -
     _check_nonempty(img, s, counts.sum(axis=-1) == 0, what)
 
 
+def _warn_empty(img: xr.DataArray, s: _Setup, counts: np.ndarray, what: str) -> None:
+    """Warn naming the kept indices whose histogram over a given range or bins counted nothing.
+
+    Their counts stay zero, as ``numpy.histogram``'s: the range is the
+    caller's, so an empty one is an answer, not an error (issue 22).
+    """
+    empty = np.asarray(counts.sum(axis=-1) == 0)
+    labels = [_label(img, s.kept_dims, idx) for idx in np.ndindex(empty.shape) if empty[idx]]
+    if labels:
+        warnings.warn(
+            f"histogram: img has no valid pixels at {'; '.join(labels)} {what} (NaN and "
+            f"exclude={list(s.exclude_given)!r} are not counted): its counts are all zero",
+            BigimgWarning,
+            stacklevel=5,  # histogram's caller (through run_passes)
+        )
+
+
 def _check_size(img: xr.DataArray, s: _Setup, n: int) -> None:
     """Refuse more than ``MAX_COUNTS`` counts in all (before any compute where ``n`` is known)."""
     k = math.prod(_kept_shape(img, s))
@@ -777,8 +796,15 @@ def histogram(
     ValueError
         ``bins < 1``, more than ``MAX_BINS`` bins or bad edges; ``range`` not
         finite, min >= max or a string other than ``"shared"``; ``dims``
-        naming a dim ``img`` lacks; a histogram with no valid pixel (after
-        exclusion, inside ``range``); non-finite valid values with no ``range``.
+        naming a dim ``img`` lacks; a histogram with no valid pixel after
+        exclusion when its range comes from the data; non-finite valid values
+        with no ``range``.
+
+    Warns
+    -----
+    BigimgWarning
+        A histogram over a given ``range`` (or bin edges) that holds no valid
+        pixel: its counts are zero, as ``numpy.histogram``'s.
 
     Notes
     -----
@@ -846,10 +872,11 @@ def _histogram_passes(
             edges = edges[(0,) * len(kshape)]
         lower, upper = edges[..., :-1], edges[..., 1:]
     if isinstance(s.bins, np.ndarray):
-        what = "inside bins"
+        _warn_empty(img, s, counts, "inside bins")
+    elif given is not None:
+        _warn_empty(img, s, counts, f"inside range={rng!r}")
     else:
-        what = "after exclusion" if given is None else f"inside range={rng!r}"
-    _check_counts(img, s, counts, what)
+        _check_counts(img, s, counts, "after exclusion")
     coords: dict[Hashable, Any] = {
         name: c for name, c in img.coords.items() if set(c.dims) <= set(s.kept_dims)
     }

@@ -77,6 +77,11 @@ def from_array(
         if not hasattr(arr, "ndim"):
             arr = np.asarray(arr)
         ndim = arr.ndim
+        if isinstance(arr, da.Array) and any(math.isnan(n) for n in arr.shape):
+            raise ValueError(
+                f"arr has unknown chunk sizes (shape {arr.shape}); "
+                "call arr.compute_chunk_sizes() first"
+            )
         if dims is None:
             if ndim not in (2, 3, 4):
                 raise ValueError(f"arr must be 2-D, 3-D or 4-D, got ndim={ndim}")
@@ -87,6 +92,7 @@ def from_array(
         obj = xr.DataArray(arr, dims=dims)
     if obj.ndim not in (2, 3, 4):
         raise ValueError(f"an image must have 2 to 4 dims, got {obj.dims!r}")
+    check_known_sizes(obj, "arr")
     if len(set(obj.dims)) != obj.ndim:
         raise ValueError(f"dims must be unique, got {obj.dims!r}")
     if obj.ndim < 4:
@@ -182,8 +188,19 @@ def check_image(obj: Any, name: str = "img", *, required: Iterable[str] = SPATIA
     missing = [d for d in required if d not in obj.dims]
     if missing:
         raise ValueError(f"{name} is missing dim(s) {missing!r}; it has dims {obj.dims!r}")
+    check_known_sizes(obj, name)
     if obj.size == 0:
         raise ValueError(f"{name} is empty (shape {obj.shape})")
+
+
+def check_known_sizes(obj: xr.DataArray, name: str) -> None:
+    """``ValueError`` naming the dims of unknown size (dask arrays after boolean indexing)."""
+    unknown = [d for d, size in obj.sizes.items() if not math.isfinite(size)]
+    if unknown:
+        raise ValueError(
+            f"{name} has unknown chunk sizes along {unknown!r}; "
+            f"call {name}.copy(data={name}.data.compute_chunk_sizes()) first"
+        )
 
 
 def per_dim(

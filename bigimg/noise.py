@@ -293,6 +293,16 @@ def _check_scales(dims: tuple[str, ...], length_scale: Any) -> tuple[float, ...]
     return scales
 
 
+def _count(n: int) -> str:
+    """An int for a message: exact up to 15 digits, else its order of magnitude.
+
+    Python ints are unbounded (``length_scale=1e300`` makes 600-digit tile
+    sizes) but floats are not: ``n / 2**30`` raised OverflowError.
+    """
+    digits = str(n)
+    return digits if len(digits) <= 15 else f"{digits[0]}.{digits[1:3]}e{len(digits) - 1}"
+
+
 def _check_graph_size(
     shape: tuple[int, ...],
     dims: tuple[str, ...],
@@ -318,12 +328,12 @@ def _check_graph_size(
     haloed = [t + 2 * r for t, r in zip(tiles, radii, strict=True)]
     task_bytes = math.prod(haloed) * _BYTES_PER_PIXEL_PER_ITEM * dtype.itemsize
     if task_bytes > _MAX_TASK_BYTES:
-        radius = {d: r for d, r in zip(dims, radii, strict=True) if r}
+        radius = ", ".join(f"{d!r}: {_count(r)}" for d, r in zip(dims, radii, strict=True) if r)
         raise ValueError(
             f"length_scale={dict(zip(dims, scales, strict=True))!r} with truncate={truncate!r} "
-            f"gives a kernel radius of {radius} pixels: one task would hold a "
-            f"{' x '.join(map(str, haloed))} pixel tile with its halo "
-            f"(~{task_bytes / 2**30:.1f} GiB), more than the limit of "
+            f"gives a kernel radius of {{{radius}}} pixels: one task would hold a "
+            f"{' x '.join(map(_count, haloed))} pixel tile with its halo "
+            f"(~{_count(task_bytes // 2**30)} GiB), more than the limit of "
             f"{_MAX_TASK_BYTES / 2**30:.0f} GiB; use a smaller length_scale or truncate "
             "(or make the noise on a coarser grid and upsample it)"
         )

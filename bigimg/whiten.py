@@ -40,7 +40,7 @@ import xarray as xr
 from bigimg import files
 from bigimg._version import __version__
 from bigimg.compute import Reduction, one_blas_thread_per_task, reduce_blocks
-from bigimg.image import check_image, float_dtype, like
+from bigimg.image import check_image, check_known_sizes, float_dtype, like
 
 MAX_FEATURES = 16_384
 """Largest feature count :class:`ZCA` accepts (a 16,384² float64 covariance is 2 GiB)."""
@@ -698,7 +698,7 @@ class ZCA:
             raise TypeError(
                 f"{name}'s dims must be str (they name the features), got {stack.dims!r}"
             )
-        _check_known_sizes(stack, name)
+        check_known_sizes(stack, name)
         if self.sample_dim not in stack.dims:
             raise ValueError(
                 f"sample_dim={self.sample_dim!r} is not a dim of {name}; it has dims {stack.dims!r}"
@@ -895,16 +895,6 @@ class ZCA:
         return self
 
 
-def _check_known_sizes(obj: xr.DataArray, name: str) -> None:
-    """``ValueError`` naming the dims of unknown size (dask arrays after boolean indexing)."""
-    unknown = [d for d, size in obj.sizes.items() if not math.isfinite(size)]
-    if unknown:
-        raise ValueError(
-            f"{name} has unknown chunk sizes along {unknown!r}; "
-            f"call {name}.copy(data={name}.data.compute_chunk_sizes()) first"
-        )
-
-
 def _as_target(path: Any, what: str) -> Path | str:
     """A URL as given, else a :class:`~pathlib.Path` with ``~`` expanded; ``TypeError`` naming ``what``."""
     if not isinstance(path, str | os.PathLike):
@@ -1046,7 +1036,8 @@ def standardize(
         An image or a stack; NaN marks NoData.
     dims : str or sequence of str, default ("y", "x", "band")
         The dims each mean and std run over; one result per index of the
-        other dims (e.g. per ``image``).
+        other dims (e.g. per ``image``). On an image without ``band`` (a
+        plain 2-D DataArray), the default is ``("y", "x")``.
 
     Returns
     -------
@@ -1097,7 +1088,9 @@ def standardize(
     if len(set(dims)) != len(dims):
         raise ValueError(f"dims must not repeat a dim, got {dims!r}")
     check_image(obj, "obj", required=())
-    _check_known_sizes(obj, "obj")
+    check_known_sizes(obj, "obj")
+    if dims == ("y", "x", "band") and "band" not in obj.dims:  # the default, on a 2-D image
+        dims = ("y", "x")
     missing = [d for d in dims if d not in obj.dims]
     if missing:
         raise ValueError(f"dims names dim(s) {missing!r} that obj lacks; obj has dims {obj.dims!r}")

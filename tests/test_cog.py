@@ -404,6 +404,31 @@ def test_killed_write_leaves_no_file_at_the_path(tmp_path):
         proc.wait()
     assert not path.exists()
     assert all(p.name.startswith(".o.tif.") for p in tmp_path.iterdir())  # hidden temporaries
+    # issue 22, item 10: the next writer of the path removes what the killed one left
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert any(n.endswith(".partial") for n in left) and any(n.endswith(".spool") for n in left)
+    (tmp_path / "o.tif.keep").write_bytes(b"a user's file")
+    (tmp_path / ".o.tif.notes.partial.txt").write_bytes(b"not bigimg's pattern")
+    to_cog(bi.from_array(np.ones((64, 64), "float32")), path, tile=32, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        ".o.tif.notes.partial.txt",
+        "o.tif",
+        "o.tif.keep",
+    ]
+
+
+def test_a_running_writers_temporaries_are_not_removed(tmp_path):
+    """Only a dead writer's files go: a running one holds an flock on each of them."""
+    from bigimg.cog import _Spool
+    from bigimg.files import new_file, remove_leftovers
+
+    path = tmp_path / "o.tif"
+    with new_file(path) as tmp, _Spool(tmp) as spool:
+        assert Path(spool.ref.path).name.startswith(tmp.name + ".")
+        assert remove_leftovers(path) == []  # both held
+        assert tmp.exists() and Path(spool.ref.path).exists()
+        tmp.write_bytes(b"done")
+    assert sorted(os.listdir(tmp_path)) == ["o.tif"]
 
 
 @pytest.mark.parametrize(

@@ -314,3 +314,20 @@ def test_bad_inputs_are_refused_before_any_graph(args, kwargs, exc, match):
 def test_chunk_none_takes_one_array():
     with pytest.raises(ValueError, match="chunk=None takes one array"):
         reduce_blocks([da.ones(4, chunks=2)] * 2, Reduction(None, sum_parts))
+
+
+def test_a_transposed_block_sums_to_the_same_bits():
+    """Issue 22: a band-first store is read as ``(y, x, band)``, its blocks transposed views.
+
+    numpy sums a view in another order than a C-ordered copy of it; the chunk
+    function gets C-contiguous blocks, so the bits never depend on the reader.
+    """
+    data = np.random.default_rng(3).normal(size=(64, 48, 2))
+    band_first = np.ascontiguousarray(data.transpose(2, 0, 1))
+    assert not np.array_equal(data.sum(axis=(0, 1)), band_first.transpose(1, 2, 0).sum(axis=(0, 1)))
+    total = Reduction(chunk=lambda b: b.sum(axis=(0, 1), keepdims=True), combine=sum_parts)
+    plain = da.from_array(data, chunks=32)
+    read = da.from_array(band_first, chunks=(2, 32, 32)).transpose(1, 2, 0)  # views
+    a = reduce_blocks(plain, total, axis=(0, 1), dtype=np.float64)
+    b = reduce_blocks(read, total, axis=(0, 1), dtype=np.float64)
+    np.testing.assert_array_equal(a.compute(), b.compute())

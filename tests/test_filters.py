@@ -375,6 +375,65 @@ def test_halo_recompute_keeps_shared_statistics_and_persisted_data():
     )
 
 
+# ---------------------------------------------------------------- issue 22: 2-D inputs
+@pytest.mark.parametrize(
+    ("zarr_format", "names"), [(2, None), (3, None), (3, ("y", "x")), (3, ("rows", "cols"))]
+)
+@pytest.mark.parametrize("scheduler", ["sync", "threads"])
+def test_2d_zarr_array_through_the_filter(tmp_path, zarr_format, names, scheduler):
+    """Issue 22, item 1: a bare 2-D zarr array gains its band in a blockwise layer.
+
+    The filter's halo tasks read the store's blocks under that layer; dask's
+    blockwise fusion removed them ("Missing dependency ('read-zarr-…', 1, 0)").
+    """
+    import zarr
+
+    data = _rand((64, 48), seed=3)
+    data[5:9, 7:20] = np.nan
+    kwargs = {} if names is None else {"dimension_names": names}
+    z = zarr.create_array(
+        tmp_path / "d2.zarr",
+        shape=data.shape,
+        chunks=(16, 16),
+        dtype="float32",
+        zarr_format=zarr_format,
+        **kwargs,
+    )
+    z[:] = data
+    img = bi.open_image(tmp_path / "d2.zarr")
+    with dask.config.set(scheduler=scheduler):
+        out = gaussian_filter(img, 1.5).values
+    ref = _masked_reference(data[..., None], (1.5, 1.5, 0))
+    np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_2d_dask_array_made_by_a_blockwise_layer():
+    """The same class: ``da.ones`` is a blockwise layer too, fused into the band's layer."""
+    import dask.array as da
+
+    out = gaussian_filter(bi.from_array(da.ones((64, 48), chunks=16)), 2.0).values
+    np.testing.assert_allclose(out, 1.0, rtol=1e-6)
+
+
+def test_2d_read_is_recomputed_by_its_halo_task_not_kept(tmp_path):
+    """A 2-D block's halos are cut from a recomputed read: only its own output waits for it."""
+    import zarr
+    from dask.core import get_dependencies
+
+    z = zarr.create_array(tmp_path / "d2.zarr", shape=(64, 64), chunks=(16, 16), dtype="f4")
+    z[:] = _rand((64, 64), seed=4)
+    img = bi.open_image(tmp_path / "d2.zarr")
+    out = gaussian_filter(img, 2.0).data
+    read = next(n for n in img.data.__dask_graph__().layers if n.startswith("read-zarr"))
+    dsk = dict(out.__dask_graph__())
+    users = {
+        k: [u for u in dsk if k in get_dependencies(dsk, u)]
+        for k in dsk
+        if isinstance(k, tuple) and k[0] == read
+    }
+    assert users and all(len(u) == 1 for u in users.values()), users
+
+
 # ---------------------------------------------------------------- issue 14: FFT path
 def _patch_image(shape=(160, 150, 2), dtype="float32"):
     """Zero except a small patch (one band has its own sign)."""

@@ -439,13 +439,42 @@ def test_integer_range_without_an_integer():
 
 def test_no_pixels_inside_range_and_infinite_values():
     a = _float_with_nan_border()
-    with pytest.raises(ValueError, match="no valid pixels .* inside range"):
-        bi.histogram(bi.from_array(a), range=(100.0, 200.0))
+    with pytest.warns(bi.BigimgWarning, match="no valid pixels .* inside range"):
+        h = bi.histogram(bi.from_array(a), range=(100.0, 200.0))
+    assert not h.values.any()
     a[30, 3, 0] = np.inf
     with pytest.raises(ValueError, match="not finite; pass a finite range="):
         bi.histogram(bi.from_array(a))
     h = bi.histogram(bi.from_array(a), exclude=[np.inf], bins=4)
     assert int(h.sum()) == np.isfinite(a).sum()
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "uint8", "int32"])
+def test_explicit_range_without_valid_values_counts_zeros_as_numpy(dtype):
+    """Issue 22, item 12: numpy returns zero counts for an empty range (its test_precision).
+
+    With a range or bins given, that is the answer, with a BigimgWarning naming the
+    bands; with a range to be found in the data, no valid value stays an error.
+    """
+    a = np.random.default_rng(2).integers(10, 100, (20, 10, 2)).astype(dtype)
+    img = bi.from_array(a, chunks=8).assign_coords(band=["r", "g"])
+    for kwargs in ({"range": (200.0, 250.0), "bins": 5}, {"bins": [-20.0, -10.0, -5.0]}):
+        with pytest.warns(bi.BigimgWarning, match=r"no valid pixels at band='r'; band='g' inside"):
+            h = bi.histogram(img, **kwargs)
+        if dtype.startswith("float") or "bins" in kwargs and "range" not in kwargs:
+            ref = np.histogram(a[..., 0], **kwargs)[0]
+            np.testing.assert_array_equal(h.values, [ref, ref])
+        assert not h.values.any() and h.sizes["bin"] > 0
+    # one band empty inside the range, the other not: only the empty one is named
+    b = a.copy()
+    b[0, 0, 1] = 220
+    with pytest.warns(bi.BigimgWarning, match=r"at band='r' inside range") as record:
+        h = bi.histogram(bi.from_array(b).assign_coords(band=["r", "g"]), range=(200.0, 250.0))
+    assert len(record) == 1 and "'g'" not in str(record[0].message)
+    assert int(h.sel(band="g").sum()) == 1 and int(h.sel(band="r").sum()) == 0
+    nan = np.full((4, 4), np.nan, "float32")
+    with pytest.raises(ValueError, match="no valid pixels .* after exclusion"):
+        bi.histogram(bi.from_array(nan))
 
 
 # ---------------------------------------------------------------- plot, config, cluster
@@ -669,8 +698,11 @@ def test_odd_exclusions_and_edges():
         np.testing.assert_array_equal(
             h.isel(band=b).values, np.histogram(a[..., b][ok[..., b]], 3)[0]
         )
+    with pytest.warns(bi.BigimgWarning, match="no valid pixels at band=0; band=1 inside bins"):
+        h = bi.histogram(bi.from_array(a), bins=[50.0, 60.0])
+    np.testing.assert_array_equal(h.values, [[0], [0]])
     with pytest.raises(ValueError, match="no valid pixels at band=0 inside bins"):
-        bi.histogram(bi.from_array(a), bins=[50.0, 60.0])
+        bi.equalize_hist(bi.from_array(a), bins=[50.0, 60.0])  # a CDF needs a pixel
     many = np.linspace(0, 1, 5000)  # a long exclude list is one sorted lookup, not 5000 passes
     h = bi.histogram(bi.from_array(a, chunks=16), bins=4, exclude=many)
     assert int(h.sum()) == (ok & ~np.isin(a, many.astype("float32"))).sum()

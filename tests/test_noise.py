@@ -468,6 +468,30 @@ def test_cli_huge_length_scale_leaves_no_store(tmp_path, capsys):
     assert not out.exists()
 
 
+@pytest.mark.parametrize("scale", [1e300, {"y": 1e300}, 1e200, 1e160])
+def test_astronomic_length_scale_is_refused_with_its_sizes(scale):
+    """Issue 22, item 8: the message's own ``bytes / 2**30`` raised OverflowError."""
+    with pytest.raises(ValueError, match=r"kernel radius of \{'y': [34]\.\d\de\d+.*GiB\), more"):
+        correlated_noise((64, 64), length_scale=scale)
+    with pytest.raises(ValueError, match="use a smaller length_scale"):
+        add_noise(bi.from_array(np.zeros((8, 8), "float32")), length_scale=scale)
+
+
+def test_cli_and_config_astronomic_length_scale_is_one_line(tmp_path):
+    """The same through ``bigimg noise`` and an ``[input] noise`` source: exit 2, one line."""
+    from tests.helpers import assert_one_line_error, bigimg
+
+    proc = bigimg("noise", str(tmp_path / "n.zarr"), "--shape", "64x64", "--length-scale", "1e300")
+    assert_one_line_error(proc, "use a smaller length_scale")
+    cfg = tmp_path / "n.toml"
+    cfg.write_text(
+        "[input]\nnoise = { shape = [64, 64], length_scale = 1e300 }\n"
+        '[[steps]]\nop = "add_noise"\nlength_scale = 1e300\n[output]\npath = "o.zarr"\n'
+    )
+    assert_one_line_error(bigimg("run", str(cfg), "--quiet"), "use a smaller length_scale")
+    assert not (tmp_path / "n.zarr").exists() and not (tmp_path / "o.zarr").exists()
+
+
 # ---------------------------------------------------------------- issue 14: hostile pass
 def test_seed_near_2_64_is_its_own_key():
     """numpy turned the key list [2**64 - 1, tag] into float64, so the seed became 0."""

@@ -157,13 +157,28 @@ def _open_zarr_input(path: Location) -> tuple[Any, Callable[[Any], da.Array] | N
         ome = ome_multiscale(node.attrs)
         if ome is not None:
             return _ome_level0(path, node, ome)
-        return _foreign_group(path, node), None
-    names: Any = node.metadata.dimension_names if node.metadata.zarr_format == 3 else None
+        arrays = [(name, a) for name, a in sorted(node.arrays()) if a.ndim >= 2]
+        if not arrays or any(_has_dim_names(a) for _, a in arrays):  # xarray's, or empty
+            return _foreign_group(path, node), None
+        if len(arrays) > 1:  # zarr's own group: arrays without dim names
+            raise ValueError(
+                f"path: Zarr group {str(path)!r} holds arrays {[n for n, _ in arrays]!r}; "
+                "expected a bigimg store or a group with exactly one 2-4 dimensional array: "
+                f"open one by its path, e.g. {str(path).rstrip('/') + '/' + arrays[0][0]!r}"
+            )
+        node = arrays[0][1]
+    names: Any = getattr(node.metadata, "dimension_names", None)  # zarr v3 only
     names = names or node.attrs.get("_ARRAY_DIMENSIONS")
     if names and tuple(names) != {2: SPATIAL_DIMS, 3: IMAGE_DIMS, 4: STACK_DIMS}.get(node.ndim):
         data, _ = _zarr_array(node, path)
         return _named(xr.DataArray(data, dims=tuple(str(n) for n in names)), path), None
     return _zarr_array(node, path)
+
+
+def _has_dim_names(node: Any) -> bool:
+    """Whether xarray can name the array's dims (v3 ``dimension_names``, v2 ``_ARRAY_DIMENSIONS``)."""
+    names = getattr(node.metadata, "dimension_names", None)  # zarr v3 only
+    return bool(names or node.attrs.get("_ARRAY_DIMENSIONS"))
 
 
 def ome_multiscale(attrs: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -354,7 +369,9 @@ def _tiff_node(loc: Location, version: str) -> Any:
         store = tifffile.imread(loc.url, aszarr=True)
     else:
         fs, fpath = loc.filesystem()
-        store = tifffile.TiffFile(fs.open(fpath, "rb")).aszarr()  # stays open with the cache entry
+        # stays open with the cache entry; read-only whatever the file object says (a
+        # memory:// file is writable, and zarr refuses a writable store in mode "r")
+        store = tifffile.TiffFile(fs.open(fpath, "rb")).aszarr(read_only=True)
     node = zarr.open(store, mode="r")
     return node if isinstance(node, zarr.Array) else node["0"]  # pyramidal TIFF: level 0
 
@@ -387,7 +404,10 @@ def _open_plain(loc: Location) -> np.ndarray:
     PIL.Image.MAX_IMAGE_PIXELS = None
     try:
         fs, fpath = loc.filesystem()
-        with fs.open(fpath, "rb") as fh, PIL.Image.open(fh) as im:
+        with fs.open(fpath, "rb") as fh, PIL.Image.open(fh) as opened:
+            im: PIL.Image.Image = opened
+            if im.mode in ("P", "PA"):  # palette indices: the colours are the image
+                im = im.convert("RGBA" if im.mode == "PA" or "transparency" in im.info else "RGB")
             bands = len(im.getbands())
             nbytes = (
                 im.width

@@ -336,7 +336,13 @@ class Pipeline:
                 also=first,
                 compress=False,  # read back twice, soon: raw bytes cost less than zstd
             )
-            stored = open_zarr(where).assign_attrs(img.attrs)
+            # read back in img's own chunks and dim order: a reduction over other blocks
+            # would sum in another order, and the plan gives the functions' bits (issue 22)
+            chunks = None if img.chunks is None else dict(zip(img.dims, img.chunks, strict=True))
+            stored = open_zarr(where, chunks=chunks)
+            if set(stored.dims) == set(img.dims):
+                stored = stored.transpose(*img.dims)
+            stored = stored.assign_attrs(img.attrs)
             if op.passes is None:
                 img = op.func(stored, **kwargs)
             else:  # the same passes on the stored copy; the first one is done when fused
