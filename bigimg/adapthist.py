@@ -96,7 +96,9 @@ def _merge_boxes(
     hi = np.max([np.add(p[0], p[1].shape[:3]) for p in parts], axis=0)
     out = np.zeros((*(hi - lo), parts[0][1].shape[3]), dtype=np.int64)
     for start, table in parts:
-        at = tuple(slice(s - l, s - l + n) for s, l, n in zip(start, lo, table.shape[:3], strict=True))
+        at = tuple(
+            slice(s - o, s - o + n) for s, o, n in zip(start, lo, table.shape[:3], strict=True)
+        )
         out[at] += table
     return (int(lo[0]), int(lo[1]), int(lo[2])), out
 
@@ -109,7 +111,8 @@ def _maps(
     counts = np.zeros(shape, dtype=np.int64)
     at = tuple(slice(s, s + n) for s, n in zip(start, table.shape[:3], strict=True))
     counts[at] = table
-    return _kernels().region_maps(counts, clip_limit)  # type: ignore[no-any-return]
+    maps: np.ndarray = _kernels().region_maps(counts, clip_limit)
+    return maps
 
 
 def _extremes_chunk(
@@ -193,9 +196,7 @@ def _check_kernel_size(kernel_size: Any, sizes: dict[Hashable, int]) -> tuple[in
     elif isinstance(kernel_size, Mapping):
         unknown = [d for d in kernel_size if d not in sizes]
         if unknown:
-            raise ValueError(
-                f"kernel_size names dim(s) {unknown!r} not in dims={tuple(sizes)!r}"
-            )
+            raise ValueError(f"kernel_size names dim(s) {unknown!r} not in dims={tuple(sizes)!r}")
         given = dict(kernel_size)
     else:
         raise TypeError(
@@ -219,9 +220,7 @@ def _check_clip_limit(clip_limit: Any) -> float:
         raise TypeError(f"clip_limit must be a number in [0, 1], got {clip_limit!r}")
     value = float(clip_limit)
     if not 0.0 <= value <= 1.0:  # NaN fails too
-        raise ValueError(
-            f"clip_limit must be in [0, 1] (0: no clipping), got {clip_limit!r}"
-        )
+        raise ValueError(f"clip_limit must be in [0, 1] (0: no clipping), got {clip_limit!r}")
     return value
 
 
@@ -366,8 +365,12 @@ def equalize_adapthist(
     """
     return run_passes(
         equalize_adapthist_passes(
-            img, kernel_size=kernel_size, clip_limit=clip_limit, nbins=nbins,
-            exclude=exclude, dims=dims,
+            img,
+            kernel_size=kernel_size,
+            clip_limit=clip_limit,
+            nbins=nbins,
+            exclude=exclude,
+            dims=dims,
         )  # fmt: skip
     )
 
@@ -409,7 +412,7 @@ def equalize_adapthist_passes(
     mins, maxs = yield from valid_range_passes(values, exclude=exclude, dims=(ydim, xdim))
     levels = _levels(values.dtype, np.ravel(mins), np.ravel(maxs))
 
-    counts = Reduction(
+    counts: Reduction[Any, np.ndarray] = Reduction(
         chunk=functools.partial(
             _counts_chunk, levels=levels, exclude=excl, kernel=kernel, sizes=sizes, nbins=nb
         ),
@@ -420,7 +423,7 @@ def equalize_adapthist_passes(
     (maps,) = yield (reduce_blocks(arr, counts, name="adapthist-counts"),)
 
     table = da.from_array(maps, chunks=(arr.chunks[0], (regions[0],), (regions[1],), (nb,)))
-    extremes = Reduction(
+    extremes: Reduction[np.ndarray, np.ndarray] = Reduction(
         chunk=functools.partial(
             _extremes_chunk, levels=levels, exclude=excl, kernel=kernel, n_bands=n_bands
         ),

@@ -59,7 +59,7 @@ def bin_size(nbins: int) -> int:
 
 
 @numba.njit(cache=True, nogil=True)
-def _bin(v, mode, w_lo, w_hi, size):  # type: ignore[no-untyped-def]
+def _bin(v, mode, w_lo, w_hi, size):
     if mode == UNIT32:
         u = np.rint(np.float32(v) * np.float32(65535.0))
         w = np.float64(min(max(u, np.float32(0.0)), np.float32(65535.0)))
@@ -75,7 +75,7 @@ def _bin(v, mode, w_lo, w_hi, size):  # type: ignore[no-untyped-def]
 
 
 @numba.njit(cache=True, nogil=True)
-def _excluded(v, exclude):  # type: ignore[no-untyped-def]
+def _excluded(v, exclude):
     if v != v:  # NaN
         return True
     for e in exclude:
@@ -85,7 +85,7 @@ def _excluded(v, exclude):  # type: ignore[no-untyped-def]
 
 
 @numba.njit(cache=True, nogil=True)
-def _extra(p, n_regions, k, size):  # type: ignore[no-untyped-def]
+def _extra(p, n_regions, k, size):
     """The last region when ``p`` is also one of its reflected pixels, else -1."""
     d = n_regions * k - size
     if d > 0 and size - 1 - d <= p <= size - 2:
@@ -103,9 +103,7 @@ def touched(first: int, last: int, n_regions: int, k: int, size: int) -> tuple[i
 
 
 @numba.njit(cache=True, nogil=True)
-def region_counts(  # type: ignore[no-untyped-def]
-    block, modes, w_lo, w_hi, exclude, ys, xs, kernel, sizes, first, out
-):
+def region_counts(block, modes, w_lo, w_hi, exclude, ys, xs, kernel, sizes, first, out):
     """Add the region histograms of one block ``(K, h, w)`` to ``out`` ``(K, n_y, n_x, nbins)``.
 
     ``ys``, ``xs``: the block's global row and column indices; ``kernel``,
@@ -144,7 +142,7 @@ def region_counts(  # type: ignore[no-untyped-def]
 
 
 @numba.njit(cache=True, nogil=True)
-def clip_histogram(hist, clip_limit):  # type: ignore[no-untyped-def]
+def clip_histogram(hist, clip_limit):
     """skimage's ``clip_histogram`` in place on a 1-D int64 histogram (same steps, same result)."""
     n = hist.size
     n_excess = 0
@@ -196,7 +194,7 @@ def identity_map(nbins: int) -> np.ndarray:
 
 
 @numba.njit(cache=True, nogil=True)
-def _region_maps(counts, clip_limit, identity):  # type: ignore[no-untyped-def]
+def _region_maps(counts, clip_limit, identity):
     m, nbins = counts.shape
     out = np.empty((m, nbins), dtype=np.uint16)
     hist = np.empty(nbins, dtype=np.int64)
@@ -236,7 +234,7 @@ def region_maps(counts: np.ndarray, clip_limit: float) -> np.ndarray:
 
 
 @numba.njit(cache=True, nogil=True)
-def _level_sum(maps, k, b, y, x, kernel, n_regions):  # type: ignore[no-untyped-def]
+def _level_sum(maps, k, b, y, x, kernel, n_regions):
     """skimage's interpolated level at ``(y, x)`` for bin ``b``: float32 sum, truncated."""
     ky, kx = kernel[0], kernel[1]
     jy, ty = divmod(y + ky // 2, ky)
@@ -253,9 +251,7 @@ def _level_sum(maps, k, b, y, x, kernel, n_regions):  # type: ignore[no-untyped-
 
 
 @numba.njit(cache=True, nogil=True)
-def mapped(  # type: ignore[no-untyped-def]
-    block, maps, modes, w_lo, w_hi, exclude, ys, xs, kernel, r_lo, r_hi, out, extremes
-):
+def mapped(block, maps, modes, w_lo, w_hi, exclude, ys, xs, kernel, r_lo, r_hi, out, extremes):
     """Map one block ``(K, h, w)`` through the region maps ``(K, n_y, n_x, nbins)``.
 
     With ``extremes`` of shape ``(K, 2)``: only record the min and max of the
