@@ -346,8 +346,9 @@ def equalize_adapthist(
     Memory per task: one chunk, its partial count table, and the maps of its
     bands (``regions x nbins x 2`` bytes each). The whole count table, ``bands
     x regions x nbins x 8`` bytes, is combined on a worker and must be at most
-    :data:`MAX_TABLE_BYTES` (1 GiB): a 100,000² image in 512² regions with 256
-    bins (38,025 regions) needs 74 MiB per band.
+    :data:`MAX_TABLE_BYTES` (1 GiB), 524,288 regions of 256 bins for one band: a
+    100,000² band in 512² regions (38,416) needs 75 MiB; regions below 139 px
+    are refused there.
 
     References
     ----------

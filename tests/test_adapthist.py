@@ -349,3 +349,22 @@ def test_clahe_config_runs_on_the_demo_mosaic(tmp_path):
     a = mosaic.values.astype(np.float32)
     a[a == 0] = np.nan  # nodata = 0
     _assert_reference(out.values, a, ~np.isnan(a), (32, 32))
+
+
+def test_planned_after_a_filter_equals_the_calls_one_after_the_other(tmp_path):
+    """The planner writes the filtered input to a scratch store and runs the passes on it."""
+    cam = _camera().astype(np.float32)
+    cam[:, :30] = np.nan
+    img = bi.from_array(cam, chunks=100)
+    steps = [
+        {"op": "gaussian_filter", "sigma": 1.0},
+        {"op": "equalize_adapthist", "kernel_size": {"y": 40, "x": 50}, "clip_limit": 0.02},
+    ]
+    pipe = bi.plan(img, steps)
+    assert pipe.scratch_steps() == [1]
+    pipe.to_zarr(tmp_path / "out.zarr")
+    out = bi.open_zarr(tmp_path / "out.zarr")
+    direct = bi.equalize_adapthist(
+        bi.gaussian_filter(img, 1.0), kernel_size={"y": 40, "x": 50}, clip_limit=0.02
+    )
+    np.testing.assert_array_equal(out.values, direct.values)
