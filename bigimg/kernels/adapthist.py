@@ -234,52 +234,70 @@ def region_maps(counts: np.ndarray, clip_limit: float) -> np.ndarray:
 
 
 @numba.njit(cache=True, nogil=True)
-def _level_sum(maps, k, b, y, x, kernel, n_regions):
-    """skimage's interpolated level at ``(y, x)`` for bin ``b``: float32 sum, truncated."""
-    ky, kx = kernel[0], kernel[1]
-    jy, ty = divmod(y + ky // 2, ky)
-    jx, tx = divmod(x + kx // 2, kx)
-    cy, cx = ty / ky, tx / kx
-    ry0, ry1 = min(max(jy - 1, 0), n_regions[0] - 1), min(jy, n_regions[0] - 1)
-    rx0, rx1 = min(max(jx - 1, 0), n_regions[1] - 1), min(jx, n_regions[1] - 1)
-    r = np.float32(0.0)
-    r += np.float32(np.float64(maps[k, ry0, rx0, b]) * ((1.0 - cx) * (1.0 - cy)))
-    r += np.float32(np.float64(maps[k, ry0, rx1, b]) * (cx * (1.0 - cy)))
-    r += np.float32(np.float64(maps[k, ry1, rx0, b]) * ((1.0 - cx) * cy))
-    r += np.float32(np.float64(maps[k, ry1, rx1, b]) * (cx * cy))
-    return np.int64(r)
+def _axis_weights(coords, k, n):
+    """Per pixel along an axis: skimage's two neighbouring regions and the weight ``t / k``."""
+    r0 = np.empty(coords.size, dtype=np.int64)
+    r1 = np.empty(coords.size, dtype=np.int64)
+    c = np.empty(coords.size, dtype=np.float64)
+    for i in range(coords.size):
+        j, t = divmod(coords[i] + k // 2, k)
+        r0[i] = min(max(j - 1, 0), n - 1)
+        r1[i] = min(j, n - 1)
+        c[i] = t / k
+    return r0, r1, c
 
 
 @numba.njit(cache=True, nogil=True)
 def mapped(block, maps, modes, w_lo, w_hi, exclude, ys, xs, kernel, r_lo, r_hi, out, extremes):
     """Map one block ``(K, h, w)`` through the region maps ``(K, n_y, n_x, nbins)``.
 
-    With ``extremes`` of shape ``(K, 2)``: only record the min and max of the
-    interpolated level over the valid pixels (``out`` is not touched).
-    Otherwise write ``(r - r_lo) / (r_hi - r_lo)`` (skimage's final
-    ``rescale_intensity``; ``clip(r, 0, 1)`` when ``r_lo == r_hi``) into
-    ``out``, and NaN and ``exclude`` values unchanged.
+    Each valid pixel's level is skimage's: the four maps at its bin, weighted
+    by ``(1 - cx)(1 - cy)``, ``cx (1 - cy)``, ``(1 - cx) cy``, ``cx cy`` in
+    float64, each product cast to float32 and summed in float32 in that
+    order, truncated to an integer ``r``. With ``extremes`` of shape
+    ``(K, 2)``: only record the min and max of ``r`` over the valid pixels
+    (``out`` is not touched). Otherwise write ``(r - r_lo) / (r_hi - r_lo)``
+    (skimage's final ``rescale_intensity``; ``clip(r, 0, 1)`` when
+    ``r_lo == r_hi``) into ``out``, and NaN and ``exclude`` values unchanged.
     """
     nbins = maps.shape[3]
-    n_regions = (maps.shape[1], maps.shape[2])
     size = 1 + NR_OF_GRAY // nbins
     only = extremes.shape[0] > 0
+    ry0, ry1, cy = _axis_weights(ys, kernel[0], maps.shape[1])
+    rx0, rx1, cx = _axis_weights(xs, kernel[1], maps.shape[2])
+    rescaled = np.empty(NR_OF_GRAY, dtype=np.float64)  # r -> output: r is in [0, 16383]
     for k in range(block.shape[0]):
         lo, hi = r_lo[k], r_hi[k]
+        for r in range(NR_OF_GRAY):
+            if hi != lo:
+                rescaled[r] = (np.float64(r) - lo) / (hi - lo)
+            else:
+                rescaled[r] = min(max(np.float64(r), 0.0), 1.0)
+        mode, wl, wh = modes[k], w_lo[k], w_hi[k]
         for i in range(block.shape[1]):
+            top0 = maps[k, ry0[i]]
+            top1 = maps[k, ry1[i]]
+            wy1 = cy[i]
+            wy0 = 1.0 - wy1
             for j in range(block.shape[2]):
                 v = block[k, i, j]
                 if _excluded(v, exclude):
                     if not only:
                         out[k, i, j] = v
                     continue
-                b = _bin(v, modes[k], w_lo[k], w_hi[k], size)
-                r = _level_sum(maps, k, b, ys[i], xs[j], kernel, n_regions)
+                b = _bin(v, mode, wl, wh, size)
+                wx1 = cx[j]
+                wx0 = 1.0 - wx1
+                a0, a1 = rx0[j], rx1[j]
+                s = np.float32(0.0)
+                s += np.float32(np.float64(top0[a0, b]) * (wx0 * wy0))
+                s += np.float32(np.float64(top0[a1, b]) * (wx1 * wy0))
+                s += np.float32(np.float64(top1[a0, b]) * (wx0 * wy1))
+                s += np.float32(np.float64(top1[a1, b]) * (wx1 * wy1))
+                r = np.int64(s)
                 if only:
                     extremes[k, 0] = min(extremes[k, 0], r)
                     extremes[k, 1] = max(extremes[k, 1], r)
-                elif hi != lo:
-                    out[k, i, j] = (np.float64(r) - lo) / (hi - lo)
                 else:
-                    out[k, i, j] = min(max(np.float64(r), 0.0), 1.0)
+                    out[k, i, j] = rescaled[min(r, NR_OF_GRAY - 1)]
     return out
