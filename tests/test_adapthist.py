@@ -27,7 +27,8 @@ import bigimg as bi
 from bigimg.adapthist import MAX_TABLE_BYTES
 from bigimg.kernels import adapthist as kernels
 from bigimg.pipeline import OPS, load_config
-from tests.helpers import raise_if_dask_computes
+from tests.helpers import assert_one_line_error, raise_if_dask_computes
+from tests.helpers import bigimg as bigimg_cli
 from tests.strategies import chunkings
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
@@ -368,3 +369,14 @@ def test_planned_after_a_filter_equals_the_calls_one_after_the_other(tmp_path):
         bi.gaussian_filter(img, 1.0), kernel_size={"y": 40, "x": 50}, clip_limit=0.02
     )
     np.testing.assert_array_equal(out.values, direct.values)
+
+
+def test_cli_refuses_a_bad_kernel_size_in_one_line(tmp_path):
+    bi.to_zarr(bi.from_array(_camera(), chunks=128), tmp_path / "mosaic.zarr")
+    cfg = (
+        (CONFIGS / "clahe.toml").read_text().replace("nbins = 256", "nbins = 256\nkernel_size = 0")
+    )
+    (tmp_path / "bad.toml").write_text(cfg)
+    proc = bigimg_cli("run", str(tmp_path / "bad.toml"), "--workers", "1", "--quiet")
+    assert_one_line_error(proc, "kernel_size['y'] must be between 1 and the image's 'y' size 256")
+    assert not (tmp_path / "clahe.zarr").exists()
