@@ -380,3 +380,14 @@ def test_cli_refuses_a_bad_kernel_size_in_one_line(tmp_path):
     proc = bigimg_cli("run", str(tmp_path / "bad.toml"), "--workers", "1", "--quiet")
     assert_one_line_error(proc, "kernel_size['y'] must be between 1 and the image's 'y' size 256")
     assert not (tmp_path / "clahe.zarr").exists()
+
+
+def test_dims_order_and_numpy_backed_input():
+    """``dims`` names the region axes in order: ("x", "y") is skimage on the transposed band."""
+    cam = _camera()[:, :200]
+    img = xr.DataArray(np.stack([cam, cam[::-1]]), dims=("band", "y", "x"))  # numpy-backed
+    out = bi.equalize_adapthist(img, kernel_size={"y": 30, "x": 40}, dims=("x", "y"))
+    assert out.dims == ("band", "y", "x") and out.chunks is not None
+    for b in range(2):
+        ref = skimage.exposure.equalize_adapthist(img.values[b].T, kernel_size=(40, 30)).T
+        np.testing.assert_allclose(out.values[b], ref, rtol=0, atol=ATOL)
