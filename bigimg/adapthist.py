@@ -49,7 +49,7 @@ MAX_TABLE_BYTES = 2**30
 """Largest region-count table (``bands x regions x nbins x 8`` bytes) accepted: 1 GiB."""
 
 _NR_OF_GRAY = 2**14  # skimage's grey levels; bigimg.kernels.adapthist.NR_OF_GRAY
-_DIRECT, _UNIT32, _UNIT64 = 0, 1, 2  # bigimg.kernels.adapthist's modes
+_DIRECT, _UNIT32, _UNIT64, _RAW = 0, 1, 2, 3  # bigimg.kernels.adapthist's modes
 
 
 # ---------------------------------------------------------------- task functions
@@ -113,6 +113,38 @@ def _maps(
     counts[at] = table
     maps: np.ndarray = _kernels().region_maps(counts, clip_limit)
     return maps
+
+
+def _raw_maps(
+    box: tuple[tuple[int, int, int], np.ndarray],
+    *,
+    shape: tuple[int, ...],
+    clip_limit: float,
+    nbins: int,
+    low: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """8-bit integers: region counts of every value -> each band's range, its bins, the maps.
+
+    Returns ``(maps, mins, maxs)``; a band with no valid value gets NaN extremes
+    (and identity maps), for the caller to refuse.
+    """
+    k = _kernels()
+    start, table = box
+    raw = np.zeros(shape, dtype=np.int64)
+    raw[tuple(slice(s, s + n) for s, n in zip(start, table.shape[:3], strict=True))] = table
+    n_bands = shape[0]
+    counts = np.zeros((*shape[:3], nbins), dtype=np.int64)
+    mins, maxs = np.full(n_bands, np.nan), np.full(n_bands, np.nan)
+    for b in range(n_bands):
+        seen = np.flatnonzero(raw[b].sum(axis=(0, 1)))
+        if seen.size == 0:
+            continue
+        lo, hi = int(seen[0]), int(seen[-1])
+        mins[b], maxs[b] = lo + low, hi + low
+        bins = k.bin_of(np.arange(lo, hi + 1) + low, mins[b], maxs[b], nbins)  # nondecreasing
+        first = np.flatnonzero(np.diff(bins, prepend=-1))
+        counts[b][..., bins[first]] = np.add.reduceat(raw[b][..., lo : hi + 1], first, axis=-1)
+    return k.region_maps(counts, clip_limit), mins, maxs
 
 
 def _extremes_chunk(
@@ -401,7 +433,8 @@ def equalize_adapthist_passes(
     n_bands = math.prod(kshape)
     size_y, size_x = img.sizes[ydim], img.sizes[xdim]
     regions = (-(-size_y // ky), -(-size_x // kx))
-    _check_table(n_bands, regions, nb)
+    small_int = img.dtype.kind in "iu" and img.dtype.itemsize == 1
+    _check_table(n_bands, regions, max(nb, 256) if small_int else nb)
     values = img if img.dtype != np.float16 else img.astype(np.float32)
     excl = np.array(cast_exclude(exclude, values.dtype), dtype=values.dtype)
     raw = values.transpose(*kept, ydim, xdim).data
@@ -410,18 +443,41 @@ def equalize_adapthist_passes(
     kernel = np.array([ky, kx], dtype=np.int64)
     sizes = np.array([size_y, size_x], dtype=np.int64)
 
-    mins, maxs = yield from valid_range_passes(values, exclude=exclude, dims=(ydim, xdim))
-    levels = _levels(values.dtype, np.ravel(mins), np.ravel(maxs))
-
-    counts: Reduction[Any, np.ndarray] = Reduction(
-        chunk=functools.partial(
-            _counts_chunk, levels=levels, exclude=excl, kernel=kernel, sizes=sizes, nbins=nb
-        ),
-        combine=_merge_boxes,
-        finalize=functools.partial(_maps, shape=(n_bands, *regions, nb), clip_limit=clip),
-        with_offset=True,
-    )
-    (maps,) = yield (reduce_blocks(arr, counts, name="adapthist-counts"),)
+    if small_int:  # one pass: every value counted per region, the range read off the counts
+        low = int(np.iinfo(img.dtype).min)
+        raw_levels = (np.full(n_bands, _RAW), np.full(n_bands, float(low)), np.zeros(n_bands))
+        counts: Reduction[Any, Any] = Reduction(
+            chunk=functools.partial(
+                _counts_chunk, levels=raw_levels, exclude=excl, kernel=kernel, sizes=sizes,
+                nbins=256,
+            ),
+            combine=_merge_boxes,
+            finalize=functools.partial(
+                _raw_maps, shape=(n_bands, *regions, 256), clip_limit=clip, nbins=nb, low=low
+            ),
+            with_offset=True,
+        )  # fmt: skip
+        ((maps, mins, maxs),) = yield (reduce_blocks(arr, counts, name="adapthist-counts"),)
+        empty = np.flatnonzero(np.isnan(mins))
+        if empty.size:
+            where = dict(zip(kept, np.unravel_index(int(empty[0]), kshape), strict=True))
+            raise ValueError(
+                f"img has no valid pixels at {where or 'the whole image'} after exclusion "
+                f"(exclude={list(np.atleast_1d(exclude))!r} is not counted)"
+            )
+        levels = _levels(values.dtype, mins, maxs)
+    else:
+        mins, maxs = yield from valid_range_passes(values, exclude=exclude, dims=(ydim, xdim))
+        levels = _levels(values.dtype, np.ravel(mins), np.ravel(maxs))
+        counts = Reduction(
+            chunk=functools.partial(
+                _counts_chunk, levels=levels, exclude=excl, kernel=kernel, sizes=sizes, nbins=nb
+            ),
+            combine=_merge_boxes,
+            finalize=functools.partial(_maps, shape=(n_bands, *regions, nb), clip_limit=clip),
+            with_offset=True,
+        )
+        (maps,) = yield (reduce_blocks(arr, counts, name="adapthist-counts"),)
 
     table = da.from_array(maps, chunks=(arr.chunks[0], (regions[0],), (regions[1],), (nb,)))
     extremes: Reduction[np.ndarray, np.ndarray] = Reduction(

@@ -35,14 +35,18 @@ import numpy as np
 NR_OF_GRAY = 2**14
 """Grey levels of skimage's CLAHE (``NR_OF_GRAY``)."""
 
-DIRECT, UNIT32, UNIT64 = 0, 1, 2
-"""How a value becomes ``w`` (see the module docstring): itself, or ``img_as_uint`` in float32/64."""
+DIRECT, UNIT32, UNIT64, RAW = 0, 1, 2, 3
+"""How a value becomes ``w`` (see the module docstring): itself, or ``img_as_uint`` in
+float32/64; ``RAW``: no binning, the bin is ``v - w_lo`` (8-bit integers counted value by
+value before their range is known)."""
 
 __all__ = [
     "DIRECT",
     "NR_OF_GRAY",
+    "RAW",
     "UNIT32",
     "UNIT64",
+    "bin_of",
     "bin_size",
     "clip_histogram",
     "identity_map",
@@ -60,6 +64,8 @@ def bin_size(nbins: int) -> int:
 
 @numba.njit(cache=True, nogil=True)
 def _bin(v, mode, w_lo, w_hi, size):
+    if mode == RAW:
+        return np.int64(v) - np.int64(w_lo)
     if mode == UNIT32:
         u = np.rint(np.float32(v) * np.float32(65535.0))
         w = np.float64(min(max(u, np.float32(0.0)), np.float32(65535.0)))
@@ -178,6 +184,12 @@ def clip_histogram(hist, clip_limit):
         if prev == n_excess:
             break
     return hist
+
+
+def bin_of(values: np.ndarray, w_lo: float, w_hi: float, nbins: int) -> np.ndarray:
+    """The bins of integer ``values`` of a band whose range is ``w_lo .. w_hi`` (as the kernels)."""
+    size = bin_size(nbins)
+    return np.array([_bin(v, DIRECT, w_lo, w_hi, size) for v in values.tolist()], dtype=np.int64)
 
 
 def identity_map(nbins: int) -> np.ndarray:
