@@ -6,7 +6,8 @@ every statistic is global and every chunk is mapped by the same rule, so the
 result does not depend on the chunking (bit for bit):
 
 1. the valid range of each band (:func:`bigimg.histogram.valid_range_passes`,
-   the histogram's own first pass);
+   the histogram's own first pass); 8-bit integers skip it: pass 2 counts
+   every value per region, and the range and the bins are read off the counts;
 2. the histogram of every contextual region: each chunk counts its pixels
    into the regions it overlaps (a region spans chunks, a chunk spans
    regions), the partial tables are summed by a tree reduction, and the
@@ -307,7 +308,8 @@ def equalize_adapthist(
 
     Building the result computes three statistics passes over the data (the
     valid range, the region histograms, the extremes of the interpolated
-    levels); the result itself is lazy. Each band (each index of the dims not
+    levels; two for 8-bit integers, whose range comes with the histograms);
+    the result itself is lazy. Each band (each index of the dims not
     in ``dims``) is equalized on its own, as
     ``skimage.exposure.equalize_adapthist(band, kernel_size, clip_limit, nbins)``.
 
@@ -380,7 +382,8 @@ def equalize_adapthist(
     x regions x nbins x 8`` bytes, is combined on a worker and must be at most
     :data:`MAX_TABLE_BYTES` (1 GiB), 524,288 regions of 256 bins for one band: a
     100,000² band in 512² regions (38,416) needs 75 MiB; regions below 139 px
-    are refused there.
+    are refused there. 8-bit integers count all 256 values per region first,
+    so their table has at least 256 bins.
 
     References
     ----------
@@ -417,7 +420,7 @@ def equalize_adapthist_passes(
     exclude: float | Sequence[float] = (),
     dims: Sequence[Hashable] = ("y", "x"),
 ) -> Passes[xr.DataArray]:
-    """:func:`equalize_adapthist` as :data:`~bigimg.compute.Passes` (three statistics passes).
+    """:func:`equalize_adapthist` as :data:`~bigimg.compute.Passes` (three, or two, statistics passes).
 
     Every argument is checked before the first yield (the range pass).
     """
