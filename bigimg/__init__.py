@@ -14,6 +14,7 @@ importing only the ones above it: ``errors``, ``_version``, ``files``,
 
 from bigimg import accessor as _accessor  # noqa: F401  (registers DataArray.bigimg)
 from bigimg._version import __version__
+from bigimg.adapthist import equalize_adapthist
 from bigimg.cluster import Cluster
 from bigimg.cog import CogResult, to_cog
 from bigimg.errors import BigimgWarning, ConfigError, CorruptStoreError
@@ -50,6 +51,7 @@ __all__ = [
     "add_noise",
     "coarsen_mean",
     "correlated_noise",
+    "equalize_adapthist",
     "equalize_hist",
     "from_array",
     "gaussian_filter",

@@ -13,6 +13,7 @@ from typing import Any
 
 import xarray as xr
 
+from bigimg.adapthist import equalize_adapthist
 from bigimg.cog import to_cog
 from bigimg.filters import gaussian_filter
 from bigimg.histogram import equalize_hist, histogram
@@ -57,6 +58,7 @@ class BigimgAccessor:
 
     add_noise = _method(add_noise)
     coarsen_mean = _method(coarsen_mean)
+    equalize_adapthist = _method(equalize_adapthist)
     equalize_hist = _method(equalize_hist)
     gaussian_filter = _method(gaussian_filter)
     gaussian_stretch = _method(gaussian_stretch)

@@ -52,7 +52,14 @@ MAX_COUNTS = 2**27
 # segment correction (the contract is 1e-6 from scikit-image's equalize_hist).
 INTERP_ATOL = 1e-8
 
-__all__ = ["equalize_hist", "equalize_hist_passes", "histogram", "plot_histogram"]
+__all__ = [
+    "cast_exclude",
+    "equalize_hist",
+    "equalize_hist_passes",
+    "histogram",
+    "plot_histogram",
+    "valid_range_passes",
+]
 
 
 # ---------------------------------------------------------------- kernels
@@ -729,6 +736,34 @@ def _uniform_edges(dtype: np.dtype, n: int, first: Any, last: Any) -> np.ndarray
 
 def _kept_shape(img: xr.DataArray, s: _Setup) -> tuple[int, ...]:
     return tuple(img.shape[a] for a in s.kept)
+
+
+def valid_range_passes(
+    img: xr.DataArray,
+    *,
+    exclude: float | Sequence[float] = (),
+    dims: str | Sequence[Hashable] | None = None,
+) -> Passes[tuple[np.ndarray, np.ndarray]]:
+    """:func:`histogram`'s range pass: min and max of the valid values per kept index.
+
+    One pass (a :data:`~bigimg.compute.Passes` with a single yield), for
+    other capabilities that need the global range of the valid pixels
+    (``equalize_adapthist``). Returns ``(mins, maxs)``, arrays of the kept
+    dims' shape in ``img``'s dtype. Arguments are checked as :func:`histogram`
+    checks them, before the yield; after it, ValueError names the first kept
+    index with no valid pixel, or non-finite floating extremes.
+    """
+    s = _setup(img, 1, exclude, dims)
+    if s.arr.dtype.kind == "f":
+        return (yield from _float_ranges(img, s))
+    mins, maxs = yield from _minmax(s)
+    _check_nonempty(img, s, mins > maxs, "after exclusion")
+    return mins, maxs
+
+
+def cast_exclude(exclude: Any, dtype: Any) -> tuple[Any, ...]:
+    """``exclude`` checked as :func:`histogram` checks it, cast to ``dtype`` (values it cannot hold dropped)."""
+    return _cast_exclude(_check_exclude(exclude), np.dtype(dtype))
 
 
 # ---------------------------------------------------------------- public API

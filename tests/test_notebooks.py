@@ -21,6 +21,7 @@ NEEDS = {
     "02-correlated-noise.ipynb": ["bigimg.noise"],
     "03-registration-stacking.ipynb": ["bigimg.register"],
     "04-whitening.ipynb": ["bigimg.whiten"],
+    "05-clahe.ipynb": ["bigimg.adapthist"],
 }
 
 

@@ -18,6 +18,7 @@ from typing import Annotated, Literal
 import xarray as xr
 from pydantic import BeforeValidator
 
+from bigimg.adapthist import equalize_adapthist, equalize_adapthist_passes
 from bigimg.errors import BigimgWarning
 from bigimg.files import check_new_object, is_url
 from bigimg.filters import Mode, gaussian_filter
@@ -61,6 +62,14 @@ class EqualizeHistParams(Params):
     exclude: list[float]
     out_range: tuple[float, float]
     dims: list[str] | None
+
+
+class EqualizeAdapthistParams(Params):
+    kernel_size: dict[str, int] | int | None
+    clip_limit: float
+    nbins: int
+    exclude: list[float]
+    dims: list[str]
 
 
 class GaussianStretchParams(Params):
@@ -206,6 +215,14 @@ OPS = registry.table(
             EqualizeHistParams,
             computes=True,
             passes=equalize_hist_passes,
+            pointwise=True,
+        ),
+        op(
+            "equalize_adapthist",
+            equalize_adapthist,
+            EqualizeAdapthistParams,
+            computes=True,
+            passes=equalize_adapthist_passes,
             pointwise=True,
         ),
         op(
