@@ -502,7 +502,8 @@ def test_equalize_config_runs_on_the_demo_mosaic(tmp_path):
     pipe.run()
     stored = xr.open_zarr(pipe.output.path)
     out = stored["image"].transpose("y", "x", "band")  # stored band-first
-    assert stored.attrs["bigimg_complete"] and out.dtype == np.float32  # the group's, not the array's
+    # completeness is the group's attr, never the array's
+    assert stored.attrs["bigimg_complete"] and out.dtype == np.float32
     _assert_equalized(out.values, mosaic.values, exclude=[0, 255])
 
 
