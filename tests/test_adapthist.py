@@ -351,8 +351,9 @@ def test_clahe_config_runs_on_the_demo_mosaic(tmp_path):
     assert [s.op for s in pipe.steps] == ["equalize_adapthist"]
     assert OPS["equalize_adapthist"].computes
     pipe.run()
-    out = xr.open_zarr(pipe.output.path)["image"].transpose("y", "x", "band")
-    assert out.attrs["bigimg_complete"] and out.dtype == np.float32
+    stored = xr.open_zarr(pipe.output.path)
+    out = stored["image"].transpose("y", "x", "band")
+    assert stored.attrs["bigimg_complete"] and out.dtype == np.float32
     a = mosaic.values.astype(np.float32)
     a[a == 0] = np.nan  # nodata = 0
     _assert_reference(out.values, a, ~np.isnan(a), (32, 32))
