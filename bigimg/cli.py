@@ -1,21 +1,45 @@
-"""The `bigimg` command line. Bad input: one line on stderr, exit code 2."""
+"""The `bigimg` command line. Bad input: one line on stderr, exit code 2.
+
+Start-up is fast: this module imports only click; each command imports what it
+needs (dask, xarray, zarr, distributed) after its arguments are parsed, so
+``bigimg --help`` and a refused argument answer at once. A Ctrl-C at any point,
+start-up included, prints one line.
+"""
 
 from __future__ import annotations
 
-import _thread
-import atexit
-import json
 import os
 import signal
 import sys
-import threading
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
-from pathlib import Path
-from typing import Any
 
-import click
+
+def _interrupted_at_start(signum: int, frame: object) -> None:
+    """Ctrl-C while the command starts (before :func:`main` runs): one line, exit 130."""
+    os.write(2, b"bigimg: interrupted\n")
+    os._exit(130)
+
+
+def _started_as_command() -> bool:
+    """True in the ``bigimg`` script or ``python -m bigimg``, not when imported by a program."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    name = os.path.basename(sys.argv[0] if sys.argv else "")
+    return name in ("bigimg", "bigimg.exe") or getattr(spec, "name", None) == "bigimg.__main__"
+
+
+if _started_as_command() and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+    signal.signal(signal.SIGINT, _interrupted_at_start)
+
+import _thread  # noqa: E402
+import atexit  # noqa: E402
+import json  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Callable, Iterator  # noqa: E402
+from contextlib import contextmanager, suppress  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import click  # noqa: E402
 
 EXIT_BAD_INPUT = 2
 EXIT_BUG = 1
@@ -66,9 +90,12 @@ def _cluster(
 ) -> Iterator[Any]:
     from bigimg.cluster import Cluster
 
-    with Cluster(
-        scheduler, scheduler_file=scheduler_file, n_workers=workers, memory_limit=memory_limit
-    ) as client:
+    with (
+        _quiet_distributed(),
+        Cluster(
+            scheduler, scheduler_file=scheduler_file, n_workers=workers, memory_limit=memory_limit
+        ) as client,
+    ):
         yield client
 
 
@@ -97,11 +124,11 @@ def cli(tls_ca_file: str | None, tls_cert: str | None, tls_key: str | None) -> N
 
     TLS settings may also come from dask's config (distributed.comm.tls.*).
     """
-    import dask
-
     tls = {"ca-file": tls_ca_file, "client.cert": tls_cert, "client.key": tls_key}
     given = {f"distributed.comm.tls.{k}": v for k, v in tls.items() if v is not None}
     if given:
+        import dask
+
         dask.config.set({**given, "distributed.comm.require-encryption": True})
 
 
@@ -451,6 +478,9 @@ def _run(argv: list[str] | None) -> None:
         cli.main(args=argv, prog_name="bigimg", standalone_mode=False)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
+    except click.exceptions.NoArgsIsHelpError as e:  # bare `bigimg`: its help, no "error:"
+        click.echo(e.ctx.get_help() if e.ctx is not None else cli.get_help(click.Context(cli)))
+        sys.exit(0)
     except (click.Abort, KeyboardInterrupt):
         if _reported.acquire(blocking=False):
             click.echo("bigimg: interrupted", err=True)
@@ -552,16 +582,35 @@ def _fail(message: str, code: int) -> None:
 
 @contextmanager
 def _quiet_dask() -> Iterator[None]:
-    """Silence distributed's logs and worker warnings (here and in the workers started meanwhile).
+    """Silence distributed's logs and worker warnings (in the workers started meanwhile).
 
-    Everything is restored on the way out, so calling :func:`main` in-process
-    (as tests do) leaves the caller's environment and loggers as they were.
+    Only environment variables, read when distributed is imported (by
+    :func:`_quiet_distributed`, for the commands that start or reach a
+    cluster) and by every worker process. Everything is restored on the way
+    out, so calling :func:`main` in-process (as tests do) leaves the caller's
+    environment as it was.
     """
-    import logging
-
     saved = {k: os.environ.get(k) for k in ("DASK_LOGGING__DISTRIBUTED", "PYTHONWARNINGS")}
     os.environ["DASK_LOGGING__DISTRIBUTED"] = "critical"  # read by every worker process
     os.environ.setdefault("PYTHONWARNINGS", "ignore")
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@contextmanager
+def _quiet_distributed() -> Iterator[None]:
+    """Silence distributed's loggers (and asyncio's) while a command uses a cluster.
+
+    Restored on the way out.
+    """
+    import logging
+
     import distributed  # noqa: F401  (configures its loggers; then quiet them here too)
 
     loggers = [  # asyncio: "Task exception was never retrieved" of a gather a Ctrl-C cancelled
@@ -577,11 +626,6 @@ def _quiet_dask() -> Iterator[None]:
     finally:
         for lg, level in zip(loggers, levels, strict=True):
             lg.setLevel(level)
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 @contextmanager

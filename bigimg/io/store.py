@@ -50,11 +50,18 @@ from bigimg.errors import CorruptStoreError, unreadable_metadata
 from bigimg.files import check_disjoint, note_read, path_parts, read_paths
 from bigimg.image import STACK_DIMS, check_dims
 from bigimg.io.chunks import read_in_chunks
+from bigimg.io.layout import (
+    MARKERS,
+    VAR,
+    check_bucket,
+    existing_store,
+    is_zarr_store,
+    storage_errors,
+    stored_chunks,
+)
 from bigimg.io.location import Location
 
-VAR = "image"
 _STACK_LABELS = "image_label"
-_MARKERS = ("zarr.json", ".zgroup", ".zarray")
 
 
 @dataclass(frozen=True)
@@ -70,14 +77,6 @@ class WriteResult:
     chunks_skipped: int
     seconds: float
     also: tuple[Any, ...] | None = None
-
-
-def is_zarr_store(where: str | os.PathLike[str] | Location) -> bool:
-    """True when ``where`` holds Zarr metadata at its root (never raises for a missing path)."""
-    loc = Location.of(where)
-    if loc.local:
-        return loc.path.is_dir() and any((loc.path / m).exists() for m in _MARKERS)
-    return any(loc.exists(m) for m in _MARKERS)
 
 
 StoreLike = str | os.PathLike[str] | Location
@@ -272,25 +271,6 @@ def disk_errors(loc: Location) -> Iterator[None]:
         err = OSError(f"store: cannot write {str(loc)!r}: {e.strerror}{then}")
         err.errno = e.errno
         raise err from e
-
-
-@contextmanager
-def storage_errors(loc: Location) -> Iterator[None]:
-    """Turn a remote store's connection, permission and missing-bucket errors into one line.
-
-    The message names the URL (never the storage options) and the error's
-    first line; it is an ``OSError``, so the CLI reports it and exits 2.
-    """
-    if loc.local:
-        yield
-        return
-    try:
-        yield
-    except (CorruptStoreError, ValueError, TypeError, KeyError):
-        raise
-    except Exception as e:
-        first = (str(e).splitlines() or [""])[0][:300]
-        raise OSError(f"store: cannot access {loc}: {type(e).__name__}: {first}") from e
 
 
 def open_dataset(
@@ -680,7 +660,7 @@ def check_output(
             raise ValueError(f"store: {str(path)!r} is a file, not a Zarr store")
         empty = not any(path.iterdir())
     else:
-        _check_bucket(loc)
+        check_bucket(loc)
         with storage_errors(loc):
             empty = loc.is_empty()
     if not is_zarr_store(loc):
@@ -698,23 +678,6 @@ def check_output(
         f"store: {str(loc)!r} already exists; pass overwrite=True (--overwrite) to replace "
         "it or resume=True (--resume) to finish an interrupted write"
     )
-
-
-def _check_bucket(loc: Location) -> None:
-    """Raise when the bucket holding ``loc`` is missing, forbidden or unreachable (one request)."""
-    if loc.scheme in ("memory", "http", "https"):
-        return
-    fs, path = loc.filesystem()
-    bucket = path.strip("/").split("/", 1)[0]
-    try:
-        with storage_errors(loc):
-            fs.info(bucket)
-    except OSError as e:
-        if isinstance(e.__cause__, FileNotFoundError):
-            raise FileNotFoundError(
-                f"store: bucket {bucket!r} of {str(loc)!r} does not exist"
-            ) from None
-        raise
 
 
 def _prepare(loc: Location, *, resume: bool) -> bool:
@@ -857,9 +820,7 @@ def _identity(source: str, loc: Location | None = None) -> str | None:
     try:
         if is_zarr_store(loc):
             digest = hashlib.sha256()
-            metas = [
-                k for k in loc.keys() if k.rsplit("/", 1)[-1] in _MARKERS and k.count("/") <= 1
-            ]
+            metas = [k for k in loc.keys() if k.rsplit("/", 1)[-1] in MARKERS and k.count("/") <= 1]
             for key in sorted(metas):  # the root's and its arrays' metadata, not the chunks'
                 digest.update(f"{key}\0".encode() + (loc.get(key) or b""))
             return f"store metadata sha256={digest.hexdigest()}"
@@ -891,23 +852,6 @@ def _local_identity(p: Path) -> str | None:
     return None
 
 
-def stored_chunks(loc: Location, name: str) -> set[tuple[int, ...]]:
-    """Block indices of the objects (chunks, or shards) of array ``name`` that are stored.
-
-    A listed key is complete (see the module notes). Read-only: a local
-    ``*.partial`` file (a chunk being written, or one whose write was killed)
-    is skipped, never removed here; see :func:`_clean_partials`.
-    """
-    prefix = f"{name}/c/"
-    found: set[tuple[int, ...]] = set()
-    with storage_errors(loc):
-        for key in loc.keys(prefix):
-            if key.endswith(".partial"):
-                continue
-            found.add(tuple(int(p) for p in key[len(prefix) :].split("/")))
-    return found
-
-
 def _clean_partials(array_path: Path) -> None:
     """Remove the temporaries of killed chunk writes; only the writer resuming a store calls it."""
     for partial in array_path.glob("c/**/*.partial"):
@@ -924,31 +868,6 @@ def is_level_of(loc: Location, source: str) -> bool:
         and real[-1].isdigit()
         and (src == real[:-2] or (src[:-1] == real[:-1] and src[-1].isdigit()))
     )
-
-
-def dim_names(arr: Any) -> tuple[str, ...]:
-    """An array's dim names: Zarr v3 metadata, or xarray's ``_ARRAY_DIMENSIONS`` in v2."""
-    names = getattr(arr.metadata, "dimension_names", None) or arr.attrs.get("_ARRAY_DIMENSIONS")
-    return tuple(names or ())
-
-
-def existing_store(store: StoreLike, storage_options: Mapping[str, Any] | None = None) -> Location:
-    """The location of an existing Zarr store; clear errors otherwise."""
-    loc = Location.of(store, storage_options)
-    if loc.local:
-        if not loc.path.exists():
-            raise FileNotFoundError(f"store: no such Zarr store: {str(loc)!r}")
-        if not is_zarr_store(loc):
-            raise ValueError(f"store: {str(loc)!r} is not a Zarr store")
-        return loc
-    _check_bucket(loc)
-    with storage_errors(loc):
-        if is_zarr_store(loc):
-            return loc
-        empty = loc.is_empty()
-    if empty:
-        raise FileNotFoundError(f"store: no such Zarr store: {str(loc)!r}")
-    raise ValueError(f"store: {str(loc)!r} is not a Zarr store")
 
 
 def _write_block(

@@ -25,7 +25,8 @@ from bigimg.compute import run_passes
 from bigimg.errors import ConfigError
 from bigimg.files import check_disjoint, check_new_object, is_url, read_paths
 from bigimg.image import check_image, from_array
-from bigimg.io.api import open_zarr, store_info, to_zarr
+from bigimg.io.api import open_zarr, to_zarr
+from bigimg.io.info import store_info
 from bigimg.io.location import Location
 from bigimg.io.read import open_image
 from bigimg.io.store import (
