@@ -195,6 +195,23 @@ class _WhenXarrayImports(importlib.abc.MetaPathFinder):
         return spec
 
 
+class _Package(ModuleType):
+    """bigimg itself: ``bi.histogram`` stays the function when ``bigimg.histogram`` is imported.
+
+    Importing a submodule sets it as an attribute of its package; the
+    functions named like their modules (``histogram``, ``quicklook``,
+    ``register``) must not be replaced by them.
+    """
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _SHADOWED and isinstance(value, ModuleType):
+            return  # the module stays in sys.modules (``from bigimg.histogram import ...``)
+        super().__setattr__(name, value)
+
+
+_SHADOWED = frozenset(n for n, m in _WHERE.items() if m == f"{__name__}.{n}")
+sys.modules[__name__].__class__ = _Package
+
 if "xarray" in sys.modules:
     _register_accessor(sys.modules["xarray"])
 elif not any(isinstance(f, _WhenXarrayImports) for f in sys.meta_path):

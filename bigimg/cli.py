@@ -203,12 +203,22 @@ def info(
     store: str, as_json: bool, hist_png: str | None, exclude: str | None, overwrite: bool
 ) -> None:
     """Describe STORE: dims, chunks, dtype, completeness, provenance (never modifies it)."""
-    from bigimg.files import check_disjoint, check_new_file
+    from bigimg.files import check_disjoint, check_new_object, check_png_name
     from bigimg.io import store_info
 
+    if hist_png is None and exclude is not None:
+        raise click.BadParameter(
+            "counts only with --hist PNG (it leaves values out of the histogram)",
+            param_hint="--exclude",
+        )
+    if hist_png is None and overwrite:
+        raise click.BadParameter(
+            "applies only with --hist PNG (it replaces that PNG)", param_hint="--overwrite"
+        )
     if hist_png is not None:  # refuse before reading anything
         check_disjoint(hist_png, [store], what="--hist")
-        check_new_file(hist_png, overwrite=overwrite, what="--hist")
+        check_new_object(hist_png, overwrite=overwrite, what="--hist")
+        check_png_name(hist_png, what="--hist")
     desc = store_info(store)
     if as_json:
         click.echo(json.dumps(desc, indent=2))
@@ -223,7 +233,7 @@ def info(
         plot_histogram(
             histogram(open_zarr(store), exclude=excluded),
             hist_png,
-            title=Path(store).name,
+            title=store.rstrip("/").rsplit("/", 1)[-1],
             overwrite=overwrite,
         )
         click.echo(f"histogram: {hist_png}", err=as_json)
@@ -235,41 +245,52 @@ def info(
     default=8192,
     show_default=True,
     type=click.IntRange(min=16),
-    help="Mosaic side in pixels.",
+    help="Width of the map in pixels (its height is half that).",
 )
 @click.option(
     "--out",
     default="demo-output",
     show_default=True,
     type=click.Path(),
-    help="Folder for the outputs.",
+    help="Folder for the outputs (new, or an earlier demo's).",
 )
 @click.option("--overwrite", is_flag=True, help="Replace the outputs of an earlier demo.")
+@click.option(
+    "--synthetic",
+    is_flag=True,
+    help="A synthetic square mosaic (NoData 0) instead of the Blue Marble map.",
+)
 @cluster_options
 def demo(
     size: int,
     out: str,
     overwrite: bool,
+    synthetic: bool,
     scheduler: str | None,
     scheduler_file: str | None,
     workers: int | None,
     memory_limit: str | None,
     quiet: bool,
 ) -> None:
-    """Make a synthetic NoData-bordered mosaic and run the demo pipeline on it."""
+    """Reproject NASA's Blue Marble to Mollweide (NoData outside the globe) and run the demo
+    pipelines on it: a Gaussian stretch that leaves NoData out, and filter + equalization."""
     from bigimg.demo import check_demo_outputs, run_demo
 
     check_demo_outputs(out, overwrite=overwrite)  # before starting a cluster
     t0 = time.perf_counter()
     with _cluster(scheduler, scheduler_file, workers, memory_limit) as client:
         click.echo(f"cluster: {client.dashboard_link}")
-        timings = run_demo(out, size=size, overwrite=overwrite, progress=_progress(quiet))
+        timings = run_demo(
+            out, size=size, overwrite=overwrite, progress=_progress(quiet), synthetic=synthetic
+        )
     for stage, secs in timings.items():
-        click.echo(f"{stage:>14}: {secs:7.1f} s")
-    click.echo(f"{'total':>14}: {time.perf_counter() - t0:7.1f} s")
+        click.echo(f"{stage:>16}: {secs:7.1f} s")
+    click.echo(f"{'total':>16}: {time.perf_counter() - t0:7.1f} s")
     outp = Path(out)
     click.echo(
-        f"mosaic: {outp / 'mosaic.zarr'}\noutput: {outp / 'output.zarr'}\nquick-look: {outp / 'quicklook.png'}"
+        f"map: {outp / 'mosaic.zarr'}\nstretched: {outp / 'stretched.zarr'}\n"
+        f"filtered + equalized: {outp / 'output.zarr'}\n"
+        f"quick-looks: {outp / 'raw.png'}, {outp / 'stretched.png'}, {outp / 'quicklook.png'}"
     )
 
 
@@ -431,18 +452,20 @@ def quicklook_cmd(
 
     From a store with a pyramid, reads the coarsest level at least --max-size pixels wide.
     """
-    from bigimg.files import check_disjoint, check_new_file
-    from bigimg.io.api import open_for_quicklook
-    from bigimg.quicklook import quicklook
+    from bigimg.files import check_disjoint, check_new_object, check_png_name
 
     check_disjoint(out, [store], what="OUT")
-    check_new_file(out, overwrite=overwrite, what="OUT")
+    check_new_object(out, overwrite=overwrite, what="OUT")
+    check_png_name(out, what="OUT")
     band_list = None if bands is None else _number_list(bands, "--bands", int)
     limits = _number_list(stretch, "--stretch", float)
     if len(limits) != 2:
         raise click.BadParameter(
             f"expected two percentiles lo,hi, got {stretch!r}", param_hint="--stretch"
         )
+    from bigimg.io.api import open_for_quicklook
+    from bigimg.quicklook import quicklook
+
     img = open_for_quicklook(store, max_size)
     with _cluster(scheduler, scheduler_file, workers, memory_limit):
         preview = quicklook(

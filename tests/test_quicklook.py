@@ -393,7 +393,10 @@ def test_write_png_refuses_an_existing_file(tmp_path: Path) -> None:
 
 def test_write_png_failure_leaves_no_file(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     def broken_save(self, fp, *args, **kwargs):  # type: ignore[no-untyped-def]
-        Path(fp).write_bytes(b"half a png")
+        if hasattr(fp, "write"):  # a file object (the temporary file, opened)
+            fp.write(b"half a png")
+        else:
+            Path(fp).write_bytes(b"half a png")
         raise OSError("disk full")
 
     monkeypatch.setattr(PIL.Image.Image, "save", broken_save)

@@ -220,6 +220,8 @@ def writer_lock(loc: Location) -> Iterator[None]:
     by the process that runs :func:`to_zarr` for the whole write. The kernel
     releases it when that process ends, however it ends, so a killed writer
     never leaves a stale lock; the file is removed after a finished write.
+    The thread holding it may take it again (a pipeline holds its output's
+    lock for the whole run, scratch stores included, and then writes it).
 
     Object stores have no such lock (a lock object would outlive a killed
     writer and block its resume): there, one writer per store is the
@@ -229,21 +231,66 @@ def writer_lock(loc: Location) -> Iterator[None]:
         yield
         return
     import fcntl
+    import threading
 
-    path = loc.path
-    lock = path.parent / f".{path.name}.bigimg-lock"
+    lock = _lock_file(loc)
+    held = (str(lock), threading.get_ident())
+    if held in _HELD:  # this thread holds it already
+        yield
+        return
     with open(lock, "a") as fh:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise ValueError(
-                f"store: {str(path)!r} is being written by another bigimg process; wait for "
-                "it to finish or stop it first"
-            ) from None
+            raise _being_written(loc) from None
+        _HELD.add(held)
         try:
             yield
         finally:
+            _HELD.discard(held)
             lock.unlink(missing_ok=True)
+
+
+#: (lock file, thread) of the writer locks this process holds
+_HELD: set[tuple[str, int]] = set()
+
+
+def _lock_file(loc: Location) -> Path:
+    return loc.path.parent / f".{loc.path.name}.bigimg-lock"
+
+
+def _being_written(loc: Location) -> ValueError:
+    return ValueError(
+        f"store: {str(loc.path)!r} is being written by another bigimg process; wait for "
+        "it to finish or stop it first"
+    )
+
+
+def check_not_being_written(loc: Location) -> None:
+    """Refuse at once a local store whose writer lock another writer holds (see :func:`writer_lock`).
+
+    Only probes the lock (taken and released at once), so a run is refused
+    before it starts any work; the write itself takes the lock again.
+    """
+    if not loc.local:
+        return
+    import fcntl
+    import threading
+
+    lock = _lock_file(loc)
+    if (str(lock), threading.get_ident()) in _HELD:
+        return
+    try:
+        fd = os.open(lock, os.O_RDONLY)  # never creates the file
+    except OSError:
+        return  # no lock file: nobody writes it
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    except BlockingIOError:
+        raise _being_written(loc) from None
+    finally:
+        os.close(fd)
 
 
 #: A local disk that refuses a write: full, over quota, read-only, not permitted.
@@ -652,6 +699,7 @@ def check_output(
         raise ValueError(f"store: {str(loc)!r} is read-only ({loc.scheme}://); write elsewhere")
     if loc.local:
         path = loc.path
+        check_not_being_written(loc)  # refused at once, naming this store
         if not path.exists():
             if not path.parent.exists():
                 raise FileNotFoundError(f"store: parent folder {str(path.parent)!r} does not exist")

@@ -11,19 +11,33 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import xarray as xr
-from pydantic import BaseModel, ConfigDict, create_model
+from pydantic import BaseModel, BeforeValidator, ConfigDict, create_model
 from pydantic.fields import FieldInfo
 
 from bigimg.compute import Passes
 
 
 class Params(BaseModel):
-    """Base of every step's parameter model: strict keys, no coercion surprises."""
+    """Base of every step's parameter model: strict keys and strict values, no coercion.
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    ``sigma = true`` or ``sigma = "2"`` is an error, not 1 or 2; an int is a
+    float where a float is expected. A TOML array is a tuple where a tuple is
+    expected (:data:`FloatPair`).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+def _as_tuple(value: object) -> object:
+    """A TOML array (a list) where a tuple is expected; anything else as given."""
+    return tuple(value) if isinstance(value, list) else value
+
+
+FloatPair = Annotated[tuple[float, float], BeforeValidator(_as_tuple)]
+"""Two floats, e.g. ``out_range = [0, 1]`` (strict: no bools or strings)."""
 
 
 @dataclass(frozen=True)
