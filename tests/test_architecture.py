@@ -27,6 +27,7 @@ CAPABILITIES = {
     "bigimg.whiten",
     "bigimg.resample",
     "bigimg.quicklook",
+    "bigimg.reproject",
 }
 BASE = {"bigimg.errors", "bigimg._version", "bigimg.files", "bigimg.compute", "bigimg.image"}
 
