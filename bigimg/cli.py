@@ -203,8 +203,7 @@ def info(
     store: str, as_json: bool, hist_png: str | None, exclude: str | None, overwrite: bool
 ) -> None:
     """Describe STORE: dims, chunks, dtype, completeness, provenance (never modifies it)."""
-    from bigimg.files import check_disjoint, check_new_object, check_png_name
-    from bigimg.io import store_info
+    from bigimg.files import check_disjoint, check_new_object, check_png_name, is_url
 
     if hist_png is None and exclude is not None:
         raise click.BadParameter(
@@ -215,10 +214,15 @@ def info(
         raise click.BadParameter(
             "applies only with --hist PNG (it replaces that PNG)", param_hint="--overwrite"
         )
+    local = store[len("file://") :] if store.lower().startswith("file://") else store
+    if not is_url(store) and not os.path.exists(os.path.expanduser(local)):  # before zarr loads
+        raise FileNotFoundError(f"store: no such Zarr store: {store!r}")
     if hist_png is not None:  # refuse before reading anything
         check_disjoint(hist_png, [store], what="--hist")
         check_new_object(hist_png, overwrite=overwrite, what="--hist")
         check_png_name(hist_png, what="--hist")
+    from bigimg.io import store_info
+
     desc = store_info(store)
     if as_json:
         click.echo(json.dumps(desc, indent=2))

@@ -267,10 +267,10 @@ def check_demo_outputs(out: str | Path, *, overwrite: bool = False) -> Path:
 
 
 def _is_demo_file(name: str) -> bool:
-    """A demo output, or what writing one leaves beside it (its lock, scratch stores)."""
-    return name in DEMO_OUTPUTS or any(
-        name in (f".{o}.bigimg-lock", f"{o}.scratch") for o in DEMO_OUTPUTS
-    )
+    """A demo output, what writing one leaves beside it (its lock, scratch stores), or
+    ``run.zarr``, the output of ``bigimg run configs/demo.toml`` (kept by --overwrite)."""
+    names = (*DEMO_OUTPUTS, "run.zarr")
+    return name in names or any(name in (f".{o}.bigimg-lock", f"{o}.scratch") for o in names)
 
 
 def run_demo(

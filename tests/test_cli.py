@@ -139,6 +139,21 @@ def test_demo_refuses_a_store_or_a_foreign_folder_as_out(workdir):
     check_demo_outputs(workdir / "new")  # without --overwrite nothing there is replaced
 
 
+def test_demo_overwrite_replaces_an_earlier_demo_and_keeps_the_config_run(tmp_path):
+    """`make demo` twice, with `bigimg run configs/demo.toml` (run.zarr) in between."""
+    import dask
+
+    from bigimg.demo import DEMO_OUTPUTS, run_demo
+
+    out = tmp_path / "demo-output"
+    with dask.config.set(scheduler="threads"):
+        run_demo(out, size=64, progress=False, synthetic=True)
+        (out / "run.zarr").mkdir()  # as `bigimg run configs/demo.toml` leaves it
+        run_demo(out, size=64, progress=False, overwrite=True)
+    assert sorted(p.name for p in out.iterdir()) == sorted([*DEMO_OUTPUTS, "run.zarr"])
+    assert bi.open_zarr(out / "mosaic.zarr").dtype == np.float32  # the Blue Marble replaced it
+
+
 def test_a_refused_scheduler_port_fails_at_once_with_one_line(workdir):
     # nothing listens on port 1: distributed would retry for its whole 30 s timeout
     proc = bigimg("run", str(workdir / "run.toml"), "--scheduler", "tcp://127.0.0.1:1")
