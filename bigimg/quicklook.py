@@ -316,12 +316,17 @@ def _band_limits(
 ) -> np.ndarray:
     """Percentiles ``q`` of each band's valid pixels, ``(band, 2)``, NaN for empty bands (computes).
 
-    One :func:`bigimg.histogram` pass. Integers spanning at most
+    One :func:`bigimg.histogram` pass, none for ``(0, 100)`` (the band's own
+    minimum and maximum, given). Integers spanning at most
     ``_MAX_INT_BINS`` values are counted value by value (exact percentiles);
     other data are rescaled lazily to [0, 1] per band first, so each band
     gets the full ``_HIST_BINS`` resolution whatever the others' ranges.
     """
     limits = np.full((len(vmin), 2), np.nan)
+    if q == (0.0, 100.0):  # the exact min and max, known: no histogram pass
+        finite = np.isfinite(vmin)
+        limits[finite, 0], limits[finite, 1] = vmin[finite], vmax[finite]
+        return limits
     constant = np.isfinite(vmin) & (vmin == vmax)  # every percentile is that value
     limits[constant] = vmin[constant, None]
     has = np.flatnonzero(np.isfinite(vmin) & ~constant)  # bands with a histogram to build
