@@ -137,7 +137,9 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+    """The public names and the submodules loaded so far (what ``bi.<Tab>`` completes)."""
+    loaded = [k for k, v in globals().items() if getattr(v, "__name__", "").startswith("bigimg.")]
+    return sorted({*__all__, *loaded, *(k for k in globals() if k.startswith("__"))})
 
 
 class _LazyAccessor:
