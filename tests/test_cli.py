@@ -267,3 +267,15 @@ def test_quicklook_and_hist_write_pngs_to_urls(workdir):
     with pytest.raises(FileExistsError, match="already exists"):
         bi.plot_histogram(h, "memory://bigimg-newcomer/h.png")
     fs.rm("/bigimg-newcomer", recursive=True)
+
+
+def test_strict_values_still_take_numpy_scalars_and_arrays_from_python():
+    img = bi.from_array(np.ones((16, 16), "float32"))
+    steps = [
+        {"op": "coarsen_mean", "factor": np.int64(2)},
+        {"op": "gaussian_stretch", "out_range": np.array([0, 1.0])},
+    ]
+    planned = bi.plan(img, steps).steps
+    assert planned[0].params.factor == 2 and planned[1].params.out_range == (0.0, 1.0)
+    with pytest.raises(bi.ConfigError, match="steps.0..sigma: expected"):
+        bi.plan(img, [{"op": "gaussian_filter", "sigma": np.bool_(True)}])
