@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import threading
 
 
 def _interrupted_at_start(signum: int, frame: object) -> None:
@@ -26,13 +27,16 @@ def _started_as_command() -> bool:
     return name in ("bigimg", "bigimg.exe") or getattr(spec, "name", None) == "bigimg.__main__"
 
 
-if _started_as_command() and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+if (
+    _started_as_command()
+    and threading.current_thread() is threading.main_thread()  # signals: main thread only
+    and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+):
     signal.signal(signal.SIGINT, _interrupted_at_start)
 
 import _thread  # noqa: E402
 import atexit  # noqa: E402
 import json  # noqa: E402
-import threading  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable, Iterator  # noqa: E402
 from contextlib import contextmanager, suppress  # noqa: E402
