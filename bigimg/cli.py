@@ -167,6 +167,8 @@ def run(
     cog: bool,
 ) -> None:
     """Run the pipeline described by CONFIG (TOML)."""
+    if not os.path.exists(config):  # refused before the pipeline modules load
+        raise FileNotFoundError(f"config: no such file: {str(Path(config))!r}")
     from bigimg.pipeline import load_config
 
     pipeline = load_config(config)  # validated before any cluster starts
