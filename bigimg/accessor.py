@@ -2,6 +2,10 @@
 
 Each method is made from the function it calls, so ``help(img.bigimg.gaussian_filter)``
 shows the function's own parameters and docstring, without the image argument.
+
+``import bigimg`` registers a light stand-in with xarray as soon as xarray is
+imported; the first ``img.bigimg`` imports this module and returns a
+:class:`BigimgAccessor`.
 """
 
 from __future__ import annotations
@@ -41,7 +45,6 @@ def _method(func: Callable[..., Any]) -> Callable[..., Any]:
     return method
 
 
-@xr.register_dataarray_accessor("bigimg")
 class BigimgAccessor:
     """bigimg's operations on this image.
 

@@ -1,21 +1,49 @@
-"""The `bigimg` command line. Bad input: one line on stderr, exit code 2."""
+"""The `bigimg` command line. Bad input: one line on stderr, exit code 2.
+
+Start-up is fast: this module imports only click; each command imports what it
+needs (dask, xarray, zarr, distributed) after its arguments are parsed, so
+``bigimg --help`` and a refused argument answer at once. A Ctrl-C at any point,
+start-up included, prints one line.
+"""
 
 from __future__ import annotations
 
-import _thread
-import atexit
-import json
 import os
 import signal
 import sys
 import threading
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
-from pathlib import Path
-from typing import Any
 
-import click
+
+def _interrupted_at_start(signum: int, frame: object) -> None:
+    """Ctrl-C while the command starts (before :func:`main` runs): one line, exit 130."""
+    os.write(2, b"bigimg: interrupted\n")
+    os._exit(130)
+
+
+def _started_as_command() -> bool:
+    """True in the ``bigimg`` script or ``python -m bigimg``, not when imported by a program."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    name = os.path.basename(sys.argv[0] if sys.argv else "")
+    return name in ("bigimg", "bigimg.exe") or getattr(spec, "name", None) == "bigimg.__main__"
+
+
+if (
+    _started_as_command()
+    and threading.current_thread() is threading.main_thread()  # signals: main thread only
+    and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+):
+    signal.signal(signal.SIGINT, _interrupted_at_start)
+
+import _thread  # noqa: E402
+import atexit  # noqa: E402
+import json  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Callable, Iterator  # noqa: E402
+from contextlib import contextmanager, suppress  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import click  # noqa: E402
 
 EXIT_BAD_INPUT = 2
 EXIT_BUG = 1
@@ -66,9 +94,12 @@ def _cluster(
 ) -> Iterator[Any]:
     from bigimg.cluster import Cluster
 
-    with Cluster(
-        scheduler, scheduler_file=scheduler_file, n_workers=workers, memory_limit=memory_limit
-    ) as client:
+    with (
+        _quiet_distributed(),
+        Cluster(
+            scheduler, scheduler_file=scheduler_file, n_workers=workers, memory_limit=memory_limit
+        ) as client,
+    ):
         yield client
 
 
@@ -97,11 +128,11 @@ def cli(tls_ca_file: str | None, tls_cert: str | None, tls_key: str | None) -> N
 
     TLS settings may also come from dask's config (distributed.comm.tls.*).
     """
-    import dask
-
     tls = {"ca-file": tls_ca_file, "client.cert": tls_cert, "client.key": tls_key}
     given = {f"distributed.comm.tls.{k}": v for k, v in tls.items() if v is not None}
     if given:
+        import dask
+
         dask.config.set({**given, "distributed.comm.require-encryption": True})
 
 
@@ -136,6 +167,8 @@ def run(
     cog: bool,
 ) -> None:
     """Run the pipeline described by CONFIG (TOML)."""
+    if not os.path.exists(config):  # refused before the pipeline modules load
+        raise FileNotFoundError(f"config: no such file: {str(Path(config))!r}")
     from bigimg.pipeline import load_config
 
     pipeline = load_config(config)  # validated before any cluster starts
@@ -176,12 +209,26 @@ def info(
     store: str, as_json: bool, hist_png: str | None, exclude: str | None, overwrite: bool
 ) -> None:
     """Describe STORE: dims, chunks, dtype, completeness, provenance (never modifies it)."""
-    from bigimg.files import check_disjoint, check_new_file
-    from bigimg.io import store_info
+    from bigimg.files import check_disjoint, check_new_object, check_png_name, is_url
 
+    if hist_png is None and exclude is not None:
+        raise click.BadParameter(
+            "counts only with --hist PNG (it leaves values out of the histogram)",
+            param_hint="--exclude",
+        )
+    if hist_png is None and overwrite:
+        raise click.BadParameter(
+            "applies only with --hist PNG (it replaces that PNG)", param_hint="--overwrite"
+        )
+    local = store[len("file://") :] if store.lower().startswith("file://") else store
+    if not is_url(store) and not os.path.exists(os.path.expanduser(local)):  # before zarr loads
+        raise FileNotFoundError(f"store: no such Zarr store: {store!r}")
     if hist_png is not None:  # refuse before reading anything
         check_disjoint(hist_png, [store], what="--hist")
-        check_new_file(hist_png, overwrite=overwrite, what="--hist")
+        check_new_object(hist_png, overwrite=overwrite, what="--hist")
+        check_png_name(hist_png, what="--hist")
+    from bigimg.io import store_info
+
     desc = store_info(store)
     if as_json:
         click.echo(json.dumps(desc, indent=2))
@@ -196,7 +243,7 @@ def info(
         plot_histogram(
             histogram(open_zarr(store), exclude=excluded),
             hist_png,
-            title=Path(store).name,
+            title=store.rstrip("/").rsplit("/", 1)[-1],
             overwrite=overwrite,
         )
         click.echo(f"histogram: {hist_png}", err=as_json)
@@ -208,41 +255,52 @@ def info(
     default=8192,
     show_default=True,
     type=click.IntRange(min=16),
-    help="Mosaic side in pixels.",
+    help="Width of the map in pixels (its height is half that).",
 )
 @click.option(
     "--out",
     default="demo-output",
     show_default=True,
     type=click.Path(),
-    help="Folder for the outputs.",
+    help="Folder for the outputs (new, or an earlier demo's).",
 )
 @click.option("--overwrite", is_flag=True, help="Replace the outputs of an earlier demo.")
+@click.option(
+    "--synthetic",
+    is_flag=True,
+    help="A synthetic square mosaic (NoData 0) instead of the Blue Marble map.",
+)
 @cluster_options
 def demo(
     size: int,
     out: str,
     overwrite: bool,
+    synthetic: bool,
     scheduler: str | None,
     scheduler_file: str | None,
     workers: int | None,
     memory_limit: str | None,
     quiet: bool,
 ) -> None:
-    """Make a synthetic NoData-bordered mosaic and run the demo pipeline on it."""
+    """Reproject NASA's Blue Marble to Mollweide (NoData outside the globe) and run the demo
+    pipelines on it: a Gaussian stretch that leaves NoData out, and filter + equalization."""
     from bigimg.demo import check_demo_outputs, run_demo
 
     check_demo_outputs(out, overwrite=overwrite)  # before starting a cluster
     t0 = time.perf_counter()
     with _cluster(scheduler, scheduler_file, workers, memory_limit) as client:
         click.echo(f"cluster: {client.dashboard_link}")
-        timings = run_demo(out, size=size, overwrite=overwrite, progress=_progress(quiet))
+        timings = run_demo(
+            out, size=size, overwrite=overwrite, progress=_progress(quiet), synthetic=synthetic
+        )
     for stage, secs in timings.items():
-        click.echo(f"{stage:>14}: {secs:7.1f} s")
-    click.echo(f"{'total':>14}: {time.perf_counter() - t0:7.1f} s")
+        click.echo(f"{stage:>16}: {secs:7.1f} s")
+    click.echo(f"{'total':>16}: {time.perf_counter() - t0:7.1f} s")
     outp = Path(out)
     click.echo(
-        f"mosaic: {outp / 'mosaic.zarr'}\noutput: {outp / 'output.zarr'}\nquick-look: {outp / 'quicklook.png'}"
+        f"map: {outp / 'mosaic.zarr'}\nstretched: {outp / 'stretched.zarr'}\n"
+        f"filtered + equalized: {outp / 'output.zarr'}\n"
+        f"quick-looks: {outp / 'raw.png'}, {outp / 'stretched.png'}, {outp / 'quicklook.png'}"
     )
 
 
@@ -409,18 +467,20 @@ def quicklook_cmd(
 
     From a store with a pyramid, reads the coarsest level at least --max-size pixels wide.
     """
-    from bigimg.files import check_disjoint, check_new_file
-    from bigimg.io.api import open_for_quicklook
-    from bigimg.quicklook import quicklook
+    from bigimg.files import check_disjoint, check_new_object, check_png_name
 
     check_disjoint(out, [store], what="OUT")
-    check_new_file(out, overwrite=overwrite, what="OUT")
+    check_new_object(out, overwrite=overwrite, what="OUT")
+    check_png_name(out, what="OUT")
     band_list = None if bands is None else _number_list(bands, "--bands", int)
     limits = _number_list(stretch, "--stretch", float)
     if len(limits) != 2:
         raise click.BadParameter(
             f"expected two percentiles lo,hi, got {stretch!r}", param_hint="--stretch"
         )
+    from bigimg.io.api import open_for_quicklook
+    from bigimg.quicklook import quicklook
+
     img = open_for_quicklook(store, max_size)
     with _cluster(scheduler, scheduler_file, workers, memory_limit):
         preview = quicklook(
@@ -456,6 +516,9 @@ def _run(argv: list[str] | None) -> None:
         cli.main(args=argv, prog_name="bigimg", standalone_mode=False)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
+    except click.exceptions.NoArgsIsHelpError as e:  # bare `bigimg`: its help, no "error:"
+        click.echo(e.ctx.get_help() if e.ctx is not None else cli.get_help(click.Context(cli)))
+        sys.exit(0)
     except (click.Abort, KeyboardInterrupt):
         if _reported.acquire(blocking=False):
             click.echo("bigimg: interrupted", err=True)
@@ -557,16 +620,35 @@ def _fail(message: str, code: int) -> None:
 
 @contextmanager
 def _quiet_dask() -> Iterator[None]:
-    """Silence distributed's logs and worker warnings (here and in the workers started meanwhile).
+    """Silence distributed's logs and worker warnings (in the workers started meanwhile).
 
-    Everything is restored on the way out, so calling :func:`main` in-process
-    (as tests do) leaves the caller's environment and loggers as they were.
+    Only environment variables, read when distributed is imported (by
+    :func:`_quiet_distributed`, for the commands that start or reach a
+    cluster) and by every worker process. Everything is restored on the way
+    out, so calling :func:`main` in-process (as tests do) leaves the caller's
+    environment as it was.
     """
-    import logging
-
     saved = {k: os.environ.get(k) for k in ("DASK_LOGGING__DISTRIBUTED", "PYTHONWARNINGS")}
     os.environ["DASK_LOGGING__DISTRIBUTED"] = "critical"  # read by every worker process
     os.environ.setdefault("PYTHONWARNINGS", "ignore")
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@contextmanager
+def _quiet_distributed() -> Iterator[None]:
+    """Silence distributed's loggers (and asyncio's) while a command uses a cluster.
+
+    Restored on the way out.
+    """
+    import logging
+
     import distributed  # noqa: F401  (configures its loggers; then quiet them here too)
 
     loggers = [  # asyncio: "Task exception was never retrieved" of a gather a Ctrl-C cancelled
@@ -582,11 +664,6 @@ def _quiet_dask() -> Iterator[None]:
     finally:
         for lg, level in zip(loggers, levels, strict=True):
             lg.setLevel(level)
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 @contextmanager

@@ -12,6 +12,7 @@ from typing import Any
 # below this a worker cannot even start: the nanny restarts it forever
 MIN_MEMORY_LIMIT = 256 * 2**20
 CONNECT_TIMEOUT = 30.0  # seconds to reach and hear back from an existing scheduler
+REFUSED_GRACE = 2.0  # seconds a refusing tcp:// port is retried (a scheduler still starting)
 
 
 class Cluster:
@@ -190,6 +191,7 @@ def _probe(address: str, security: Any, timeout: float) -> None:
     from distributed import Security
     from distributed.comm import connect
 
+    _refused_at_once(address)
     args = (security or Security()).get_connection_args("client")  # dask's TLS config by default
 
     async def ask() -> Any:
@@ -220,3 +222,52 @@ def _probe(address: str, security: Any, timeout: float) -> None:
         )
     if error is not None:
         raise OSError(f"scheduler: cannot reach {address} ({error})") from None
+
+
+def _refused_at_once(address: str, grace: float = REFUSED_GRACE) -> None:
+    """Fail within ``grace`` seconds when nothing listens at a ``tcp://``/``tls://`` address.
+
+    distributed's ``connect`` retries a refused connection until its whole
+    timeout (30 s) has passed; a refusal is an answer, so it is reported at
+    once (retried for ``grace`` seconds, for a scheduler that is starting).
+    A port that accepts and then stays silent passes here and gets the
+    probe's full deadline; other protocols go straight to the probe.
+
+    Raises
+    ------
+    OSError
+        The connection is refused (or the host is unknown) for ``grace`` seconds.
+
+    Examples
+    --------
+    >>> _refused_at_once("tcp://127.0.0.1:1", grace=0.0)
+    Traceback (most recent call last):
+    ...
+    OSError: scheduler: cannot reach tcp://127.0.0.1:1 (connection refused: is a Dask scheduler running there?)
+    """
+    import socket
+    import time
+
+    from distributed.comm.addressing import parse_address, parse_host_port
+
+    try:
+        scheme, loc = parse_address(address)
+        host, port = parse_host_port(loc)
+    except (ValueError, TypeError):
+        return  # distributed reports a malformed address itself
+    if scheme not in ("tcp", "tls"):
+        return
+    deadline = time.monotonic() + grace
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=max(grace, 1.0)):
+                return  # it accepts: the probe asks it for an answer
+        except ConnectionRefusedError:
+            why = "connection refused: is a Dask scheduler running there?"
+        except socket.gaierror as e:
+            why = f"unknown host {host!r}: {e.strerror}"
+        except OSError:
+            return  # unreachable or filtered: the probe waits for its deadline
+        if time.monotonic() >= deadline:
+            raise OSError(f"scheduler: cannot reach {address} ({why})")
+        time.sleep(0.2)

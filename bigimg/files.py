@@ -85,6 +85,32 @@ def check_disjoint(output: PathLike, inputs: Iterable[PathLike | None], *, what:
             )
 
 
+def check_png_name(path: PathLike, *, what: str) -> None:
+    """Refuse a PNG output (a path or URL) whose name does not end in ``.png``.
+
+    Raises
+    ------
+    ValueError
+        Naming ``what`` and the suffix found.
+
+    Examples
+    --------
+    >>> check_png_name("s3://bucket/a.PNG", what="--hist")
+    >>> check_png_name("h.txt", what="--hist")
+    Traceback (most recent call last):
+    ...
+    ValueError: --hist: 'h.txt' must end in '.png' (the file written is a PNG), got suffix '.txt'
+    """
+    text = os.fspath(path)
+    name = text.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1] if is_url(text) else text
+    suffix = Path(name).suffix
+    if suffix.lower() != ".png":
+        raise ValueError(
+            f"{what}: {text!r} must end in '.png' (the file written is a PNG), "
+            f"got suffix {suffix or '(none)'!r}"
+        )
+
+
 def check_new_file(path: PathLike, *, overwrite: bool, what: str) -> Path:
     """Check that a file may be written at ``path`` without touching anything.
 

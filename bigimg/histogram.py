@@ -27,7 +27,7 @@ import math
 import numbers
 import os
 import warnings
-from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -38,7 +38,7 @@ import xarray as xr
 
 from bigimg.compute import Passes, Reduction, reduce_blocks, run_passes, sum_parts
 from bigimg.errors import BigimgWarning
-from bigimg.files import check_new_file, new_file
+from bigimg.files import check_new_object, check_png_name, new_object
 from bigimg.image import check_image, float_dtype, like
 
 # Widest integer range counted exactly (one bin per value) before we refuse.
@@ -1093,14 +1093,16 @@ def plot_histogram(
     *,
     title: str | None = None,
     overwrite: bool = False,
-) -> Path:
+    storage_options: Mapping[str, Any] | None = None,
+) -> Path | str:
     """Draw a histogram from :func:`histogram` and its CDF to a PNG.
 
     One step curve of counts per histogram (per band; at most 12 are drawn)
     over its own bins, on the left axis; the normalized cumulative counts on
     the right axis. Uses matplotlib's Agg canvas directly, so no GUI backend
     or global pyplot state is touched. The PNG is written under a temporary
-    name and renamed to ``path`` once complete.
+    name and renamed to ``path`` once complete; at a URL (``s3://…``,
+    ``memory://…``) the finished bytes are sent in one put.
 
     Parameters
     ----------
@@ -1108,24 +1110,27 @@ def plot_histogram(
         Counts with a ``bin`` dim (as returned by :func:`histogram`); the
         edges are read from its ``bin_lower``/``bin_upper`` coords (shared or
         per histogram), else from ``bin``.
-    path : path-like
-        The PNG to write; its folder must exist.
+    path : path-like or str
+        The PNG to write (ending in ``.png``), a local path whose folder
+        exists, or a URL.
     title : str, optional
         Figure title.
     overwrite : bool, default False
         Replace an existing file at ``path``.
+    storage_options : dict, optional
+        fsspec options (credentials, endpoint) for a URL ``path``.
 
     Returns
     -------
-    pathlib.Path
-        ``path``.
+    pathlib.Path or str
+        ``path`` (a URL as given).
 
     Raises
     ------
     TypeError
         ``hist`` is not a DataArray with a ``bin`` dim; ``overwrite`` not a bool.
     ValueError
-        ``hist`` has no bin.
+        ``hist`` has no bin, or ``path`` does not end in ``.png``.
     FileExistsError
         ``path`` exists and ``overwrite`` is false (the file is left untouched).
     FileNotFoundError, IsADirectoryError
@@ -1150,7 +1155,10 @@ def plot_histogram(
     n = hist.sizes["bin"]
     if n == 0:
         raise ValueError("hist must have at least one bin, got an empty 'bin' dim")
-    check_new_file(path, overwrite=overwrite, what="path")  # before any drawing
+    where = check_new_object(  # before any drawing
+        path, overwrite=overwrite, what="path", storage_options=storage_options
+    )
+    check_png_name(path, what="path")
     other = [d for d in hist.dims if d != "bin"]
     flat = hist.transpose(*other, "bin")
     rows = flat.values.reshape(-1, n)
@@ -1187,6 +1195,6 @@ def plot_histogram(
     if title:
         ax.set_title(title)
     fig.tight_layout()
-    with new_file(path, overwrite=overwrite, what="path") as tmp:
-        fig.savefig(tmp, format="png")
-    return Path(path)
+    with new_object(where, overwrite=overwrite, what="path", storage_options=storage_options) as fh:
+        fig.savefig(fh, format="png")
+    return where

@@ -12,14 +12,22 @@ from __future__ import annotations
 import math
 import numbers
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import dask
 import numpy as np
 import xarray as xr
 
-from bigimg.files import check_disjoint, check_new_file, new_file
+from bigimg.files import (
+    check_disjoint,
+    check_local_only,
+    check_new_object,
+    check_png_name,
+    is_url,
+    new_object,
+)
 from bigimg.histogram import histogram
 from bigimg.image import check_image, with_band
 from bigimg.resample import check_size, coarsen_mean
@@ -37,6 +45,7 @@ def quicklook(
     bands: Sequence[int] | None = None,
     stretch: tuple[float, float] = (2.0, 98.0),
     overwrite: bool = False,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> xr.DataArray:
     """A small stretched preview of ``obj``, also written as a PNG when ``path`` is given (computes).
 
@@ -50,10 +59,10 @@ def quicklook(
     obj : xarray.DataArray
         Image with dims ``y``, ``x`` and optionally ``band``. Other dims must
         have length 1 (select one image of a stack first).
-    path : path-like, optional
-        Where to write the PNG (ending in ``.png``): RGBA for three bands,
-        grey + alpha for one; NoData pixels (NaN in any shown band) are
-        fully transparent.
+    path : path-like or str, optional
+        Where to write the PNG (ending in ``.png``), a local path or a URL
+        (``s3://…``, ``memory://…``): RGBA for three bands, grey + alpha for
+        one; NoData pixels (NaN in any shown band) are fully transparent.
     max_size : int, default 2048
         Longest side of the preview, in pixels.
     bands : sequence of int, optional
@@ -63,7 +72,10 @@ def quicklook(
         Percentiles of the valid pixels mapped to black and to white.
     overwrite : bool, default False
         Replace an existing file at ``path``. The PNG is written under a
-        temporary name and renamed into place when complete.
+        temporary name and renamed into place when complete; at a URL it is
+        sent in one put of the finished bytes (:func:`bigimg.files.new_object`).
+    storage_options : dict, optional
+        fsspec options (credentials, endpoint) for a URL ``path``.
 
     Returns
     -------
@@ -112,7 +124,7 @@ def quicklook(
     check_size(max_size, "max_size")
     lo, hi = _check_stretch(stretch)
     if path is not None:
-        path = _check_png_path(path, obj, overwrite)
+        path = _check_png_path(path, obj, overwrite, storage_options)
     img = _select(obj, bands)
     if img.chunks is None:
         img = img.chunk()
@@ -141,30 +153,39 @@ def quicklook(
         "bigimg_quicklook_limits": limits.tolist(),
     }
     if path is not None:
-        write_png(preview.values, path, overwrite=overwrite)
+        write_png(preview.values, path, overwrite=overwrite, storage_options=storage_options)
     return preview
 
 
-def write_png(rgb: np.ndarray, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+def write_png(
+    rgb: np.ndarray,
+    path: str | os.PathLike[str],
+    *,
+    overwrite: bool = False,
+    storage_options: Mapping[str, Any] | None = None,
+) -> Path | str:
     """Write a ``(y, x, 1 or 3)`` float array in [0, 1] as an 8-bit PNG with alpha.
 
-    A pixel that is NaN in any band is fully transparent. The file is written
-    under a temporary name in ``path``'s folder and renamed into place when
-    complete (:func:`bigimg.files.new_file`).
+    A pixel that is NaN in any band is fully transparent. A local file is
+    written under a temporary name in ``path``'s folder and renamed into place
+    when complete; at a URL (``s3://…``, ``memory://…``) the finished bytes are
+    sent in one put (:func:`bigimg.files.new_object`).
 
     Parameters
     ----------
     rgb : numpy.ndarray
         ``(y, x, 1 or 3)`` values in [0, 1] (clipped), NaN for transparent.
-    path : path-like
-        The PNG to write (ending in ``.png``).
+    path : path-like or str
+        The PNG to write (ending in ``.png``), a local path or a URL.
     overwrite : bool, default False
         Replace an existing file at ``path``.
+    storage_options : dict, optional
+        fsspec options (credentials, endpoint) for a URL ``path``.
 
     Returns
     -------
-    pathlib.Path
-        ``path``.
+    pathlib.Path or str
+        ``path`` (a URL as given).
 
     Raises
     ------
@@ -183,37 +204,52 @@ def write_png(rgb: np.ndarray, path: str | os.PathLike[str], *, overwrite: bool 
     >>> p = write_png(np.array([[[0.0], [np.nan]]]), os.path.join(tempfile.mkdtemp(), "a.png"))
     >>> PIL.Image.open(p).mode
     'LA'
+    >>> write_png(np.zeros((2, 2, 3)), "memory://bigimg-doc/q.png", overwrite=True)
+    'memory://bigimg-doc/q.png'
     """
     import PIL.Image
 
-    path = Path(path)
     rgb = np.asarray(rgb, dtype=np.float32)
     if rgb.ndim != 3 or rgb.shape[2] not in (1, 3) or rgb.size == 0:
         raise ValueError(f"rgb must have shape (y, x, 1 or 3), got {rgb.shape}")
     _check_overwrite(overwrite)
-    check_new_file(path, overwrite=overwrite, what="path")  # before the work
-    _check_suffix(path)
+    where = check_new_object(  # before the work
+        path, overwrite=overwrite, what="path", storage_options=storage_options
+    )
+    _check_suffix(where)
     alpha = np.all(np.isfinite(rgb), axis=2)
     pix = np.round(np.clip(np.nan_to_num(rgb, nan=0.0), 0.0, 1.0) * 255).astype(np.uint8)
     pix[~alpha] = 0
     a = np.where(alpha, 255, 0).astype(np.uint8)[:, :, None]
     image = PIL.Image.fromarray(np.concatenate([pix, a], axis=2))  # LA/RGBA
-    with new_file(path, overwrite=overwrite, what="path") as tmp:
-        image.save(tmp, format="PNG")
-    return path
+    with new_object(where, overwrite=overwrite, what="path", storage_options=storage_options) as fh:
+        image.save(fh, format="PNG")
+    return where
 
 
 # ---------------------------------------------------------------- validation
-def _check_png_path(path: str | os.PathLike[str], obj: xr.DataArray, overwrite: bool) -> Path:
-    """The PNG path, refused before any compute if it exists or overlaps ``obj``'s source."""
+def _check_png_path(
+    path: str | os.PathLike[str],
+    obj: xr.DataArray,
+    overwrite: bool,
+    storage_options: Mapping[str, Any] | None = None,
+) -> Path | str:
+    """The PNG path or URL, refused before any compute if it exists or overlaps ``obj``'s source."""
     _check_overwrite(overwrite)
-    path = Path(path)
-    if not path.parent.is_dir():
-        raise ValueError(f"path: folder {str(path.parent)!r} does not exist")
-    check_disjoint(path, _source_paths(obj), what="path")
-    check_new_file(path, overwrite=overwrite, what="path")
-    _check_suffix(path)
-    return path
+    if is_url(path):
+        check_disjoint(path, _source_paths(obj), what="path")
+        where = check_new_object(
+            path, overwrite=overwrite, what="path", storage_options=storage_options
+        )
+    else:
+        check_local_only(path, storage_options, "path")
+        path = Path(path)
+        if not path.parent.is_dir():
+            raise ValueError(f"path: folder {str(path.parent)!r} does not exist")
+        check_disjoint(path, _source_paths(obj), what="path")
+        where = check_new_object(path, overwrite=overwrite, what="path")
+    _check_suffix(where)
+    return where
 
 
 def _check_overwrite(overwrite: object) -> None:
@@ -221,12 +257,8 @@ def _check_overwrite(overwrite: object) -> None:
         raise TypeError(f"overwrite must be True or False, got {overwrite!r}")
 
 
-def _check_suffix(path: Path) -> None:
-    if path.suffix.lower() != ".png":
-        raise ValueError(
-            f"path: {str(path)!r} must end in '.png' (the file written is a PNG), "
-            f"got suffix {path.suffix or '(none)'!r}"
-        )
+def _check_suffix(path: str | os.PathLike[str]) -> None:
+    check_png_name(path, what="path")
 
 
 def _source_paths(obj: xr.DataArray) -> list[str]:
@@ -284,12 +316,17 @@ def _band_limits(
 ) -> np.ndarray:
     """Percentiles ``q`` of each band's valid pixels, ``(band, 2)``, NaN for empty bands (computes).
 
-    One :func:`bigimg.histogram` pass. Integers spanning at most
+    One :func:`bigimg.histogram` pass, none for ``(0, 100)`` (the band's own
+    minimum and maximum, given). Integers spanning at most
     ``_MAX_INT_BINS`` values are counted value by value (exact percentiles);
     other data are rescaled lazily to [0, 1] per band first, so each band
     gets the full ``_HIST_BINS`` resolution whatever the others' ranges.
     """
     limits = np.full((len(vmin), 2), np.nan)
+    if q == (0.0, 100.0):  # the exact min and max, known: no histogram pass
+        finite = np.isfinite(vmin)
+        limits[finite, 0], limits[finite, 1] = vmin[finite], vmax[finite]
+        return limits
     constant = np.isfinite(vmin) & (vmin == vmax)  # every percentile is that value
     limits[constant] = vmin[constant, None]
     has = np.flatnonzero(np.isfinite(vmin) & ~constant)  # bands with a histogram to build

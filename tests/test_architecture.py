@@ -28,6 +28,7 @@ CAPABILITIES = {
     "bigimg.whiten",
     "bigimg.resample",
     "bigimg.quicklook",
+    "bigimg.reproject",
 }
 BASE = {"bigimg.errors", "bigimg._version", "bigimg.files", "bigimg.compute", "bigimg.image"}
 # compiled per-chunk kernels: numpy in and out; they import nothing of bigimg's but the base
@@ -175,3 +176,38 @@ def test_accessor_methods_have_the_functions_signatures_and_docs() -> None:
     assert "nan_policy" in str(sig)
     out = img.bigimg.gaussian_filter(2.0)
     np.testing.assert_array_equal(out.values, bi.gaussian_filter(img, 2.0).values)
+
+
+# modules the CLI loads before a command imports what it needs (issue 25): `bigimg --help`
+# and `bigimg info` stay fast only while these import nothing heavy at module level
+START_UP = ["bigimg", "bigimg.cli", "bigimg.errors", "bigimg.files", "bigimg.io"]
+START_UP += ["bigimg.io.info", "bigimg.io.layout", "bigimg.io.location"]  # info: zarr only
+HEAVY = {"dask", "xarray", "distributed", "pandas", "numpy", "scipy", "pydantic", "matplotlib"}
+
+
+def _module_level_imports(name: str) -> set[str]:
+    """Top-level modules imported when ``name`` is imported (not in functions or TYPE_CHECKING)."""
+    found: set[str] = set()
+    todo = list(ast.parse(MODULES[name].read_text()).body)
+    while todo:
+        node = todo.pop()
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            todo += node.orelse
+        elif isinstance(node, ast.If | ast.Try | ast.With):
+            todo += [n for part in ("body", "orelse", "finalbody", "handlers") for n in getattr(node, part, [])]  # fmt: skip
+        elif isinstance(node, ast.ExceptHandler):
+            todo += node.body
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and not node.level:
+            found.add(node.module or "")
+    return found
+
+
+@pytest.mark.parametrize("module", START_UP)
+def test_start_up_modules_import_nothing_heavy_at_module_level(module: str) -> None:
+    imported = _module_level_imports(module)
+    heavy = sorted(m for m in imported if m.split(".")[0] in HEAVY)
+    assert not heavy, f"{module} imports {heavy} at module level; import them where used"
+    inner = sorted(m for m in imported if m.startswith("bigimg") and m not in START_UP)
+    assert not inner, f"{module} imports {inner} at module level, outside the start-up set"

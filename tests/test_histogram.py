@@ -508,11 +508,11 @@ def test_equalize_config_runs_on_the_demo_mosaic(tmp_path):
 
 
 def test_demo_step_on_float_nan_mosaic():
-    """The demo's step (exclude=[0, 255]) on float32 data whose NoData is NaN."""
-    from bigimg.demo import DEMO_STEPS
+    """The synthetic demo's step (exclude=[0, 255]) on float32 data whose NoData is NaN."""
+    from bigimg.demo import SYNTHETIC_STEPS
     from bigimg.pipeline import OPS
 
-    step = next(s for s in DEMO_STEPS if s["op"] == "equalize_hist")
+    step = next(s for s in SYNTHETIC_STEPS if s["op"] == "equalize_hist")
     params = OPS["equalize_hist"].params.model_validate(
         {k: v for k, v in step.items() if k != "op"}
     )

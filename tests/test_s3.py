@@ -231,3 +231,28 @@ def test_unreachable_or_refused_storage_is_one_line_exit_2_fast(s3_bucket, case)
     assert "wrong-secret" not in proc.stderr and s3_bucket.server.secret not in proc.stderr
     info = bigimg("info", url, env=env, timeout=60)
     assert_one_line_error(info, "")
+
+
+def test_quicklook_and_info_hist_write_pngs_to_s3(s3_bucket, tmp_path):
+    """#22 item 11: the URL reaches the object store intact (it was mangled to 's3:/bucket'),
+    the PNG is put once, and an existing object is refused without --overwrite."""
+    url = s3_bucket.url("img.zarr")
+    img = bi.from_array(_image(), chunks={"y": 48, "x": 40})
+    bi.to_zarr(img, url, storage_options=s3_bucket.storage_options, progress=False)
+    env = _env(s3_bucket)
+    q, h = s3_bucket.url("q.png"), s3_bucket.url("h.png")
+    proc = bigimg("quicklook", url, q, "--max-size", "32", "--quiet", "--workers", "1", env=env)
+    assert proc.returncode == 0, proc.stderr
+    proc = bigimg("info", url, "--hist", h, "--exclude", "0", env=env)
+    assert proc.returncode == 0, proc.stderr
+    for key in ("q.png", "h.png"):
+        assert s3_bucket.get(key)[:8] == b"\x89PNG\r\n\x1a\n"
+    again = bigimg("quicklook", url, q, "--max-size", "32", "--workers", "1", env=env)
+    assert_one_line_error(again, "already exists")
+    assert_one_line_error(bigimg("info", url, "--hist", h, env=env), "already exists")
+    assert_one_line_error(
+        bigimg("info", url, "--hist", s3_bucket.url("h.txt"), env=env), "must end in '.png'"
+    )
+    over = bigimg("info", url, "--hist", h, "--overwrite", env=env)
+    assert over.returncode == 0, over.stderr
+    assert sorted(k for k in s3_bucket.keys() if k.endswith(".png")) == ["h.png", "q.png"]

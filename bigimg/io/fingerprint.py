@@ -35,7 +35,8 @@ import xarray as xr
 from bigimg._version import __version__
 from bigimg.errors import unreadable_metadata
 from bigimg.files import read_paths
-from bigimg.io.location import ZARR_MARKERS, Location, is_zarr_store
+from bigimg.io.layout import MARKERS, is_zarr_store
+from bigimg.io.location import Location
 
 
 def of_computation(obj: xr.DataArray, loc: Location | None = None) -> dict[str, Any]:
@@ -171,9 +172,7 @@ def identity(source: str, loc: Location | None = None) -> str | None:
     try:
         if is_zarr_store(loc):
             digest = hashlib.sha256()
-            metas = [
-                k for k in loc.keys() if k.rsplit("/", 1)[-1] in ZARR_MARKERS and k.count("/") <= 1
-            ]
+            metas = [k for k in loc.keys() if k.rsplit("/", 1)[-1] in MARKERS and k.count("/") <= 1]
             for key in sorted(metas):  # the root's and its arrays' metadata, not the chunks'
                 digest.update(f"{key}\0".encode() + (loc.get(key) or b""))
             return f"store metadata sha256={digest.hexdigest()}"

@@ -180,18 +180,6 @@ class Location:
         sync(self.zarr_store().delete_dir(""))
 
 
-#: The root objects that make a folder or prefix a Zarr store (v3, v2 group, v2 array).
-ZARR_MARKERS = ("zarr.json", ".zgroup", ".zarray")
-
-
-def is_zarr_store(where: str | os.PathLike[str] | Location) -> bool:
-    """True when ``where`` holds Zarr metadata at its root (never raises for a missing path)."""
-    loc = Location.of(where)
-    if loc.local:
-        return loc.path.is_dir() and any((loc.path / m).exists() for m in ZARR_MARKERS)
-    return any(loc.exists(m) for m in ZARR_MARKERS)
-
-
 def _freeze(options: Mapping[str, Any]) -> str:
     if not isinstance(options, Mapping):
         raise TypeError(f"storage_options must be a dict, got {type(options).__name__}")

@@ -163,12 +163,14 @@ def check_unlocked(loc: Location) -> None:
     lease is read. :func:`writer_lock` still decides, when the write starts.
     """
     with _HELD_LOCK:
-        owner = _HELD.get(loc.url, (threading.get_ident(), 0))[0]
+        owner, depth = _HELD.get(loc.url, (threading.get_ident(), 0))
     if owner != threading.get_ident():
         raise ValueError(
             f"store: {str(loc)!r} is being written by another thread of this process; "
             "wait for it to finish"
         )
+    if depth:  # this thread holds it (a pipeline run checking the store it will write)
+        return
     if loc.local:
         import fcntl
 

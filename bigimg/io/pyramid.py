@@ -33,6 +33,7 @@ import xarray as xr
 
 from bigimg.errors import unreadable_metadata
 from bigimg.io.fingerprint import of_config
+from bigimg.io.layout import LEVELS_GROUP
 from bigimg.io.location import Location
 from bigimg.io.store import (
     PROVENANCE,
@@ -46,7 +47,6 @@ from bigimg.io.store import (
 )
 from bigimg.resample import check_size, coarsen_mean
 
-LEVELS_GROUP = "levels"
 NGFF_VERSION = "0.5"
 _AXIS_TYPES = {"y": "space", "x": "space", "band": "channel"}
 # group attrs that open_zarr merges into the DataArray: each level records its own
@@ -259,23 +259,6 @@ def best_level(store: StoreLike, max_size: int) -> int:
 
 
 # ---------------------------------------------------------------- internals
-def level_states(loc: Location) -> dict[int, bool]:
-    """Pyramid levels found under ``levels/``: level -> complete (read-only)."""
-    import zarr
-
-    out: dict[int, bool] = {}
-    for name in loc.children(LEVELS_GROUP):
-        child = loc.child(LEVELS_GROUP, name)
-        if name.isdigit() and is_zarr_store(child):
-            try:
-                store = child.zarr_store(read_only=True)
-                attrs = zarr.open_group(store, mode="r", use_consolidated=False).attrs
-                out[int(name)] = bool(attrs.get("bigimg_complete"))
-            except Exception:
-                out[int(name)] = False
-    return dict(sorted(out.items()))
-
-
 def _level_path(k: int) -> str:
     """Path of level ``k``'s array inside the root store."""
     return VAR if k == 0 else f"{LEVELS_GROUP}/{k}/{VAR}"

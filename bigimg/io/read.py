@@ -32,8 +32,15 @@ from bigimg.image import (
     with_band,
 )
 from bigimg.io.chunks import read_in_chunks
+from bigimg.io.layout import (
+    dim_names,
+    is_zarr_store,
+    ome_axes_names,
+    ome_multiscale,
+    storage_errors,
+)
 from bigimg.io.location import Location
-from bigimg.io.store import dim_names, is_zarr_store, open_dataset, storage_errors, stored_image
+from bigimg.io.store import open_dataset, stored_image
 
 _TIFF_SUFFIXES = {".tif", ".tiff", ".gtiff"}
 _PLAIN_SUFFIXES = {".png", ".jpg", ".jpeg"}
@@ -181,18 +188,6 @@ def _has_dim_names(node: Any) -> bool:
     return bool(names or node.attrs.get("_ARRAY_DIMENSIONS"))
 
 
-def ome_multiscale(attrs: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The first OME-NGFF multiscale image of a group: 0.5 in ``ome``, 0.4 at the top level."""
-    ome = attrs.get("ome")
-    found = ome.get("multiscales") if isinstance(ome, dict) else attrs.get("multiscales")
-    # a dict `multiscales` is the zarr-conventions one (bigimg writes both), not OME's list
-    if isinstance(found, list) and found and isinstance(found[0], dict):
-        first = found[0]
-        if isinstance(first.get("datasets"), list) and first["datasets"]:
-            return first
-    return None
-
-
 def _ome_level0(path: Location, node: Any, ome: Mapping[str, Any]) -> tuple[Any, None]:
     """Level 0 (``datasets[0]``) of an OME-Zarr image, its dims named by the OME axes."""
     level0 = str(ome["datasets"][0].get("path", ""))
@@ -209,11 +204,6 @@ def _ome_level0(path: Location, node: Any, ome: Mapping[str, Any]) -> tuple[Any,
     renamed = _ome_dims(axes, data.shape, path)
     obj = xr.DataArray(data, dims=tuple(ome_axes_names(axes)))
     return _named(obj.rename(renamed), path), None
-
-
-def ome_axes_names(axes: Any) -> list[str]:
-    """Names of OME axes (dicts with ``name``, or plain names in OME 0.3)."""
-    return [str(a["name"]) if isinstance(a, Mapping) else str(a) for a in axes]
 
 
 def _ome_dims(axes: Any, shape: tuple[int, ...], path: Location) -> dict[str, str]:

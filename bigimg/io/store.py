@@ -50,10 +50,17 @@ from bigimg.files import check_disjoint, note_read, path_parts, read_paths
 from bigimg.image import STACK_DIMS, check_dims
 from bigimg.io.chunks import read_in_chunks
 from bigimg.io.fingerprint import check_fingerprint, of_computation, source_of
-from bigimg.io.location import Location, is_zarr_store
+from bigimg.io.layout import (
+    VAR,
+    check_bucket,
+    existing_store,
+    is_zarr_store,
+    storage_errors,
+    stored_chunks,
+)
+from bigimg.io.location import Location
 from bigimg.io.lock import check_unlocked, writer_lock
 
-VAR = "image"
 #: The group attrs that record a store's provenance; an input's are never carried to an output.
 PROVENANCE = frozenset(
     {"bigimg_version", "bigimg_source", "bigimg_config", "bigimg_fingerprint", "bigimg_complete"}
@@ -246,25 +253,6 @@ def disk_errors(loc: Location) -> Iterator[None]:
         err = OSError(f"store: cannot write {str(loc)!r}: {e.strerror}{then}")
         err.errno = e.errno
         raise err from e
-
-
-@contextmanager
-def storage_errors(loc: Location) -> Iterator[None]:
-    """Turn a remote store's connection, permission and missing-bucket errors into one line.
-
-    The message names the URL (never the storage options) and the error's
-    first line; it is an ``OSError``, so the CLI reports it and exits 2.
-    """
-    if loc.local:
-        yield
-        return
-    try:
-        yield
-    except (CorruptStoreError, ValueError, TypeError, KeyError):
-        raise
-    except Exception as e:
-        first = (str(e).splitlines() or [""])[0][:300]
-        raise OSError(f"store: cannot access {loc}: {type(e).__name__}: {first}") from e
 
 
 def open_dataset(loc: Location, *, allow_incomplete: bool) -> tuple[Location, xr.Dataset]:
@@ -631,6 +619,7 @@ def check_output(
         raise ValueError("overwrite and resume are exclusive: pass one of them")
     if loc.read_only:
         raise ValueError(f"store: {str(loc)!r} is read-only ({loc.scheme}://); write elsewhere")
+    check_unlocked(loc)  # a running writer: refused now, not once a run has started work
     if loc.local:
         path = loc.path
         if not path.exists():
@@ -641,7 +630,7 @@ def check_output(
             raise ValueError(f"store: {str(path)!r} is a file, not a Zarr store")
         empty = not any(path.iterdir())
     else:
-        _check_bucket(loc)
+        check_bucket(loc)
         with storage_errors(loc):
             empty = loc.is_empty()
     if not is_zarr_store(loc):
@@ -651,7 +640,6 @@ def check_output(
                 "refusing to write into it"
             )
         return "create"
-    check_unlocked(loc)  # a running writer: refused now, not once a cluster has started
     if resume:
         return "resume"
     if overwrite:
@@ -660,23 +648,6 @@ def check_output(
         f"store: {str(loc)!r} already exists; pass overwrite=True (--overwrite) to replace "
         "it or resume=True (--resume) to finish an interrupted write"
     )
-
-
-def _check_bucket(loc: Location) -> None:
-    """Raise when the bucket holding ``loc`` is missing, forbidden or unreachable (one request)."""
-    if loc.scheme in ("memory", "http", "https"):
-        return
-    fs, path = loc.filesystem()
-    bucket = path.strip("/").split("/", 1)[0]
-    try:
-        with storage_errors(loc):
-            fs.info(bucket)
-    except OSError as e:
-        if isinstance(e.__cause__, FileNotFoundError):
-            raise FileNotFoundError(
-                f"store: bucket {bucket!r} of {str(loc)!r} does not exist"
-            ) from None
-        raise
 
 
 def _prepare(loc: Location, *, resume: bool) -> bool:
@@ -730,25 +701,6 @@ def _check_resumable(loc: Location, ds: xr.Dataset, encoding: Mapping[Hashable, 
             )
 
 
-def stored_chunks(loc: Location, name: str) -> set[tuple[int, ...]]:
-    """Block indices of the objects (chunks, or shards) of array ``name`` that are stored.
-
-    A listed key is complete (see the module notes). Read-only: a local
-    ``*.partial`` file (a chunk being written, or one whose write was killed)
-    is skipped, never removed here; see :func:`_clean_partials`. So is any
-    key that is not a chunk's (a Finder ``.DS_Store``, a ``0.bak``), as zarr
-    ignores them.
-    """
-    prefix = f"{name}/c/"
-    found: set[tuple[int, ...]] = set()
-    with storage_errors(loc):
-        for key in loc.keys(prefix):
-            parts = key[len(prefix) :].split("/")
-            if all(p.isdigit() for p in parts):
-                found.add(tuple(int(p) for p in parts))
-    return found
-
-
 def _clean_partials(array_path: Path) -> None:
     """Remove the temporaries of killed chunk writes; only the writer resuming a store calls it."""
     for partial in array_path.glob("c/**/*.partial"):
@@ -765,30 +717,6 @@ def is_level_of(loc: Location, source: str) -> bool:
         and real[-1].isdigit()
         and (src == real[:-2] or (src[:-1] == real[:-1] and src[-1].isdigit()))
     )
-
-
-def dim_names(arr: Any) -> tuple[str, ...]:
-    """An array's dim names: Zarr v3 metadata, or xarray's ``_ARRAY_DIMENSIONS`` in v2."""
-    names = getattr(arr.metadata, "dimension_names", None) or arr.attrs.get("_ARRAY_DIMENSIONS")
-    return tuple(names or ())
-
-
-def existing_store(loc: Location) -> Location:
-    """``loc``, checked to hold a Zarr store; clear errors otherwise."""
-    if loc.local:
-        if not loc.path.exists():
-            raise FileNotFoundError(f"store: no such Zarr store: {str(loc)!r}")
-        if not is_zarr_store(loc):
-            raise ValueError(f"store: {str(loc)!r} is not a Zarr store")
-        return loc
-    _check_bucket(loc)
-    with storage_errors(loc):
-        if is_zarr_store(loc):
-            return loc
-        empty = loc.is_empty()
-    if empty:
-        raise FileNotFoundError(f"store: no such Zarr store: {str(loc)!r}")
-    raise ValueError(f"store: {str(loc)!r} is not a Zarr store")
 
 
 def _write_block(

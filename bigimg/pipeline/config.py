@@ -25,9 +25,11 @@ from bigimg.compute import run_passes
 from bigimg.errors import ConfigError
 from bigimg.files import check_disjoint, check_new_object, is_url, read_paths
 from bigimg.image import check_image, from_array
-from bigimg.io.api import open_zarr, store_info, to_zarr
+from bigimg.io.api import open_zarr, to_zarr
 from bigimg.io.fingerprint import check_fingerprint, of_computation, of_config, source_of
+from bigimg.io.info import store_info
 from bigimg.io.location import Location
+from bigimg.io.lock import writer_lock
 from bigimg.io.read import open_image
 from bigimg.io.store import WriteResult, check_output, is_complete, write
 from bigimg.pipeline.ops import OPS, SOURCES
@@ -36,7 +38,7 @@ from bigimg.pipeline.registry import Params
 
 # ---------------------------------------------------------------- models
 class InputConfig(BaseModel):
-    model_config = ConfigDict(extra="allow", frozen=True)  # extra = registered sources
+    model_config = ConfigDict(extra="allow", frozen=True, strict=True)  # extra = registered sources
 
     path: Path | str | None = None  # a local path (resolved), or a URL
     nodata: float | None = None
@@ -45,7 +47,7 @@ class InputConfig(BaseModel):
 
 
 class OutputConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     path: Path | str  # a local path (resolved), or a URL
     format: Literal["zarr", "cog"] = "zarr"
@@ -366,6 +368,14 @@ class Pipeline:
         if action == "resume" and is_complete(self._output()):
             stored = store_info(self._output())["chunks_stored"]
             return WriteResult(self.output.path, 0, stored, 0.0)
+        if self.output.format == "cog":
+            return self._run(overwrite=overwrite, resume=resume, progress=progress, pyramid=pyramid)
+        with writer_lock(self._output()):  # the whole run, scratch stores included
+            return self._run(overwrite=overwrite, resume=resume, progress=progress, pyramid=pyramid)
+
+    def _run(
+        self, *, overwrite: bool, resume: bool, progress: bool | None, pyramid: bool | None
+    ) -> Any:
         img = self._planned(overwrite=overwrite, resume=resume, progress=progress)
         result: Any
         if self.output.format == "cog":
@@ -560,13 +570,33 @@ def _validate(model: type[BaseModel], data: Any, where: str) -> Any:
         return model.model_validate(data)
     except ValidationError as e:
         # an unknown key (often a typo) explains a "missing" one: report it first
-        err = sorted(e.errors(), key=lambda x: x["type"] != "extra_forbidden")[0]
-        loc = ".".join(str(p) for p in (where, *err["loc"]))
+        errors = sorted(e.errors(), key=lambda x: x["type"] != "extra_forbidden")
+        err = errors[0]
+        key = _key(err["loc"])
+        loc = ".".join(str(p) for p in (where, *key))
         if err["type"] == "extra_forbidden":
             raise ConfigError(f"config: unknown key {loc!r}") from None
         if err["type"] == "missing":
             raise ConfigError(f"config: missing key {loc!r}") from None
+        tags = [next(p for p in x["loc"] if _is_type_tag(p)) for x in errors if _key(x["loc"]) == key and any(_is_type_tag(p) for p in x["loc"])]  # fmt: skip
+        if len(tags) > 1:  # a union (sigma: a number or a table): name every type allowed
+            allowed = " or ".join(dict.fromkeys(str(t) for t in tags))
+            raise ConfigError(
+                f"config: {loc}: expected {allowed} (got {err.get('input')!r})"
+            ) from None
         raise ConfigError(f"config: {loc}: {err['msg']} (got {err.get('input')!r})") from None
+
+
+def _key(loc: tuple[Any, ...]) -> tuple[Any, ...]:
+    """An error's location without pydantic's names of union members."""
+    return tuple(p for p in loc if not _is_type_tag(p))
+
+
+def _is_type_tag(part: object) -> bool:
+    """pydantic's name of one member of a union in an error's location (``float``, ``dict[str,float]``)."""
+    return isinstance(part, str) and (
+        "[" in part or part in ("float", "int", "str", "bool", "none", "is-instance[Path]")
+    )
 
 
 def _abs(path: Path | str | None, base: Path) -> Path | str | None:

@@ -26,7 +26,7 @@ from bigimg.histogram import equalize_hist, equalize_hist_passes
 from bigimg.image import with_band
 from bigimg.noise import add_noise, correlated_noise
 from bigimg.pipeline import registry
-from bigimg.pipeline.registry import Params
+from bigimg.pipeline.registry import FloatPair, Params
 from bigimg.register import register, shift_and_add
 from bigimg.resample import coarsen_mean
 from bigimg.stretch import gaussian_stretch
@@ -60,7 +60,7 @@ class GaussianFilterParams(Params):
 class EqualizeHistParams(Params):
     bins: int | list[float]
     exclude: list[float]
-    out_range: tuple[float, float]
+    out_range: FloatPair
     dims: list[str] | None
 
 
@@ -76,7 +76,7 @@ class GaussianStretchParams(Params):
     mean: list[float] | float | None
     std: list[float] | float | None
     n: float
-    out_range: tuple[float, float]
+    out_range: FloatPair
 
 
 class CoarsenParams(Params):

@@ -11,19 +11,57 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
+import numpy as np
 import xarray as xr
-from pydantic import BaseModel, ConfigDict, create_model
+from pydantic import BaseModel, BeforeValidator, ConfigDict, create_model, model_validator
 from pydantic.fields import FieldInfo
 
 from bigimg.compute import Passes
 
 
 class Params(BaseModel):
-    """Base of every step's parameter model: strict keys, no coercion surprises."""
+    """Base of every step's parameter model: strict keys and strict values, no coercion.
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    ``sigma = true`` or ``sigma = "2"`` is an error, not 1 or 2; an int is a
+    float where a float is expected. A TOML array is a tuple where a tuple is
+    expected (:data:`FloatPair`).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _plain_values(cls, data: Any) -> Any:
+        """numpy scalars and arrays (from Python, ``bi.plan``) as the Python values they hold."""
+        return _plain(data)
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with numpy scalars as Python scalars and arrays as lists, recursively.
+
+    >>> _plain({"factor": np.int64(2), "out_range": np.array([0.0, 1.0])})
+    {'factor': 2, 'out_range': [0.0, 1.0]}
+    """
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_plain(v) for v in value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _as_tuple(value: object) -> object:
+    """A TOML array (a list) where a tuple is expected; anything else as given."""
+    return tuple(value) if isinstance(value, list) else value
+
+
+FloatPair = Annotated[tuple[float, float], BeforeValidator(_as_tuple)]
+"""Two floats, e.g. ``out_range = [0, 1]`` (strict: no bools or strings)."""
 
 
 @dataclass(frozen=True)
