@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bigimg.io.layout import storage_errors
 from bigimg.io.location import Location
 
 #: A lease's term in seconds: a killed writer's lease lapses this long after its last renewal.
@@ -288,7 +289,8 @@ def _lease_of(loc: Location) -> _Lease:
 @contextlib.contextmanager
 def _lease(loc: Location) -> Iterator[_Lease]:
     lease = _lease_of(loc)
-    lease.acquire()
+    with storage_errors(loc):  # an unreachable store: one line naming it
+        lease.acquire()
     renewer = threading.Thread(
         target=lease.renew_until_released, name=f"bigimg-lease-{uuid.uuid4().hex[:8]}", daemon=True
     )

@@ -619,9 +619,9 @@ def check_output(
         raise ValueError("overwrite and resume are exclusive: pass one of them")
     if loc.read_only:
         raise ValueError(f"store: {str(loc)!r} is read-only ({loc.scheme}://); write elsewhere")
-    check_unlocked(loc)  # a running writer: refused now, not once a run has started work
     if loc.local:
         path = loc.path
+        check_unlocked(loc)  # a running writer: refused now, not once a run has started work
         if not path.exists():
             if not path.parent.exists():
                 raise FileNotFoundError(f"store: parent folder {str(path.parent)!r} does not exist")
@@ -632,6 +632,7 @@ def check_output(
     else:
         check_bucket(loc)
         with storage_errors(loc):
+            check_unlocked(loc)
             empty = loc.is_empty()
     if not is_zarr_store(loc):
         if not empty:
