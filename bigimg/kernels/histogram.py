@@ -30,6 +30,11 @@ def as_planes(block: np.ndarray, kept: tuple[int, ...]) -> np.ndarray:
     return moved.reshape(k, p, q)
 
 
+def _int_scalar(value: int, dtype: np.dtype) -> np.integer:
+    """``value`` as uint64 for uint64 data, else int64: ``v - value`` then never overflows."""
+    return np.uint64(value) if dtype == np.uint64 else np.int64(value)
+
+
 def _excluded_array(exclude: tuple[Any, ...], dtype: np.dtype) -> np.ndarray:
     """``exclude`` in ``dtype`` (values it cannot hold are dropped: no element equals them)."""
     kept = [v for v in exclude if np.asarray(v).astype(dtype) == v]
@@ -53,7 +58,7 @@ def _count_values(planes, low, high, exclude, counts):
                     if v == exclude[e]:
                         skip = True
                 if not skip:
-                    c[np.int64(v) - low] += 1
+                    c[v - low] += 1
 
 
 def count_values(planes: np.ndarray, low: int, n: int, exclude: tuple[Any, ...] = ()) -> np.ndarray:
@@ -83,8 +88,8 @@ def count_values(planes: np.ndarray, low: int, n: int, exclude: tuple[Any, ...] 
     if planes.size and n:
         _count_values(
             planes,
-            np.int64(low),
-            np.int64(low + n - 1),
+            _int_scalar(low, planes.dtype),
+            _int_scalar(low + n - 1, planes.dtype),
             _excluded_array(exclude, planes.dtype),
             counts,
         )
@@ -205,7 +210,7 @@ def count_uniform(
 
 # ---------------------------------------------------------------- applying a CDF
 @kernel
-def _lut_values(planes, low, lut, exclude, out):
+def _lut_values(planes, low, high, lut, exclude, out):
     # out = lut[k, clip(v - low)]; excluded values keep their value
     k_n, p_n, q_n = planes.shape
     n = lut.shape[1]
@@ -215,9 +220,12 @@ def _lut_values(planes, low, lut, exclude, out):
         for p in range(p_n):
             for q in range(q_n):
                 v = planes[k, p, q]
-                j = np.int64(v) - low
-                j = min(max(j, 0), n - 1)
-                r = row[j]
+                if v <= low:
+                    r = row[0]
+                elif v >= high:
+                    r = row[n - 1]
+                else:
+                    r = row[v - low]
                 for e in range(n_ex):
                     if v == exclude[e]:
                         r = v
@@ -245,7 +253,9 @@ def apply_lut(
     if out is None:
         out = np.empty(planes.shape, dtype=lut.dtype)
     if planes.size:
-        _lut_values(planes, np.int64(low), lut, _excluded_array(exclude, planes.dtype), out)
+        high = _int_scalar(low + lut.shape[1] - 1, planes.dtype)
+        low = _int_scalar(low, planes.dtype)
+        _lut_values(planes, low, high, lut, _excluded_array(exclude, planes.dtype), out)
     return out
 
 
@@ -273,10 +283,10 @@ def _interp(planes, xp, fp, slope, scale, search, exclude, single, imax, nodata,
                         excluded = True
                 if v != v or excluded:
                     r = v
-                elif n == 1:
-                    r = f[0]
+                elif n == 1 or v >= x1:
+                    r = f[n - 1]  # np.interp's value at and past the last point
                 else:
-                    v = min(max(v, x0), x1)
+                    v = max(v, x0)
                     if how == 2:
                         a, b = 0, n - 1  # x[a] <= v < x[b] or v == x1
                         while b - a > 1:
