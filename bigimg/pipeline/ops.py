@@ -61,6 +61,8 @@ class EqualizeHistParams(Params):
     exclude: list[float]
     out_range: tuple[float, float]
     dims: list[str] | None
+    dtype: Literal["uint8", "uint16"] | None
+    nodata: int | None
 
 
 class GaussianStretchParams(Params):
