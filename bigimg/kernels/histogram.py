@@ -123,17 +123,18 @@ def _count_uniform(planes, lo, hi, first, denom, nbins, edges, margin, exclude, 
                 v = row[q] + zero
                 ok = (v >= lo) & (v <= hi)
                 t = (v - first) / denom * nbins
-                tf[q] = t if ok else n + 0.5  # left out: to bin n, dropped
+                tf[q] = t if ok else -1.0  # left out: to bin n, dropped
             for e in range(n_ex):
                 for q in range(q_n):
                     if row[q] == exclude[e]:
-                        tf[q] = n + 0.5
+                        tf[q] = -1.0
             for q in range(q_n):
                 t = tf[q]
-                i = min(np.intp(t), n)
+                i = min(np.intp(max(t, 0.0)), n - 1)  # t = n: the last edge, in the last bin
                 f = t - i
-                if f < margin or f > 1.0 - margin:  # rare: no branch to mispredict elsewhere
-                    i = min(i, n - 1)
+                if t < 0.0:
+                    i = n
+                elif f < margin or f > 1.0 - margin:  # rare: no branch to mispredict elsewhere
                     v = row[q] + zero
                     if v < edges[i]:
                         i -= 1
@@ -167,10 +168,12 @@ def uniform_bins(dtype: np.dtype, n: int, first: Any, last: Any) -> tuple[Any, .
     dtype_div = np.result_type(np.empty(0, btype), denom)
     # t = (v - first) / denom * n: 3 roundings of its dtype, relative, plus
     # the edges' (linspace) error of a few ulps of the largest edge, in bins
+    # (and denom's own rounding, in the dtype of last - first)
     eps_d, eps_b = np.finfo(dtype_div).eps, np.finfo(btype).eps
+    eps_r = np.finfo(denom.dtype).eps if denom.dtype.kind == "f" else eps_d
     with np.errstate(all="ignore"):
         reach = float(np.abs(edges.astype(np.float64)).max()) / float(denom) * n
-        margin = 8.0 * (eps_d * (n + 1) + eps_b * (reach + n + 1))
+        margin = 8.0 * ((eps_d + eps_r) * (n + 1) + eps_b * (reach + n + 1))
     if not np.isfinite(margin) or margin > 0.25:
         margin = 1.0  # always check
     return lo, hi, btype.type(first), dtype_div.type(denom), dtype_div.type(n), edges, margin
