@@ -29,6 +29,13 @@ CAPABILITIES = {
     "bigimg.quicklook",
 }
 BASE = {"bigimg.errors", "bigimg._version", "bigimg.files", "bigimg.compute", "bigimg.image"}
+# compiled per-block kernels: numpy in, numpy out; between the base and the capabilities
+KERNELS = {
+    "bigimg.kernels",
+    "bigimg.kernels._jit",
+    "bigimg.kernels.histogram",
+    "bigimg.kernels.gaussian",
+}
 
 
 def _modules() -> dict[str, Path]:
@@ -106,11 +113,33 @@ def test_the_cycle_check_finds_cycles_and_sees_real_imports() -> None:
     assert "bigimg.cluster" in graph["bigimg.cli"]
 
 
-@pytest.mark.parametrize("module", sorted(CAPABILITIES | BASE))
+@pytest.mark.parametrize("module", sorted(CAPABILITIES | KERNELS | BASE))
 def test_lower_layers_never_import_upper_ones(module: str) -> None:
-    allowed = BASE | (CAPABILITIES if module in CAPABILITIES else set())
+    allowed = BASE | (CAPABILITIES | KERNELS if module in CAPABILITIES else set())
+    if module in KERNELS:
+        allowed = KERNELS | {"bigimg.errors"}
     bad = sorted({dep for dep in _graph()[module] if dep not in allowed})
     assert not bad, f"{module} imports {bad}; it may import only {sorted(allowed)}"
+
+
+def test_kernels_are_a_layer_of_plain_numpy() -> None:
+    """Every module of bigimg/kernels is listed, and none imports dask, xarray or zarr."""
+    assert {m for m in MODULES if m.startswith("bigimg.kernels")} == KERNELS
+    assert "bigimg.kernels.gaussian" in _graph()["bigimg.filters"]
+    for module in KERNELS:
+        tree = ast.parse(MODULES[module].read_text())
+        roots = {
+            a.name.split(".")[0]
+            for n in ast.walk(tree)
+            if isinstance(n, ast.Import)
+            for a in n.names
+        }
+        roots |= {
+            (n.module or "").split(".")[0]
+            for n in ast.walk(tree)
+            if isinstance(n, ast.ImportFrom) and not n.level
+        }
+        assert not roots & {"dask", "xarray", "zarr", "distributed"}, f"{module} imports {roots}"
 
 
 @pytest.mark.parametrize("module", sorted(MODULES))
