@@ -2,8 +2,8 @@
 
 Three layers:
 
-* kernels (``_source_index``, ``_gaussian_block`` and helpers): plain numpy on
-  one *haloed* block, i.e. a block already extended by the kernel radius on
+* kernels (``_source_index``, ``_gaussian_block`` and helpers, the compiled
+  :func:`bigimg.kernels.gaussian.correlate_valid`): plain numpy on one *haloed* block, i.e. a block already extended by the kernel radius on
   each filtered axis. They return the "valid" part, so the result does not
   depend on how the block was cut;
 * the chunked builder (``_gaussian_filter_dask``): one task per output block
@@ -50,10 +50,12 @@ Mode = Literal[
 ]
 
 # Kernel radius above which a block is convolved by FFT (cost per pixel
-# independent of the radius) instead of directly. Measured on one core with a
-# 2048^2 x 3 float32 block: OpenCV's direct float32 filter and a float32 FFT
-# break even near radius 48 (sigma 12 at truncate 4); scipy's float64 direct
-# filter and a float64 FFT near radius 20.
+# independent of the radius) instead of directly. Set when the direct path was
+# OpenCV (float32) and scipy (float64): break-even near radius 48 and 20. With
+# the compiled kernel (bigimg.kernels.gaussian) on a 1024^2 block, one core,
+# the break-even moved to radius ~80 for float32 and ~70 for float64 (FFT
+# 1.27x / 1.18x slower at radius 64, 1.3x / 1.6x faster at 96). The values are
+# kept: the FFT-path tests pin that path by their sigma (radius 64 and 32).
 FFT_RADIUS = {np.dtype("float32"): 48, np.dtype("float64"): 24}
 # Valid pixels whose normalized-convolution weight is below this are
 # recomputed in float64 when the block went through a float32 FFT.
@@ -723,8 +725,11 @@ def gaussian_filter(
     number of threads, not on the image size, at the cost of reading each
     input block twice.
 
-    Blocks are filtered with OpenCV's separable float32/float64 filter
-    (within ~1e-6 relative of scipy; the float32 weights are nudged to sum
+    Blocks are filtered by a compiled separable kernel (one pass over the
+    block for ``y`` and ``x``, value and weight sums together under
+    ``"omit"``; every pixel through the same IEEE operations wherever it
+    sits, so the direct path too is bit-identical for any chunking; within
+    ~1e-6 relative of scipy; the float32 weights are nudged to sum
     to 1, so there is no bias: scipy's float32 ramp test keeps its sum) or,
     when the radius exceeds ``FFT_RADIUS`` (48 px for float32, 24 for
     float64), by real FFTs along each axis, whose cost per pixel does not
@@ -736,9 +741,11 @@ def gaussian_filter(
     the float32 FFT error follows the data's local spread, not its level:
     measured against float64 scipy on uniform [0, 1) noise, mean error
     ~1e-10 (no bias), largest 8e-8; on scipy's float32 ramp test (sum 5e7)
-    the sum is off by at most 1.8 for sigma 13 to 40. Under ``"omit"``,
-    blocks without NaN take the plain single-convolution path; with NaN, the
-    weights ``G*m`` are computed once for all bands when every band has the
+    the sum is off by at most 1.8 for sigma 13 to 40. Under ``"omit"``, the
+    direct kernel runs the plain loops on rows whose reach holds no NaN and
+    gives a pixel whose footprint holds no NaN exactly the plain value; the
+    FFT path takes the plain path for blocks without NaN and, with NaN,
+    computes the weights ``G*m`` once for all bands when every band has the
     same NoData footprint.
 
     Examples
