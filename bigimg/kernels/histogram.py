@@ -264,59 +264,69 @@ def apply_lut(
 
 @kernel
 def _interp(planes, xp, fp, slope, scale, search, exclude, single, imax, nodata, out):
-    # np.interp(v, xp[k], fp[k]) in float64; the segment j comes from the
-    # mean spacing (search 0), corrected by one step against the true xp
-    # (search 1), or by bisection (search 2: any increasing xp). NaN stays
-    # NaN, excluded values keep theirs. imax > 0: the float result (float32
-    # if ``single``) times imax, rounded and clipped to [0, imax] as
-    # skimage's img_as_ubyte / img_as_uint do, NaN becoming ``nodata``.
+    # np.interp(v, xp[k], fp[k]) in float64 (numpy's formula fp[j] + slope[j]
+    # (v - xp[j])); the segment j comes from the mean spacing (search 0),
+    # corrected by one step against the true xp (search 1), or by bisection
+    # (search 2: any increasing xp). NaN stays NaN, excluded values keep
+    # theirs (a second, rare pass). imax > 0: the float result (float32 if
+    # ``single``) times imax, rounded and clipped to [0, imax] as skimage's
+    # img_as_ubyte / img_as_uint do, NaN becoming ``nodata``. One row at a
+    # time, without branches in the common path.
     k_n, p_n, q_n = planes.shape
     n = xp.shape[1]
     n_ex = exclude.size
+    res = np.empty(q_n, dtype=np.float64)
     for k in range(k_n):
         x, f, s, sc, how = xp[k], fp[k], slope[k], scale[k], search[k]
-        x0, x1 = x[0], x[n - 1]
+        x0, x1, f1 = x[0], x[n - 1], f[n - 1]
+        top = max(n - 2.0, 0.0)
         for p in range(p_n):
-            for q in range(q_n):
-                raw = planes[k, p, q]
-                v = np.float64(raw)
-                excluded = False
-                for e in range(n_ex):
-                    if raw == exclude[e]:
-                        excluded = True
-                if v != v or excluded:
-                    r = v
-                elif n == 1 or v >= x1:
-                    r = f[n - 1]  # np.interp's value at and past the last point
-                else:
-                    v = max(v, x0)
-                    if how == 2:
-                        a, b = 0, n - 1  # x[a] <= v < x[b] or v == x1
-                        while b - a > 1:
-                            m = (a + b) >> 1
-                            if x[m] <= v:
-                                a = m
-                            else:
-                                b = m
-                        j = a
-                    else:
-                        t = min(max((v - x0) * sc, 0.0), n - 2.0)
-                        j = np.intp(t)
-                        if how == 1:
-                            if v < x[j]:
-                                j -= 1
-                            if v >= x[j + 1] and j < n - 2:
-                                j += 1
-                    r = f[j] + s[j] * (v - x[j])
-                if imax == 0:
-                    out[k, p, q] = r
-                elif excluded:
-                    out[k, p, q] = raw
-                elif r != r:
-                    out[k, p, q] = nodata
-                else:
+            row = planes[k, p]
+            if n == 1:
+                for q in range(q_n):
+                    v = np.float64(row[q])
+                    res[q] = v if v != v else f1
+            elif how == 2:
+                for q in range(q_n):
+                    v = np.float64(row[q])
+                    a, b = 0, n - 1  # x[a] <= v < x[b], or v == x1
+                    while b - a > 1:
+                        m = (a + b) >> 1
+                        if x[m] <= v:
+                            a = m
+                        else:
+                            b = m
+                    r = f[a] + s[a] * (max(v, x0) - x[a])
+                    r = f1 if v >= x1 else r
+                    res[q] = v if v != v else r
+            else:
+                for q in range(q_n):
+                    v = np.float64(row[q])
+                    c = min(max(v, x0), x1)
+                    t = min(max((c - x0) * sc, 0.0), top)
+                    j = np.intp(t) if t == t else 0  # NaN: any segment, its value is dropped
+                    if how == 1:
+                        if c < x[j]:
+                            j -= 1
+                        if c >= x[j + 1] and j < n - 2:
+                            j += 1
+                    r = f[j] + s[j] * (c - x[j])
+                    r = f1 if c >= x1 else r
+                    res[q] = v if v != v else r
+            dst = out[k, p]
+            if imax == 0:
+                for q in range(q_n):
+                    dst[q] = res[q]
+            else:
+                for q in range(q_n):
+                    r = res[q]
                     y = np.float64(np.float32(r) * np.float32(imax)) if single else r * imax
-                    out[k, p, q] = min(max(np.rint(y), 0.0), imax)
+                    y = min(max(np.rint(y), 0.0), imax)
+                    dst[q] = nodata if r != r else y
+            for e in range(n_ex):
+                for q in range(q_n):
+                    if row[q] == exclude[e]:
+                        dst[q] = row[q]
 
 
 def interp(
