@@ -256,9 +256,9 @@ def apply_lut(
     if out is None:
         out = np.empty(planes.shape, dtype=lut.dtype)
     if planes.size:
-        high = _int_scalar(low + lut.shape[1] - 1, planes.dtype)
-        low = _int_scalar(low, planes.dtype)
-        _lut_values(planes, low, high, lut, _excluded_array(exclude, planes.dtype), out)
+        first = _int_scalar(low, planes.dtype)
+        last = _int_scalar(low + lut.shape[1] - 1, planes.dtype)
+        _lut_values(planes, first, last, lut, _excluded_array(exclude, planes.dtype), out)
     return out
 
 
