@@ -276,6 +276,7 @@ def _interp(planes, xp, fp, slope, scale, search, exclude, single, imax, nodata,
     n = xp.shape[1]
     n_ex = exclude.size
     res = np.empty(q_n, dtype=np.float64)
+    seg = np.empty(q_n, dtype=np.int32)
     for k in range(k_n):
         x, f, s, sc, how = xp[k], fp[k], slope[k], scale[k], search[k]
         x0, x1, f1 = x[0], x[n - 1], f[n - 1]
@@ -300,18 +301,31 @@ def _interp(planes, xp, fp, slope, scale, search, exclude, single, imax, nodata,
                     r = f1 if v >= x1 else r
                     res[q] = v if v != v else r
             else:
+                # three loops: the segment from the mean spacing (SIMD), the
+                # correction and the lookups (scalar), NaN and the last point (SIMD)
                 for q in range(q_n):
                     v = np.float64(row[q])
                     c = min(max(v, x0), x1)
                     t = min(max((c - x0) * sc, 0.0), top)
-                    j = np.intp(t) if t == t else 0  # NaN: any segment, its value is dropped
-                    if how == 1:
+                    seg[q] = np.int32(t) if t == t else np.int32(0)  # NaN: any segment
+                    res[q] = c
+                if how == 1:
+                    for q in range(q_n):
+                        c = res[q]
+                        j = seg[q]
                         if c < x[j]:
                             j -= 1
                         if c >= x[j + 1] and j < n - 2:
                             j += 1
-                    r = f[j] + s[j] * (c - x[j])
-                    r = f1 if c >= x1 else r
+                        res[q] = f[j] + s[j] * (c - x[j])
+                else:
+                    for q in range(q_n):
+                        c = res[q]
+                        j = seg[q]
+                        res[q] = f[j] + s[j] * (c - x[j])
+                for q in range(q_n):
+                    v = np.float64(row[q])
+                    r = f1 if v >= x1 else res[q]
                     res[q] = v if v != v else r
             dst = out[k, p]
             if imax == 0:
