@@ -44,6 +44,7 @@ def _excluded_array(exclude: tuple[Any, ...], dtype: np.dtype) -> np.ndarray:
 # ---------------------------------------------------------------- counting by value
 @kernel
 def _count_values(planes, low, high, exclude, counts):
+    # one table: measured faster here than four interleaved ones
     k_n, p_n, q_n = planes.shape
     n_ex = exclude.size
     for k in range(k_n):
@@ -214,25 +215,19 @@ def count_uniform(
 # ---------------------------------------------------------------- applying a CDF
 @kernel
 def _lut_values(planes, low, high, lut, exclude, out):
-    # out = lut[k, clip(v - low)]; excluded values keep their value
+    # out = lut[k, clip(v, low, high) - low]; excluded values keep their value
     k_n, p_n, q_n = planes.shape
-    n = lut.shape[1]
     n_ex = exclude.size
     for k in range(k_n):
-        row = lut[k]
+        table = lut[k]
         for p in range(p_n):
+            row, dst = planes[k, p], out[k, p]
             for q in range(q_n):
-                v = planes[k, p, q]
-                if v <= low:
-                    r = row[0]
-                elif v >= high:
-                    r = row[n - 1]
-                else:
-                    r = row[v - low]
-                for e in range(n_ex):
-                    if v == exclude[e]:
-                        r = v
-                out[k, p, q] = r
+                dst[q] = table[min(max(row[q], low), high) - low]
+            for e in range(n_ex):
+                for q in range(q_n):
+                    if row[q] == exclude[e]:
+                        dst[q] = row[q]
 
 
 def apply_lut(
