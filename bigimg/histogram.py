@@ -1,20 +1,22 @@
 """Global histograms by chunked reduction, and histogram equalization.
 
 A histogram of an image far larger than memory is a reduction: every chunk
-counts its own pixels (a numpy kernel), the per-chunk counts are summed by a
+counts its own pixels (a compiled kernel), the per-chunk counts are summed by a
 dask tree reduction, and only the small table of counts ever reaches the
 client. No pixel is sorted or gathered.
 
 Integer images are counted exactly, one bin per integer value, as
 scikit-image does. For 8- and 16-bit integers a single pass counts the whole
-dtype range with ``np.bincount`` and the valid range is read off the counts;
+dtype range and the valid range is read off the counts;
 wider integers and floats first find the valid range (pass 1) and then count
 (pass 2). Equalization maps every pixel through the normalized cumulative
-counts: a lookup table for 8/16-bit integers (``lut[img]``), linear
-interpolation between bin centres otherwise, chunk by chunk and lazily.
+counts: a lookup table for integers (``lut[img]``), linear interpolation
+between bin centres otherwise, chunk by chunk and lazily, written in the
+float dtype or (``dtype=``) directly as 8/16-bit integers.
 
-Layers: kernels (``_*_kernel`` and ``_merge_minmax``, plain numpy on one
-block) -> chunked builders (``_blockwise`` for the maps; ``_reduce``, a
+Layers: kernels (:mod:`bigimg.kernels.histogram`, compiled, called by the
+``_*_kernel`` adapters here, which cut a block into per-band planes; the
+range pass and explicit bin edges stay in numpy) -> chunked builders (``_blockwise`` for the maps; ``_reduce``, a
 :class:`~bigimg.compute.Reduction` of a kernel's partial results, for the
 counts and ranges; the only dask code) -> public API (:func:`histogram`,
 :func:`equalize_hist`, :func:`plot_histogram`).
