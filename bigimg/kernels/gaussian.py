@@ -189,7 +189,7 @@ def correlate_valid(
     [[[1.0, 2.0, 3.0]]]
     >>> a[0, 0, 1] = np.nan
     >>> correlate_valid(a, np.ones(1), np.array([0.5, 0.25]), 1, omit=True).tolist()
-    [[[nan, 2.0, 3.0]]]
+    [[[nan, 2.3333333333333335, 3.0]]]
     """
     n_l, n_hp, n_mp = a.shape
     ry, rx = wy.size - 1, wx.size - 1
