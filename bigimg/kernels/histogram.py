@@ -216,18 +216,25 @@ def count_uniform(
 @kernel
 def _lut_values(planes, low, high, lut, exclude, out):
     # out = lut[k, clip(v, low, high) - low]; excluded values keep their value
+    # (branches, not min/max: measured faster, they are well predicted)
     k_n, p_n, q_n = planes.shape
+    n = lut.shape[1]
     n_ex = exclude.size
     for k in range(k_n):
-        table = lut[k]
+        row = lut[k]
         for p in range(p_n):
-            row, dst = planes[k, p], out[k, p]
             for q in range(q_n):
-                dst[q] = table[min(max(row[q], low), high) - low]
-            for e in range(n_ex):
-                for q in range(q_n):
-                    if row[q] == exclude[e]:
-                        dst[q] = row[q]
+                v = planes[k, p, q]
+                if v <= low:
+                    r = row[0]
+                elif v >= high:
+                    r = row[n - 1]
+                else:
+                    r = row[v - low]
+                for e in range(n_ex):
+                    if v == exclude[e]:
+                        r = v
+                out[k, p, q] = r
 
 
 def apply_lut(
