@@ -2,8 +2,8 @@
 
 Three layers:
 
-* kernels (``_source_index``, ``_gaussian_block`` and helpers): plain numpy on
-  one *haloed* block, i.e. a block already extended by the kernel radius on
+* kernels (``_source_index``, ``_gaussian_block`` and helpers, the compiled
+  :func:`bigimg.kernels.gaussian.correlate_valid`): plain numpy on one *haloed* block, i.e. a block already extended by the kernel radius on
   each filtered axis. They return the "valid" part, so the result does not
   depend on how the block was cut;
 * the chunked builder (``_gaussian_filter_dask``): one task per output block
@@ -32,6 +32,7 @@ from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 
 from bigimg.image import check_image, float_dtype, like, per_dim
+from bigimg.kernels.gaussian import correlate_valid
 
 MODES = (
     "reflect",
@@ -49,15 +50,16 @@ Mode = Literal[
 ]
 
 # Kernel radius above which a block is convolved by FFT (cost per pixel
-# independent of the radius) instead of directly. Measured on one core with a
-# 2048^2 x 3 float32 block: OpenCV's direct float32 filter and a float32 FFT
-# break even near radius 48 (sigma 12 at truncate 4); scipy's float64 direct
-# filter and a float64 FFT near radius 20.
+# independent of the radius) instead of directly. Set when the direct path was
+# OpenCV (float32) and scipy (float64): break-even near radius 48 and 20. With
+# the compiled kernel (bigimg.kernels.gaussian) on a 1024^2 block, one core,
+# the break-even moved to radius ~80 for float32 and ~70 for float64 (FFT
+# 1.27x / 1.18x slower at radius 64, 1.3x / 1.6x faster at 96). The values are
+# kept: the FFT-path tests pin that path by their sigma (radius 64 and 32).
 FFT_RADIUS = {np.dtype("float32"): 48, np.dtype("float64"): 24}
 # Valid pixels whose normalized-convolution weight is below this are
 # recomputed in float64 when the block went through a float32 FFT.
 _MIN_WEIGHT_FP32_FFT = 0.05
-_CV2_MAX_CHANNELS = 512
 # Largest kernel radius accepted. Each output block is filtered with a halo
 # of the radius on both sides: at 16384 px a 2-D block is already over 1e9
 # samples per band, so anything larger is a mistake, not a filter.
@@ -124,60 +126,53 @@ def _source_index(index: np.ndarray, n: int, mode: str) -> np.ndarray:
     return np.where((index < 0) | (index >= n), -1, index)  # constant, grid-constant
 
 
-def _correlate_valid_axis(a: np.ndarray, w: np.ndarray, axis: int) -> np.ndarray:
-    """Direct 1-D correlation along ``axis``, keeping the valid part only."""
-    r = (len(w) - 1) // 2
-    out = scipy.ndimage.correlate1d(a, w, axis=axis, mode="constant")
-    return out[
-        tuple(slice(r, a.shape[axis] - r) if i == axis else slice(None) for i in range(a.ndim))
-    ]
+def _separable_valid(
+    a: np.ndarray,
+    ay: int,
+    wy: np.ndarray | None,
+    wx: np.ndarray | None,
+    *,
+    omit: bool = False,
+) -> np.ndarray:
+    """Correlation of a haloed block along axis ``ay`` and (``wx``) axis ``ay + 1``, valid part.
+
+    The compiled kernel :func:`bigimg.kernels.gaussian.correlate_valid` on the
+    block seen as ``(axes before, axis ay, the rest merged)``: one pass over
+    the block for both axes, the weight sums alongside with ``omit``.
+    ``wy``/``wx`` are full symmetric kernels in ``a``'s dtype, ``None`` for
+    an axis left alone.
+    """
+    a = np.ascontiguousarray(a)
+    one = np.ones(1, dtype=a.dtype)
+    hy = one if wy is None else wy[(len(wy) - 1) // 2 :]
+    hx = one if wx is None else wx[(len(wx) - 1) // 2 :]
+    n_x = a.shape[ay + 1] if wx is not None else 1
+    step = int(np.prod(a.shape[ay + 2 :], dtype=np.int64)) if wx is not None else 1
+    lead = int(np.prod(a.shape[:ay], dtype=np.int64))
+    rest = int(np.prod(a.shape[ay + 1 :], dtype=np.int64))
+    out = correlate_valid(a.reshape(lead, a.shape[ay], rest), hy, hx, step, omit=omit)
+    shape = list(a.shape)
+    shape[ay] -= 2 * (len(hy) - 1)
+    if wx is not None:
+        shape[ay + 1] = n_x - 2 * (len(hx) - 1)
+    return out.reshape(shape)
 
 
 def _direct_valid(
     a: np.ndarray, weights: Sequence[np.ndarray | None], yx: tuple[int, int] | None
 ) -> np.ndarray:
-    """Separable direct correlation of a haloed block (valid part).
+    """Separable direct correlation of a haloed block (valid part), NaN spreading as in scipy.
 
-    The ``y``/``x`` pair goes through OpenCV's float32/float64 separable
-    filter (the image edges never matter: the block carries its halo and the
-    border samples are cropped away); any other filtered axis through scipy.
+    The ``y``/``x`` pair (when adjacent) in one pass of the compiled kernel;
+    any other filtered axis by itself before it.
     """
-    pair = None
-    if (
-        yx is not None
-        and yx[1] == yx[0] + 1
-        and (weights[yx[0]] is not None or weights[yx[1]] is not None)
-        and int(np.prod(a.shape[yx[1] + 1 :], dtype=np.int64)) <= _CV2_MAX_CHANNELS
-    ):
-        pair = yx
+    pair = yx if yx is not None and yx[1] == yx[0] + 1 else None
     for ax, w in enumerate(weights):
         if w is not None and (pair is None or ax not in pair):
-            a = _correlate_valid_axis(a, w.astype(a.dtype), ax)
-    if pair is not None:
-        a = _cv2_valid(a, weights, pair)
+            a = _separable_valid(a, ax, w, None)
+    if pair is not None and (weights[pair[0]] is not None or weights[pair[1]] is not None):
+        a = _separable_valid(a, pair[0], weights[pair[0]], weights[pair[1]])
     return a
-
-
-def _cv2_valid(
-    a: np.ndarray, weights: Sequence[np.ndarray | None], yx: tuple[int, int]
-) -> np.ndarray:
-    import cv2
-
-    ay, ax = yx
-    wy, wx = (w if w is not None else np.ones(1) for w in (weights[ay], weights[ax]))
-    ry, rx = (len(wy) - 1) // 2, (len(wx) - 1) // 2
-    lead, (h, w), trail = a.shape[:ay], a.shape[ay : ax + 1], a.shape[ax + 1 :]
-    c = int(np.prod(trail, dtype=np.int64))
-    src = np.ascontiguousarray(a).reshape(-1, h, w, c)
-    kx, ky = wx.astype(a.dtype), wy.astype(a.dtype)
-    results = [
-        cv2.sepFilter2D(plane, -1, kx, ky, borderType=cv2.BORDER_REFLECT).reshape(h, w, c)[
-            ry : h - ry, rx : w - rx
-        ]
-        for plane in src
-    ]
-    out = results[0][None] if len(results) == 1 else np.stack(results)  # no copy for one plane
-    return out.reshape(*lead, h - 2 * ry, w - 2 * rx, *trail)
 
 
 def _fft_tile(radius: int) -> int:
@@ -347,6 +342,14 @@ def _gaussian_block(
     if all(w is None for w in weights):
         return padded[inner].copy()
     method = method or _choose_method(radii, padded.dtype)
+    filtered = {ax for ax, w in enumerate(weights) if w is not None}
+    if method == "direct" and yx is not None and yx[1] == yx[0] + 1 and filtered <= set(yx):
+        # the usual case: one pass of the compiled kernel, NaN handled inside
+        ay, ax = yx
+        wy, wx = (
+            None if w is None else _dtype_weights(w, padded.dtype) for w in weights[ay : ax + 1]
+        )
+        return _separable_valid(padded, ay, wy, wx, omit=nan_policy == "omit")
     nan = np.isnan(padded)
     if nan_policy == "propagate" or not nan.any():  # NaN spreads as in scipy
         return _convolve_valid(padded, weights, yx, method)
@@ -780,8 +783,11 @@ def gaussian_filter(
     number of threads, not on the image size, at the cost of reading each
     input block twice.
 
-    Blocks are filtered with OpenCV's separable float32/float64 filter
-    (within ~1e-6 relative of scipy; the float32 weights are nudged to sum
+    Blocks are filtered by a compiled separable kernel (one pass over the
+    block for ``y`` and ``x``, value and weight sums together under
+    ``"omit"``; every pixel through the same IEEE operations wherever it
+    sits, so the direct path too is bit-identical for any chunking; within
+    ~1e-6 relative of scipy; the float32 weights are nudged to sum
     to 1, so there is no bias: scipy's float32 ramp test keeps its sum) or,
     when the radius exceeds ``FFT_RADIUS`` (48 px for float32, 24 for
     float64), by real FFTs along each axis, whose cost per pixel does not
@@ -793,9 +799,11 @@ def gaussian_filter(
     the float32 FFT error follows the data's local spread, not its level:
     measured against float64 scipy on uniform [0, 1) noise, mean error
     ~1e-10 (no bias), largest 8e-8; on scipy's float32 ramp test (sum 5e7)
-    the sum is off by at most 1.8 for sigma 13 to 40. Under ``"omit"``,
-    blocks without NaN take the plain single-convolution path; with NaN, the
-    weights ``G*m`` are computed once for all bands when every band has the
+    the sum is off by at most 1.8 for sigma 13 to 40. Under ``"omit"``, the
+    direct kernel runs the plain loops on rows whose reach holds no NaN and
+    gives a pixel whose footprint holds no NaN exactly the plain value; the
+    FFT path takes the plain path for blocks without NaN and, with NaN,
+    computes the weights ``G*m`` once for all bands when every band has the
     same NoData footprint.
 
     Examples

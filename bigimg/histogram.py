@@ -1,20 +1,22 @@
 """Global histograms by chunked reduction, and histogram equalization.
 
 A histogram of an image far larger than memory is a reduction: every chunk
-counts its own pixels (a numpy kernel), the per-chunk counts are summed by a
+counts its own pixels (a compiled kernel), the per-chunk counts are summed by a
 dask tree reduction, and only the small table of counts ever reaches the
 client. No pixel is sorted or gathered.
 
 Integer images are counted exactly, one bin per integer value, as
 scikit-image does. For 8- and 16-bit integers a single pass counts the whole
-dtype range with ``np.bincount`` and the valid range is read off the counts;
+dtype range and the valid range is read off the counts;
 wider integers and floats first find the valid range (pass 1) and then count
 (pass 2). Equalization maps every pixel through the normalized cumulative
-counts: a lookup table for 8/16-bit integers (``lut[img]``), linear
-interpolation between bin centres otherwise, chunk by chunk and lazily.
+counts: a lookup table for integers (``lut[img]``), linear interpolation
+between bin centres otherwise, chunk by chunk and lazily, written in the
+float dtype or (``dtype=``) directly as 8/16-bit integers.
 
-Layers: kernels (``_*_kernel`` and ``_merge_minmax``, plain numpy on one
-block) -> chunked builders (``_blockwise`` for the maps; ``_reduce``, a
+Layers: kernels (:mod:`bigimg.kernels.histogram`, compiled, called by the
+``_*_kernel`` adapters here, which cut a block into per-band planes; the
+range pass and explicit bin edges stay in numpy) -> chunked builders (``_blockwise`` for the maps; ``_reduce``, a
 :class:`~bigimg.compute.Reduction` of a kernel's partial results, for the
 counts and ranges; the only dask code) -> public API (:func:`histogram`,
 :func:`equalize_hist`, :func:`plot_histogram`).
@@ -40,6 +42,7 @@ from bigimg.compute import Passes, Reduction, reduce_blocks, run_passes, sum_par
 from bigimg.errors import BigimgWarning
 from bigimg.files import check_new_object, check_png_name, new_object
 from bigimg.image import check_image, float_dtype, like
+from bigimg.kernels import histogram as kh
 
 # Widest integer range counted exactly (one bin per value) before we refuse.
 MAX_INT_BINS = 2**24
@@ -92,25 +95,6 @@ def _partial_shape(shape: tuple[int, ...], kept: tuple[int, ...], n: int) -> tup
     return tuple(s if a in kept else 1 for a, s in enumerate(shape)) + (n,)
 
 
-def _pieces(shape: tuple[int, ...], size: int = 1 << 13) -> Iterator[tuple[Any, ...]]:
-    """Slices along the first axis of about ``size`` elements each.
-
-    Kernels that make temporaries (``np.bincount`` and ``np.take`` widen
-    indices to intp; interpolation and ``np.histogram`` make several float64
-    arrays) run on pieces whose temporaries (64 KiB) stay below glibc's mmap
-    threshold (128 KiB). Larger ones are mapped and unmapped at each call; on
-    dask workers, which set ``MALLOC_TRIM_THRESHOLD_`` and so freeze that
-    threshold, every such temporary then costs fresh page faults: 4x slower
-    interpolation measured on a worker with 512 KiB pieces.
-    """
-    if not shape:
-        yield ()
-        return
-    step = max(1, size // max(1, math.prod(shape[1:])))
-    for i in range(0, shape[0], step):
-        yield (slice(i, i + step),)
-
-
 def _excluded(values: np.ndarray, exclude: tuple[Any, ...]) -> np.ndarray:
     """Boolean mask of the values equal to one of ``exclude`` (NaN is not included)."""
     if not exclude:
@@ -124,14 +108,6 @@ def _valid_values(values: np.ndarray, exclude: tuple[Any, ...]) -> np.ndarray:
     if values.dtype.kind == "f":
         bad |= np.isnan(values)
     return values[~bad]
-
-
-def _dtype_index(values: np.ndarray) -> np.ndarray:
-    """``values - dtype.min`` for 8/16-bit integers, without widening (0 .. 2**bits - 1)."""
-    if values.dtype.kind == "u":
-        return values
-    unsigned = np.dtype(f"u{values.dtype.itemsize}")
-    return values.view(unsigned) ^ unsigned.type(1 << (8 * values.dtype.itemsize - 1))
 
 
 def _minmax_kernel(
@@ -168,28 +144,16 @@ def _merge_minmax(parts: list[np.ndarray]) -> np.ndarray:
 def _count_dtype_kernel(block: np.ndarray, *, kept: tuple[int, ...]) -> np.ndarray:
     """8/16-bit integers: counts of every value of the dtype (bin ``i`` is ``dtype.min + i``)."""
     n = 1 << (8 * block.dtype.itemsize)
-    out = np.empty(_partial_shape(block.shape, kept, n), dtype=np.int64)
-    for idx, sl in _rows(block.shape, kept):
-        sub = _dtype_index(block[sl])
-        acc = np.zeros(n, dtype=np.int64)
-        for p in _pieces(sub.shape, size=max(1 << 13, n)):  # counts as large as the piece
-            acc += np.bincount(sub[p].reshape(-1), minlength=n)
-        out[_partial_index(block.ndim, kept, idx)] = acc
-    return out
+    counts = kh.count_values(kh.as_planes(block, kept), int(np.iinfo(block.dtype).min), n)
+    return counts.reshape(_partial_shape(block.shape, kept, n))
 
 
 def _count_window_kernel(
     block: np.ndarray, *, kept: tuple[int, ...], low: int, n: int, exclude: tuple[Any, ...]
 ) -> np.ndarray:
     """Wider integers: counts of the values ``low .. low + n - 1`` (one bin each)."""
-    out = np.empty(_partial_shape(block.shape, kept, n), dtype=np.int64)
-    high = low + n - 1
-    for idx, sl in _rows(block.shape, kept):
-        vals = _valid_values(block[sl], exclude)
-        vals = vals[(vals >= low) & (vals <= high)]
-        offsets = (vals - block.dtype.type(low)).astype(np.intp)  # in [0, n): no overflow
-        out[_partial_index(block.ndim, kept, idx)] = np.bincount(offsets.ravel(), minlength=n)
-    return out
+    counts = kh.count_values(kh.as_planes(block, kept), low, n, exclude)
+    return counts.reshape(_partial_shape(block.shape, kept, n))
 
 
 def _count_uniform_kernel(
@@ -209,15 +173,14 @@ def _count_uniform_kernel(
     numpy's ``a.min()``). numpy computes the edges in the dtype those values
     promote to with the data's, so they are never converted here.
     """
-    out = np.zeros(_partial_shape(block.shape, kept, n), dtype=np.int64)
-    for idx, sl in _rows(block.shape, kept):
-        sub = block[sl]
-        vals = sub[~_excluded(sub, exclude)] if exclude else sub  # NaN is outside any range
+    planes = kh.as_planes(block, kept)
+    out = np.zeros((planes.shape[0], n), dtype=np.int64)
+    for k, (idx, _) in enumerate(_rows(block.shape, kept)):
         where = _partial_index(block.ndim, kept, idx)
         rng = fixed if fixed is not None else tuple(ranges[where])  # type: ignore[index]
-        for p in _pieces(vals.shape):  # numpy's temporaries stay small (see _pieces)
-            out[where] += np.histogram(vals[p], bins=n, range=rng)[0]
-    return out
+        bins = kh.uniform_bins(block.dtype, n, *rng)
+        out[k] = kh.count_uniform(planes[k : k + 1], bins, exclude)[0]
+    return out.reshape(_partial_shape(block.shape, kept, n))
 
 
 def _count_edges_kernel(
@@ -234,35 +197,34 @@ def _count_edges_kernel(
     return out
 
 
-def _lut_dtype_kernel(block: np.ndarray, lut: np.ndarray, *, kept: tuple[int, ...]) -> np.ndarray:
-    """8/16-bit integers: ``lut[idx][value - dtype.min]`` per kept index."""
-    out = np.empty(block.shape, dtype=lut.dtype)
-    for idx, sl in _rows(block.shape, kept):
-        sub, dst, row = _dtype_index(block[sl]), out[sl], lut[idx]
-        for p in _pieces(sub.shape):
-            np.take(row, sub[p], out=dst[p], mode="clip")  # indices are always in range
-    return out
+def _out_planes(
+    shape: tuple[int, ...], kept: tuple[int, ...], dtype: Any
+) -> tuple[np.ndarray, np.ndarray]:
+    """An empty block of ``shape`` laid out with the kept axes outermost, and its planes.
+
+    Each kept index (a band) is then one contiguous plane: a kernel fills it
+    without strided writes, and the band-first store layout needs no copy.
+    Returns the block (in ``shape``'s axis order) and its ``(K, P, Q)`` view.
+    """
+    order = [*kept, *(a for a in range(len(shape)) if a not in kept)]
+    buf = np.empty([shape[a] for a in order], dtype=dtype)
+    return buf.transpose(np.argsort(order)), kh.as_planes(buf, tuple(range(len(kept))))
 
 
-def _lut_window_kernel(
+def _lut_kernel(
     block: np.ndarray,
     lut: np.ndarray,
     *,
     kept: tuple[int, ...],
-    low: int,
-    exclude: tuple[Any, ...],
+    low: int | None = None,
+    exclude: tuple[Any, ...] = (),
 ) -> np.ndarray:
-    """Wider integers: ``lut[idx][value - low]``; excluded values keep their value."""
-    out = np.empty(block.shape, dtype=lut.dtype)
-    for idx, sl in _rows(block.shape, kept):
-        sub = block[sl]
-        row = lut[idx]
-        low_t = block.dtype.type(low)
-        j = (np.clip(sub, low_t, block.dtype.type(low + row.size - 1)) - low_t).astype(np.intp)
-        res = row[j]
-        bad = _excluded(sub, exclude)
-        res[bad] = sub[bad]
-        out[sl] = res
+    """Integers: ``lut[idx][value - low]`` (``low``: the dtype's min by default); excluded values keep their value."""
+    out, planes = _out_planes(block.shape, kept, lut.dtype)
+    low = int(np.iinfo(block.dtype).min) if low is None else low
+    kh.apply_lut(
+        kh.as_planes(block, kept), low, lut.reshape(planes.shape[0], -1), exclude, out=planes
+    )
     return out
 
 
@@ -275,88 +237,15 @@ def _interp_kernel(
     exclude: tuple[Any, ...],
     uniform: bool,
     out_dtype: np.dtype,
+    nodata: Any = 0,
 ) -> np.ndarray:
-    """``np.interp(value, xp[idx], fp[idx])``; NaN stays NaN, excluded values keep their value."""
-
-    out = _empty_kept_first(block.shape, kept, out_dtype)
-    for idx, sl in _rows(block.shape, kept):
-        sub, dst = block[sl], out[sl]
-        if uniform:
-            _interp_uniform(sub, xp[idx], fp[idx], out=dst)
-        else:
-            dst[...] = _interp(sub, xp[idx], fp[idx], out_dtype)
-        if exclude:
-            bad = _excluded(sub, exclude)
-            dst[bad] = sub[bad]
-    return out
-
-
-def _empty_kept_first(shape: tuple[int, ...], kept: tuple[int, ...], dtype: Any) -> np.ndarray:
-    """An empty array of ``shape`` laid out with the kept axes outermost.
-
-    Each kept index (a band) is then one contiguous plane: a kernel fills it
-    without strided writes, and the band-first store layout needs no copy.
-    """
-    order = [*kept, *(a for a in range(len(shape)) if a not in kept)]
-    buf = np.empty([shape[a] for a in order], dtype=dtype)
-    return buf.transpose(np.argsort(order))
-
-
-def _interp(x: np.ndarray, xp: np.ndarray, fp: np.ndarray, dtype: Any) -> np.ndarray:
-    """``np.interp`` that keeps NaN as NaN (numpy returns ``fp[0]`` for NaN with one point)."""
-    out = np.interp(x, xp, fp).astype(dtype)
-    out[np.isnan(x)] = np.nan
-    return out
-
-
-def _interp_uniform(
-    x: np.ndarray,
-    xp: np.ndarray,
-    fp: np.ndarray,
-    *,
-    dtype: Any = np.float64,
-    out: np.ndarray | None = None,
-) -> np.ndarray:
-    """``np.interp(x, xp, fp)`` for nearly evenly spaced ``xp`` (bin centres), in O(1) per value.
-
-    The segment ``j`` is found from the mean spacing, then numpy's own
-    formula ``fp[j] + slope[j] * (x - xp[j])`` is applied, in float64, on
-    cache-sized slices. Rounding in the centres (float32 centres, as skimage
-    makes them for float32 images) can pick the segment next to the right one
-    for ``x`` near a centre, where the two segments meet: the value is then
-    off by at most (change of slope) x (distance from the uniform grid). When
-    that bound is above :data:`INTERP_ATOL`, ``j`` is corrected against the
-    true ``xp`` by one step each way (numpy's segment, 1.9x slower). NaN gives
-    NaN. About as fast as ``np.interp`` on smooth images (where its search
-    guesses well), 8x faster on noise. Written into ``out`` when given.
-    """
-    n = xp.size
-    dx = np.diff(xp)
-    if out is None:
-        out = np.empty(np.shape(x), dtype=dtype)
-    if n < 2 or not (dx > 0).all():
-        out[...] = _interp(x, xp, fp, out.dtype)
-        return out
-    slope = np.diff(fp) / dx
-    scale = (n - 1) / (xp[-1] - xp[0])
-    grid = xp[0] + np.arange(n) / scale
-    off = np.abs(xp - grid).max() + 4 * np.finfo(np.float64).eps * np.abs(xp).max() * n
-    exact = n > 2 and float(np.abs(np.diff(slope)).max()) * off > INTERP_ATOL
-    for p in _pieces(out.shape):
-        v = np.array(x[p], dtype=np.float64, order="C").reshape(-1)  # a copy, used in place
-        np.clip(v, xp[0], xp[-1], out=v)  # np.interp's left/right values; NaN stays NaN
-        t = v - xp[0]
-        t *= scale
-        np.fmax(t, 0, out=t)  # NaN becomes 0 (its value stays NaN through v)
-        np.fmin(t, n - 2, out=t)
-        j = t.astype(np.intp)
-        if exact:
-            j -= v < xp[j]
-            j += (v >= xp[j + 1]) & (j < n - 2)
-        v -= xp[j]
-        v *= slope[j]
-        v += fp[j]
-        out[p] = v.reshape(out[p].shape)
+    """``np.interp(value, xp[idx], fp[idx])``; NaN stays NaN (``nodata`` for an integer ``out_dtype``), excluded values keep their value."""
+    out, planes = _out_planes(block.shape, kept, out_dtype)
+    k = planes.shape[0]
+    kh.interp(
+        kh.as_planes(block, kept), xp.reshape(k, -1), fp.reshape(k, -1), exclude,
+        out=planes, uniform=uniform, atol=INTERP_ATOL, nodata=nodata,
+    )  # fmt: skip
     return out
 
 
@@ -944,6 +833,8 @@ def equalize_hist(
     exclude: float | Sequence[float] = (),
     out_range: tuple[float, float] = (0.0, 1.0),
     dims: str | Sequence[Hashable] | None = None,
+    dtype: Literal["uint8", "uint16"] | None = None,
+    nodata: float | None = None,
 ) -> xr.DataArray:
     """Histogram equalization with a global CDF; NaN and excluded values kept (computes the histogram).
 
@@ -969,18 +860,30 @@ def equalize_hist(
     dims : str or sequence of str, optional
         Dims the CDF is computed over; one CDF per index of the other dims.
         Default: every dim but ``band`` (one CDF per band).
+    dtype : {None, "uint8", "uint16"}, default None
+        ``None``: a float result. ``"uint8"``/``"uint16"``: the float result
+        (with the default ``out_range``) scaled to the integer type's full
+        range, exactly as ``skimage.util.img_as_ubyte`` / ``img_as_uint``
+        would scale it (``rint(v * max)``), written directly in that type:
+        a quarter (a half) of the float32 bytes, what display wants.
+    nodata : int, optional
+        With ``dtype``: the value NaN pixels get. Required when ``img`` is
+        floating (NaN can occur); checked before anything is computed.
 
     Returns
     -------
     xarray.DataArray
         Lazy, same dims, coords, attrs and chunks as ``img``; float32
-        (float64 for float64 input).
+        (float64 for float64 input), or ``dtype``.
 
     Raises
     ------
     TypeError, ValueError
         As :func:`histogram`; also for a bad ``out_range``, and when any
-        band (index of the kept dims) has no valid pixel after exclusion.
+        band (index of the kept dims) has no valid pixel after exclusion;
+        an unknown ``dtype``; with ``dtype``: a float ``img`` and no
+        ``nodata``, a ``nodata`` or an ``exclude`` value the type cannot
+        hold, or an ``out_range`` other than ``(0.0, 1.0)``.
 
     Notes
     -----
@@ -996,9 +899,20 @@ def equalize_hist(
     >>> out = bi.equalize_hist(img, exclude=[0, 255])
     >>> out.dtype, out.values[..., 0].tolist()
     (dtype('float32'), [[0.0, 0.25, 0.5], [0.75, 1.0, 255.0]])
+    >>> f = bi.from_array(np.array([[0.5, np.nan, 2.0], [3.0, 4.0, 8.0]], dtype="float32"))
+    >>> bi.equalize_hist(f, dtype="uint8", nodata=0).values[..., 0].tolist()
+    [[51, 0, 87], [144, 202, 255]]
     """
     return run_passes(
-        equalize_hist_passes(img, bins=bins, exclude=exclude, out_range=out_range, dims=dims)
+        equalize_hist_passes(
+            img,
+            bins=bins,
+            exclude=exclude,
+            out_range=out_range,
+            dims=dims,
+            dtype=dtype,
+            nodata=nodata,
+        )  # fmt: skip
     )
 
 
@@ -1009,6 +923,8 @@ def equalize_hist_passes(
     exclude: float | Sequence[float],
     out_range: tuple[float, float],
     dims: str | Sequence[Hashable] | None,
+    dtype: Literal["uint8", "uint16"] | None = None,
+    nodata: float | None = None,
 ) -> Passes[xr.DataArray]:
     """:func:`equalize_hist` as :data:`~bigimg.compute.Passes`: one statistics pass at a time.
 
@@ -1021,7 +937,8 @@ def equalize_hist_passes(
     s = _setup(img, bins, exclude, dims)
     lo, hi = _check_out_range(out_range)
     dt = s.arr.dtype
-    out_dt = float_dtype(dt)
+    float_dt = float_dtype(dt)
+    out_dt, fill = _check_out_dtype(img, s, dtype, nodata, (lo, hi))
     kshape = _kept_shape(img, s)
 
     def scaled_cdf(counts: np.ndarray, what: str) -> np.ndarray:
@@ -1029,30 +946,34 @@ def equalize_hist_passes(
         cdf = np.cumsum(counts, axis=-1, dtype=np.float64)
         return lo + (hi - lo) * (cdf / cdf[..., -1:])
 
+    def table(counts: np.ndarray, low: int) -> np.ndarray:
+        """The lookup table for integers ``low, low + 1, ...``: excluded values map to themselves."""
+        lut = _to_out_dtype(scaled_cdf(counts, "after exclusion").astype(float_dt), out_dt)
+        for v in s.exclude:
+            if 0 <= int(v) - low < lut.shape[-1]:
+                lut[..., int(v) - low] = v
+        return lut
+
     if isinstance(s.bins, np.ndarray):
         (counts,) = yield (_edges_counts(s, s.bins),)
         xp = np.broadcast_to((s.bins[:-1] + s.bins[1:]) / 2.0, counts.shape)
         fp = scaled_cdf(counts, "inside bins")
         data = _blockwise(
             _interp_kernel, s.arr, s.kept, [np.ascontiguousarray(xp), fp],
-            dtype=out_dt, exclude=s.exclude, uniform=False, out_dtype=out_dt,
+            dtype=out_dt, exclude=s.exclude, uniform=False, out_dtype=out_dt, nodata=fill,
         )  # fmt: skip
     elif _small_int(dt):
         info = np.iinfo(dt)
         (counts,) = yield (_counts(s, _count_dtype_kernel, 1 << (8 * dt.itemsize)),)
-        values = np.arange(info.min, info.max + 1)
         for v in s.exclude:
             counts[..., int(v) - info.min] = 0
-        lut = scaled_cdf(counts, "after exclusion").astype(out_dt)
-        for v in s.exclude:
-            lut[..., int(v) - info.min] = values[int(v) - info.min]
-        data = _blockwise(_lut_dtype_kernel, s.arr, s.kept, [lut], dtype=out_dt)
+        data = _blockwise(_lut_kernel, s.arr, s.kept, [table(counts, int(info.min))], dtype=out_dt)
     elif dt.kind in "iu":
         counts, low = yield from _int_counts(img, s, None)
-        lut = scaled_cdf(counts, "after exclusion").astype(out_dt)
         data = _blockwise(
-            _lut_window_kernel, s.arr, s.kept, [lut], dtype=out_dt, low=low, exclude=s.exclude
-        )
+            _lut_kernel, s.arr, s.kept, [table(counts, low)], dtype=out_dt, low=low,
+            exclude=s.exclude,
+        )  # fmt: skip
     else:
         mins, maxs = yield from _float_ranges(img, s)
         ranges = np.stack([mins, maxs], axis=-1).reshape((*kshape, 2))
@@ -1063,9 +984,70 @@ def equalize_hist_passes(
         (counts,) = yield (_uniform_counts(s, ranges, s.bins),)
         data = _blockwise(
             _interp_kernel, s.arr, s.kept, [xp, scaled_cdf(counts, "after exclusion")],
-            dtype=out_dt, exclude=s.exclude, uniform=True, out_dtype=out_dt,
+            dtype=out_dt, exclude=s.exclude, uniform=True, out_dtype=out_dt, nodata=fill,
         )  # fmt: skip
     return like(img, data)
+
+
+OUT_DTYPES = ("uint8", "uint16")
+
+
+def _check_out_dtype(
+    img: xr.DataArray, s: _Setup, dtype: Any, nodata: Any, out_range: tuple[float, float]
+) -> tuple[np.dtype, Any]:
+    """``equalize_hist``'s output dtype and the value NaN becomes, checked before any compute."""
+    if dtype is None:
+        if nodata is not None:
+            raise ValueError(
+                f"nodata={nodata!r} is only used with dtype='uint8' or 'uint16' (a float result "
+                "keeps NaN); pass dtype= too, or leave nodata out"
+            )
+        return float_dtype(s.arr.dtype), 0
+    try:
+        out_dt = np.dtype(dtype)
+    except TypeError:
+        out_dt = None
+    if out_dt is None or out_dt.name not in OUT_DTYPES:
+        raise ValueError(f"dtype must be one of {{None, 'uint8', 'uint16'}}, got {dtype!r}")
+    if out_range != (0.0, 1.0):
+        raise ValueError(
+            f"out_range must be (0.0, 1.0) with dtype={out_dt.name!r} (the result spans the "
+            f"type's full range), got {out_range!r}"
+        )
+    imax = int(np.iinfo(out_dt).max)
+
+    def fits(v: Any) -> bool:
+        return (
+            isinstance(v, numbers.Real) and not isinstance(v, bool) and float(v) in range(imax + 1)
+        )
+
+    if nodata is None and s.arr.dtype.kind == "f":
+        raise ValueError(
+            f"img is {s.arr.dtype}, so NaN pixels can occur, and dtype={out_dt.name!r} has no NaN: "
+            f"pass nodata= (an integer in 0..{imax}) for them"
+        )
+    if nodata is not None and not fits(nodata):
+        raise ValueError(
+            f"nodata must be an integer in 0..{imax} for dtype={out_dt.name!r}, got {nodata!r}"
+        )
+    bad = [v for v in s.exclude_given if not fits(v)]
+    if bad:
+        raise ValueError(
+            f"exclude values keep their value, and {bad!r} cannot be held by dtype={out_dt.name!r} "
+            f"(integers 0..{imax}); leave dtype out or exclude other values"
+        )
+    return out_dt, 0 if nodata is None else int(nodata)
+
+
+def _to_out_dtype(values: np.ndarray, out_dt: np.dtype) -> np.ndarray:
+    """Float values in [0, 1] as ``skimage.util.img_as_ubyte``/``img_as_uint`` make them (a small table)."""
+    if out_dt.kind == "f":
+        return values
+    imax = np.iinfo(out_dt).max
+    scaled = np.multiply(values, imax, dtype=values.dtype)
+    np.rint(scaled, out=scaled)
+    np.clip(scaled, 0, imax, out=scaled)
+    return scaled.astype(out_dt)
 
 
 def _check_out_range(out_range: Any) -> tuple[float, float]:

@@ -15,12 +15,26 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import bigimg as bi
-from bigimg.histogram import _count_edges_kernel, _interp_uniform, _minmax_kernel
+from bigimg.histogram import _count_edges_kernel, _minmax_kernel
+from bigimg.kernels import histogram as kh
 from bigimg.pipeline import load_config
 from tests.helpers import raise_if_dask_computes
 from tests.strategies import chunkings
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+
+
+def _interp_uniform(x, xp, fp):
+    """The equalization kernel on one plane: ``np.interp`` for nearly even ``xp``, in float64."""
+    x = np.asarray(x)
+    out = np.empty(x.shape)
+    kh.interp(
+        x.reshape(1, 1, -1) if x.ndim < 2 else x[None],
+        xp[None],
+        fp[None],
+        out=out.reshape(1, 1, -1) if x.ndim < 2 else out[None],
+    )
+    return out
 
 
 # ---------------------------------------------------------------- helpers
@@ -717,3 +731,89 @@ def test_plot_histogram_overwrite_must_be_a_bool(tmp_path):
     assert (tmp_path / "h.png").read_bytes() == b"keep"
     with pytest.raises(ValueError, match="at least one bin"):
         bi.plot_histogram(h.isel(bin=slice(0, 0)), tmp_path / "empty.png")
+
+
+# ---------------------------------------------------------------- integer output (dtype=)
+def _as_int(ref: np.ndarray, dtype: str) -> np.ndarray:
+    return (skimage.util.img_as_ubyte if dtype == "uint8" else skimage.util.img_as_uint)(ref)
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "uint16"])
+@pytest.mark.parametrize("src", ["float32", "float64", "uint8", "uint16", "int32"])
+def test_integer_output_is_img_as_ubyte_of_the_float_result(dtype, src):
+    """Every pixel: img_as_ubyte/img_as_uint of skimage's equalization; NaN -> nodata, exclude kept."""
+    import skimage.util
+
+    rng = np.random.default_rng(3)
+    if src.startswith("float"):
+        a = rng.gamma(2.0, 30.0, (37, 29, 2)).astype(src)
+        a[:5] = np.nan
+        a[-1, -3:] = 0
+    else:
+        a = rng.integers(0, 250, (37, 29, 2)).astype(src)
+    img = bi.from_array(a, chunks={"y": 10, "x": 7})
+    out = bi.equalize_hist(img, exclude=[0], dtype=dtype, nodata=7).values
+    assert out.dtype == dtype
+    floats = bi.equalize_hist(img, exclude=[0]).values
+    for b in range(a.shape[-1]):
+        band = a[..., b]
+        ok = _valid(band, [0])
+        ref = _as_int(
+            np.where(ok, skimage.exposure.equalize_hist(band, nbins=256, mask=ok), 0), dtype
+        )
+        same = out[..., b][ok] == ref[ok]
+        # skimage's float result differs from bigimg's by < 1e-6: a pixel may round the other way
+        near = np.abs(out[..., b][ok].astype(int) - ref[ok].astype(int)) <= 1
+        assert near.all() and same.mean() > 0.99
+        np.testing.assert_array_equal(out[..., b][ok], _as_int(floats[..., b][ok], dtype))
+        assert (out[..., b][np.isnan(band)] == 7).all()
+        assert (out[..., b][band == 0] == 0).all()
+
+
+def test_integer_output_refuses_before_any_compute():
+    img = bi.from_array(_float_with_nan_border(), chunks=16)
+    with raise_if_dask_computes():
+        with pytest.raises(ValueError, match="nodata"):
+            bi.equalize_hist(img, dtype="uint8")
+        with pytest.raises(ValueError, match="nodata"):
+            bi.equalize_hist(img, dtype="uint8", nodata=256)
+        with pytest.raises(ValueError, match="nodata"):
+            bi.equalize_hist(img, nodata=0)  # no dtype: a float result keeps NaN
+        with pytest.raises(ValueError, match="dtype"):
+            bi.equalize_hist(img, dtype="int8", nodata=0)
+        with pytest.raises(ValueError, match="out_range"):
+            bi.equalize_hist(img, dtype="uint8", nodata=0, out_range=(0, 255))
+        with pytest.raises(ValueError, match="exclude"):
+            bi.equalize_hist(img, dtype="uint8", nodata=0, exclude=[-1])
+    ints = bi.from_array(_uint8_with_border(), chunks=16)  # no NaN possible: no nodata needed
+    out = bi.equalize_hist(ints, dtype="uint16", exclude=[0, 255])
+    assert out.dtype == np.uint16
+    assert out.bigimg.equalize_hist(dtype="uint8", exclude=[0, 255]).dtype == np.uint8  # accessor
+
+
+def test_integer_output_from_a_config(tmp_path):
+    from bigimg.demo import synthetic_mosaic
+
+    mosaic = synthetic_mosaic(128, chunks=64)
+    bi.to_zarr(mosaic, tmp_path / "mosaic.zarr")
+    (tmp_path / "eq.toml").write_text(
+        '[input]\npath = "mosaic.zarr"\nnodata = 0\n\n'
+        '[[steps]]\nop = "equalize_hist"\nexclude = [255]\ndtype = "uint8"\nnodata = 0\n\n'
+        '[output]\npath = "out.zarr"\n'
+    )
+    pipe = load_config(tmp_path / "eq.toml")
+    pipe.run()
+    out = xr.open_zarr(pipe.output.path)["image"].transpose("y", "x", "band")
+    assert out.dtype == np.uint8
+    src = bi.open_image(tmp_path / "mosaic.zarr", nodata=0)
+    ref = bi.equalize_hist(src, exclude=[255], dtype="uint8", nodata=0)
+    np.testing.assert_array_equal(out.values, ref.values)
+    assert (out.values[np.isnan(src.values)] == 0).all()
+    (tmp_path / "bad.toml").write_text(
+        (tmp_path / "eq.toml")
+        .read_text()
+        .replace("nodata = 0\n\n[output]", "\n[output]")
+        .replace("out.zarr", "bad.zarr")
+    )
+    with pytest.raises(ValueError, match="nodata"):
+        load_config(tmp_path / "bad.toml").run()

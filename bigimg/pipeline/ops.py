@@ -62,6 +62,8 @@ class EqualizeHistParams(Params):
     exclude: list[float]
     out_range: FloatPair
     dims: list[str] | None
+    dtype: Literal["uint8", "uint16"] | None
+    nodata: int | None
 
 
 class EqualizeAdapthistParams(Params):
