@@ -134,7 +134,9 @@ def test_a_writer_whose_lease_is_taken_never_marks_the_store_complete(s3_bucket,
 def test_a_lease_is_renewed_while_the_writer_runs(s3_bucket, monkeypatch):
     monkeypatch.setattr(lock, "LEASE_SECONDS", 1.0)
     loc = Location.of(s3_bucket.url("r.zarr"), s3_bucket.storage_options)
-    with writer_lock(loc):
+    with writer_lock(loc) as outer:
+        with writer_lock(loc) as inner:  # a pipeline's to_zarr inside its run's lock
+            assert inner is outer and outer is not None  # checked before marking complete
         first = json.loads(s3_bucket.get(".r.zarr.bigimg-lock"))
         time.sleep(2.5)  # more than two terms
         later = json.loads(s3_bucket.get(".r.zarr.bigimg-lock"))

@@ -50,6 +50,7 @@ from bigimg.io.location import Location
 LEASE_SECONDS = float(os.environ.get("BIGIMG_LEASE_SECONDS", "60"))
 
 _HELD: dict[str, tuple[int, int]] = {}  # url -> (thread ident, depth)
+_LEASES: dict[str, _Lease] = {}  # url -> the lease an outer block holds (object stores)
 _HELD_LOCK = threading.Lock()
 
 
@@ -235,8 +236,8 @@ def writer_lock(loc: Location) -> Iterator[_Lease | None]:
             )
         _HELD[key] = (me, depth + 1)
     try:
-        if depth:  # re-entered: the outer block holds the lock
-            yield None
+        if depth:  # re-entered: the outer block holds the lock (and the lease, if any)
+            yield _LEASES.get(key)
         elif loc.local:
             with _flock(loc):
                 yield None
@@ -244,7 +245,11 @@ def writer_lock(loc: Location) -> Iterator[_Lease | None]:
             yield None
         else:
             with _lease(loc) as lease:
-                yield lease
+                _LEASES[key] = lease
+                try:
+                    yield lease
+                finally:
+                    _LEASES.pop(key, None)
     finally:
         with _HELD_LOCK:
             if depth:
