@@ -7,8 +7,10 @@ The scripts run as ``python benchmarks/<script>.py``, so this directory is on
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import psutil
+import xarray as xr
 
 
 class PeakRSS:
@@ -74,3 +76,19 @@ class PeakRSS:
         self._stop.set()
         self._thread.join()
         self.sample()
+
+
+def zarr_encoding() -> dict:
+    from zarr.codecs import BloscCodec, Crc32cCodec
+
+    return {"compressors": [BloscCodec(cname="zstd", clevel=3), Crc32cCodec()]}
+
+
+def copy_floor(src: Path, out: Path) -> None:
+    """The floor of a Zarr-to-Zarr run, plain xarray: read the store, write it again with the same codec and chunks."""
+    ds = xr.open_zarr(src, consolidated=False)[["image"]]
+    for v in ds.variables.values():
+        v.encoding = {}
+    ds.to_zarr(
+        out, mode="w", zarr_format=3, consolidated=False, encoding={"image": zarr_encoding()}
+    )

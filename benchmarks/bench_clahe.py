@@ -35,8 +35,7 @@ from pathlib import Path
 import dask
 import numpy as np
 import skimage.exposure
-import xarray as xr
-from _common import PeakRSS
+from _common import PeakRSS, copy_floor
 
 import bigimg as bi
 from bigimg.demo import synthetic_mosaic
@@ -67,20 +66,6 @@ def in_memory(size: int, repeat: int) -> None:
         f"  skimage {s:.2f} s (1 core), bigimg {o:.2f} s (2 threads): {s / o:.2f}x skimage's speed"
     )
     print(f"  max |bigimg - skimage| = {float(np.abs(out - ref).max()):.2e}")
-
-
-def _encoding() -> dict:
-    from zarr.codecs import BloscCodec, Crc32cCodec
-
-    return {"compressors": [BloscCodec(cname="zstd", clevel=3), Crc32cCodec()]}
-
-
-def copy_floor(src: Path, out: Path) -> None:
-    """Plain xarray: read the store, write it again with the same codec and chunks."""
-    ds = xr.open_zarr(src, consolidated=False)[["image"]]
-    for v in ds.variables.values():
-        v.encoding = {}
-    ds.to_zarr(out, mode="w", zarr_format=3, consolidated=False, encoding={"image": _encoding()})
 
 
 def clahe(src: Path, out: Path) -> None:

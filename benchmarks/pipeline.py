@@ -44,7 +44,7 @@ import dask
 import dask.array as da
 import numpy as np
 import xarray as xr
-from _common import PeakRSS
+from _common import PeakRSS, copy_floor, zarr_encoding
 
 import bigimg as bi
 from bigimg.demo import synthetic_mosaic
@@ -59,20 +59,6 @@ STEPS = [
     {"op": "gaussian_filter", "sigma": {"y": SIGMA, "x": SIGMA}, "nan_policy": "omit"},
     {"op": "equalize_hist", "bins": BINS},
 ]
-
-
-def _encoding() -> dict:
-    from zarr.codecs import BloscCodec, Crc32cCodec
-
-    return {"compressors": [BloscCodec(cname="zstd", clevel=3), Crc32cCodec()]}
-
-
-def copy_floor(src: Path, out: Path) -> None:
-    """Plain xarray: read the store, write it again with the same codec and chunks."""
-    ds = xr.open_zarr(src, consolidated=False)[["image"]]
-    for v in ds.variables.values():
-        v.encoding = {}
-    ds.to_zarr(out, mode="w", zarr_format=3, consolidated=False, encoding={"image": _encoding()})
 
 
 def dask_image_way(src: Path, out: Path) -> None:
@@ -106,7 +92,7 @@ def dask_image_way(src: Path, out: Path) -> None:
 
     eq = f.map_blocks(interp, dtype=np.float32)
     xr.Dataset({"image": (ds["image"].dims, eq)}).to_zarr(
-        out, mode="w", zarr_format=3, consolidated=False, encoding={"image": _encoding()}
+        out, mode="w", zarr_format=3, consolidated=False, encoding={"image": zarr_encoding()}
     )
 
 

@@ -172,9 +172,17 @@ def identity(source: str, loc: Location | None = None) -> str | None:
     try:
         if is_zarr_store(loc):
             digest = hashlib.sha256()
-            metas = [k for k in loc.keys() if k.rsplit("/", 1)[-1] in MARKERS and k.count("/") <= 1]
-            for key in sorted(metas):  # the root's and its arrays' metadata, not the chunks'
-                digest.update(f"{key}\0".encode() + (loc.get(key) or b""))
+            # the root's and its arrays' metadata, never the chunks': one listing of the
+            # root (a full listing would walk every chunk of a terabyte store)
+            names = loc.children("")
+            candidates = [
+                *MARKERS,
+                *(f"{n}/{m}" for n in names if n not in MARKERS for m in MARKERS),
+            ]
+            for key in sorted(candidates):
+                meta = loc.get(key)
+                if meta is not None:
+                    digest.update(f"{key}\0".encode() + meta)
             return f"store metadata sha256={digest.hexdigest()}"
         fs, path = loc.filesystem()
         info = fs.info(path)
