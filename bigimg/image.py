@@ -77,11 +77,6 @@ def from_array(
         if not hasattr(arr, "ndim"):
             arr = np.asarray(arr)
         ndim = arr.ndim
-        if isinstance(arr, da.Array) and any(math.isnan(n) for n in arr.shape):
-            raise ValueError(
-                f"arr has unknown chunk sizes (shape {arr.shape}); "
-                "call arr.compute_chunk_sizes() first"
-            )
         if dims is None:
             if ndim not in (2, 3, 4):
                 raise ValueError(f"arr must be 2-D, 3-D or 4-D, got ndim={ndim}")
